@@ -1,0 +1,30 @@
+"""sslframe: self-supervised pretraining of vision models, from a laptop CPU to SLURM clusters."""
+
+from setuptools import find_packages, setup
+
+setup(
+    name="sslframe",
+    version="0.1.0",
+    description="Self-supervised pretraining of vision models at scale (SwAV, SimCLR, ...)",
+    long_description=open("README.md", encoding="utf-8").read(),
+    long_description_content_type="text/markdown",
+    license="MIT",
+    python_requires=">=3.10",
+    packages=find_packages(include=["sslframe", "sslframe.*"]),
+    install_requires=[
+        "torch>=2.4,<2.15",
+        "torchvision>=0.19,<0.30",
+        "hydra-core>=1.3,<1.4",
+        "omegaconf>=2.3,<2.5",
+        "numpy>=1.24",
+        "pillow>=9.0",
+        "timm>=1.0",
+        "fairscale>=0.4.13",
+        "tensorboard>=2.14",
+        "submitit>=1.5",
+        "tqdm>=4.60",
+        "safetensors>=0.4",
+        "matplotlib>=3.7",
+    ],
+    extras_require={"dev": ["pytest>=8", "ruff>=0.6"]},
+)

@@ -1,0 +1,168 @@
+"""Compose configs with Hydra's compose API and turn every user mistake into one clear line.
+
+We call ``hydra.compose`` ourselves instead of ``@hydra.main`` so that errors are ours to word
+(one line naming the bad key and the valid choices, no traceback) and so Hydra never changes
+the working directory or writes its own output folders.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import os
+import re
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from hydra import compose, initialize_config_dir
+from hydra.core.config_store import ConfigStore
+from hydra.core.global_hydra import GlobalHydra
+from hydra.errors import HydraException, MissingConfigException
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+from sslframe.config.schema import GROUP_SCHEMAS, PRIMARY_SCHEMAS, RunConfig
+from sslframe.errors import UserError
+
+CONFIG_DIR = Path(os.environ.get("SSLFRAME_CONFIG_DIR", Path(__file__).resolve().parents[2] / "configs"))
+
+
+# Sections validated like groups: the option groups plus the fixed sections of the primary schemas.
+SECTION_SCHEMAS: dict[str, dict[str, type]] = {
+    **GROUP_SCHEMAS,
+    "run": {"run": RunConfig},
+}
+
+
+def _register_schemas() -> None:
+    store = ConfigStore.instance()
+    for group, options in GROUP_SCHEMAS.items():
+        for name, schema in options.items():
+            store.store(group=f"schema/{group}", name=name, node=schema)
+    for name, schema in PRIMARY_SCHEMAS.items():
+        store.store(name=name, node=schema)
+
+
+_register_schemas()
+
+
+def group_options(group: str) -> list[str]:
+    """The option names available in a config group (the yaml files under configs/<group>)."""
+    folder = CONFIG_DIR / group
+    return sorted(p.stem for p in folder.glob("*.yaml")) if folder.is_dir() else []
+
+
+def _field_names(schema: type) -> list[str]:
+    return [f.name for f in dataclasses.fields(schema)]
+
+
+def _explain(exc: BaseException) -> str:
+    """One line describing a Hydra / OmegaConf composition failure."""
+    if isinstance(exc, MissingConfigException):
+        text = str(exc)
+        missing = re.search(r"Could not find '([^']+)'", text)
+        options = re.findall(r"^\t(\S+)$", text, flags=re.M)
+        if missing and "/" in missing.group(1):
+            group, option = missing.group(1).rsplit("/", 1)
+            if group == "config":
+                options = group_options("config")
+            return f"unknown option '{option}' for config group '{group}'; valid choices: {', '.join(options)}"
+        return text.splitlines()[0]
+    cause: BaseException | None = exc
+    while cause is not None and not isinstance(cause, OmegaConfBaseException):
+        cause = cause.__cause__
+    if isinstance(cause, OmegaConfBaseException):
+        return _explain_omegaconf(cause)
+    return str(exc).splitlines()[0]
+
+
+def _explain_omegaconf(exc: OmegaConfBaseException) -> str:
+    key = getattr(exc, "full_key", None) or "?"
+    schema = getattr(exc, "object_type", None)
+    message = str(exc).splitlines()[0]
+    if "not in" in message or "not in struct" in message or "Key '" in message and "not" in message:
+        valid = ", ".join(_field_names(schema)) if dataclasses.is_dataclass(schema) else ""
+        group = key.split(".")[0]
+        if not valid and group in GROUP_SCHEMAS:
+            valid = ", ".join(sorted({n for s in GROUP_SCHEMAS[group].values() for n in _field_names(s)}))
+        return f"unknown key '{key}'" + (f"; valid keys: {valid}" if valid else "")
+    return f"bad value for '{key}': {message}"
+
+
+def _schema_for(group: str, node: Any) -> type | None:
+    options = SECTION_SCHEMAS.get(group)
+    if not options or not isinstance(node, DictConfig):
+        return None
+    if len(options) == 1:
+        return next(iter(options.values()))
+    name = node.get("name")
+    if name not in options:
+        raise UserError(f"unknown {group} '{name}'; valid choices: {', '.join(sorted(options))}")
+    return options[name]
+
+
+def _choice_values(spec: Any) -> Sequence[str]:
+    if isinstance(spec, tuple):
+        return spec
+    from sslframe import choices  # noqa: PLC0415 - registries are filled by the model modules
+
+    return choices.lookup(spec)
+
+
+def validate(cfg: DictConfig) -> None:
+    """Check the composed config against the schemas; raise UserError on the first problem."""
+    for group in SECTION_SCHEMAS:
+        if group not in cfg:
+            continue
+        node = cfg[group]
+        schema = _schema_for(group, node)
+        if schema is None:
+            continue
+        allowed = set(_field_names(schema))
+        for key in node:
+            if key not in allowed:
+                raise UserError(f"unknown key '{group}.{key}'; valid keys: {', '.join(_field_names(schema))}")
+        try:
+            OmegaConf.merge(OmegaConf.structured(schema), node)
+        except OmegaConfBaseException as exc:
+            raise UserError(_explain_omegaconf(exc)) from None
+        for key, spec in getattr(schema, "choices", {}).items():
+            value = node.get(key)
+            valid = _choice_values(spec)
+            if value not in valid:
+                raise UserError(f"bad value for '{group}.{key}': '{value}'; valid choices: {', '.join(valid)}")
+    missing = sorted(OmegaConf.missing_keys(cfg))
+    if missing:
+        raise UserError(f"missing value for '{missing[0]}' (set it on the command line: {missing[0]}=...)")
+
+
+def compose_config(primary: str, overrides: Sequence[str]) -> DictConfig:
+    """Compose ``configs/<primary>.yaml`` with command-line overrides and validate it."""
+    GlobalHydra.instance().clear()
+    try:
+        with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base=None):
+            cfg = compose(config_name=primary, overrides=list(overrides))
+    except (HydraException, OmegaConfBaseException) as exc:
+        raise UserError(_explain(exc)) from None
+    finally:
+        GlobalHydra.instance().clear()
+    try:
+        validate(cfg)
+        OmegaConf.resolve(cfg)
+    except OmegaConfBaseException as exc:
+        raise UserError(_explain_omegaconf(exc)) from None
+    return cfg
+
+
+def config_hash(cfg: DictConfig, sections: Sequence[str] = ("trunk", "head", "method")) -> str:
+    """A short hash of the config sections that define the model's shape and state."""
+    text = OmegaConf.to_yaml(OmegaConf.masked_copy(cfg, [s for s in sections if s in cfg]), sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def save_config(cfg: DictConfig, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(OmegaConf.to_yaml(cfg, resolve=True))
+    tmp.replace(path)

@@ -1,0 +1,241 @@
+"""Typed schemas for every config group.
+
+Each option file under ``configs/<group>/`` extends one of these dataclasses (through its
+defaults list), so Hydra type-checks values while composing. ``validate`` then checks the
+whole composed config again (unknown keys, missing values, choices) before any work starts.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+from omegaconf import MISSING
+
+# Choice fields name a callable returning the valid values, so registries filled by other
+# modules are read only when validating (no import cycles).
+Choices = dict[str, Any]
+
+
+@dataclass
+class RunConfig:
+    dir: str = "runs/default"
+
+
+@dataclass
+class ResNetConfig:
+    """ResNet / ResNeXt / wide ResNet trunks (He et al. 2016; Xie et al. 2017; SwAV's wide R50)."""
+
+    name: str = "resnet"
+    arch: str = "resnet50"
+    # Extra multiplier on every width (the SwAV-style widening lives in ``arch``: resnet50w2...).
+    width_multiplier: float = 1.0
+    # CIFAR-style stem for small images: 3x3 stride-1 convolution and no max-pool.
+    small_images: bool = False
+    zero_init_residual: bool = False
+    choices: ClassVar[Choices] = {"arch": "resnet_archs"}
+
+
+@dataclass
+class RegNetConfig:
+    """RegNet X/Y trunks from the RegNet design-space parameters (Radosavovic et al. 2020)."""
+
+    name: str = "regnet"
+    arch: str = "regnety_16gf"
+    small_images: bool = False
+    choices: ClassVar[Choices] = {"arch": "regnet_archs"}
+
+
+@dataclass
+class MLPHeadConfig:
+    """Projection head: Linear (+BN) + activation per hidden layer, then a Linear output."""
+
+    name: str = "mlp"
+    hidden_dims: list[int] = field(default_factory=lambda: [2048])
+    output_dim: int = 128
+    batch_norm: bool = True
+    last_batch_norm: bool = False
+    activation: str = "relu"
+    choices: ClassVar[Choices] = {"activation": ("relu", "gelu")}
+
+
+@dataclass
+class SwAVConfig:
+    """SwAV (Caron et al. 2020): swapped prediction of Sinkhorn-Knopp cluster codes."""
+
+    name: str = "swav"
+    temperature: float = 0.1
+    epsilon: float = 0.05
+    sinkhorn_iterations: int = 3
+    num_prototypes: list[int] = field(default_factory=lambda: [3000])
+    crops_for_assign: list[int] = field(default_factory=lambda: [0, 1])
+    queue_length: int = 0
+    queue_start_epoch: int = 15
+    freeze_prototypes_steps: int = 313
+
+
+@dataclass
+class SimCLRConfig:
+    """SimCLR (Chen et al. 2020): NT-Xent contrastive loss between two views."""
+
+    name: str = "simclr"
+    temperature: float = 0.1
+
+
+@dataclass
+class DataConfig:
+    """Where images come from and how they are batched (``batch_size`` is per process)."""
+
+    name: str = "folder"
+    source: str = "folder"
+    path: str = MISSING
+    # Held-out split used by evaluation (kNN memory bank is ``path``, queries are ``val_path``).
+    val_path: str = ""
+    batch_size: int = 64
+    num_workers: int = 4
+    prefetch_factor: int = 2
+    persistent_workers: bool = True
+    drop_last: bool = True
+    max_bad_fraction: float = 0.01
+    choices: ClassVar[Choices] = {"source": "data_sources"}
+
+
+@dataclass
+class MultiCropConfig:
+    """Multi-crop views (SwAV) with the SimCLR augmentation set; probabilities per view.
+
+    ``blur_p`` and ``solarize_p`` are lists cycled over the global crops (BYOL-style
+    asymmetric views use two values); local crops use ``local_blur_p``/``local_solarize_p``.
+    """
+
+    name: str = "multicrop"
+    global_crops: int = 2
+    global_size: int = 224
+    global_scale: list[float] = field(default_factory=lambda: [0.14, 1.0])
+    local_crops: int = 6
+    local_size: int = 96
+    local_scale: list[float] = field(default_factory=lambda: [0.05, 0.14])
+    flip_p: float = 0.5
+    jitter_strength: float = 1.0
+    # Brightness, contrast, saturation, hue factors, each multiplied by jitter_strength.
+    jitter: list[float] = field(default_factory=lambda: [0.8, 0.8, 0.8, 0.2])
+    jitter_p: float = 0.8
+    grayscale_p: float = 0.2
+    blur_p: list[float] = field(default_factory=lambda: [0.5])
+    local_blur_p: float = 0.5
+    solarize_p: list[float] = field(default_factory=lambda: [0.0])
+    local_solarize_p: float = 0.0
+    mean: list[float] = field(default_factory=lambda: [0.485, 0.456, 0.406])
+    std: list[float] = field(default_factory=lambda: [0.229, 0.224, 0.225])
+
+
+@dataclass
+class OptimConfig:
+    """Optimizer. ``lr`` is the peak rate at ``base_batch_size`` images per step; the rate used
+    is ``lr * global_batch / base_batch_size`` (linear scaling, Goyal et al. 2017), or ``lr``
+    unchanged when ``base_batch_size`` is 0."""
+
+    name: str = "sgd"
+    lr: float = 0.1
+    base_batch_size: int = 256
+    momentum: float = 0.9
+    nesterov: bool = False
+    weight_decay: float = 1e-6
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
+    eps: float = 1e-8
+    # LARS trust coefficient (eta in You et al. 2017).
+    trust_coefficient: float = 0.001
+    # Biases and normalisation parameters get no weight decay and no LARS adaptation.
+    exclude_bias_and_norm: bool = True
+    choices: ClassVar[Choices] = {"name": "optimizers"}
+
+
+@dataclass
+class ScheduleConfig:
+    """Per-iteration learning-rate schedule: linear warmup, then cosine (or constant)."""
+
+    name: str = "cosine"
+    warmup_epochs: float = 0.0
+    warmup_steps: int = 0
+    # Warmup starts at ``warmup_start_factor * peak`` and cosine ends at ``final_factor * peak``.
+    warmup_start_factor: float = 0.0
+    final_factor: float = 0.0
+    choices: ClassVar[Choices] = {"name": "schedules"}
+
+
+@dataclass
+class TrainerConfig:
+    max_epochs: int = 100
+    # Stop after this many optimizer steps (<= 0: no limit). The LR schedule always spans
+    # max_epochs, so a run stopped early continues exactly when resumed with a larger limit.
+    max_steps: int = 0
+    checkpoint_every: int = 1000
+    keep_last: int = 3
+    # auto: newest complete checkpoint in run.dir/checkpoints; never; or a checkpoint path.
+    resume: str = "auto"
+    precision: str = "fp32"
+    log_every: int = 50
+    seed: int = 0
+    grad_clip: float = 0.0
+    device: str = "auto"
+    # Channels-last memory layout for convolutional trunks (faster convolutions on CPU and GPU).
+    channels_last: bool = True
+    progress: bool = True
+    choices: ClassVar[Choices] = {
+        "precision": ("fp32", "bf16"),
+        "device": ("auto", "cpu", "cuda"),
+    }
+
+
+@dataclass
+class TrainConfig:
+    run: RunConfig = field(default_factory=RunConfig)
+    trunk: Any = MISSING
+    head: Any = MISSING
+    method: Any = MISSING
+    data: Any = MISSING
+    transform: Any = MISSING
+    optim: Any = MISSING
+    schedule: Any = MISSING
+    trainer: Any = MISSING
+
+
+@dataclass
+class KNNEvalConfig:
+    """Weighted kNN on frozen trunk features (Wu et al. 2018 InstDisc; Caron et al. 2021 DINO)."""
+
+    name: str = "knn"
+    ks: list[int] = field(default_factory=lambda: [20, 200])
+    temperature: float = 0.07
+    batch_size: int = 256
+    num_workers: int = 2
+    # Resize images to this side before the centre crop (0: the run's global crop size).
+    image_size: int = 0
+    # Evaluate the same architecture at random initialisation (a baseline).
+    random_init: bool = False
+    device: str = "auto"
+    choices: ClassVar[Choices] = {"device": ("auto", "cpu", "cuda")}
+
+
+@dataclass
+class EvalConfig:
+    checkpoint: str = MISSING
+    out: str = ""
+    data: Any = MISSING
+    eval: Any = MISSING
+
+
+# group -> option schema name -> dataclass. The option yaml files extend these.
+GROUP_SCHEMAS: dict[str, dict[str, type]] = {
+    "trunk": {"resnet": ResNetConfig, "regnet": RegNetConfig},
+    "head": {"mlp": MLPHeadConfig},
+    "method": {"swav": SwAVConfig, "simclr": SimCLRConfig},
+    "data": {"data": DataConfig},
+    "transform": {"multicrop": MultiCropConfig},
+    "optim": {"optim": OptimConfig},
+    "schedule": {"schedule": ScheduleConfig},
+    "trainer": {"trainer": TrainerConfig},
+    "eval": {"knn": KNNEvalConfig},
+}
+
+PRIMARY_SCHEMAS: dict[str, type] = {"train_schema": TrainConfig, "eval_schema": EvalConfig}

@@ -1,0 +1,160 @@
+"""Deterministic, resumable batches (DESIGN.md principle 6).
+
+The sample order is a pure function of (seed, epoch, rank, world size); the augmentation of
+a sample is a pure function of (seed, epoch, index), whatever worker decodes it. So a run
+resumed at batch k of an epoch sees exactly the batches an uninterrupted run would have seen.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset, Sampler, get_worker_info
+
+from sslframe.data.transforms import decode
+
+log = logging.getLogger(__name__)
+
+
+def sample_seed(seed: int, epoch: int, index: int) -> int:
+    return int(np.random.SeedSequence([seed, epoch, index]).generate_state(1, dtype=np.uint64)[0] >> 1)
+
+
+@contextmanager
+def seeded_rng(seed: int) -> Iterator[None]:
+    """Seed torch's global RNG for one sample. In the main process the previous state is
+    restored afterwards, so data loading never disturbs the training RNG stream."""
+    in_worker = get_worker_info() is not None
+    saved = None if in_worker else torch.get_rng_state()
+    torch.default_generator.manual_seed(seed)
+    try:
+        yield
+    finally:
+        if saved is not None:
+            torch.set_rng_state(saved)
+
+
+class EpochSampler(Sampler[tuple[int, int]]):
+    """Yields ``(epoch, index)`` for this rank's share of a seeded permutation.
+
+    Each epoch's permutation comes from (seed, epoch); rank r takes every world-th element
+    starting at r, so ranks are disjoint. ``start`` skips that many of this rank's samples
+    without touching them (resuming mid-epoch).
+    """
+
+    def __init__(
+        self, num_samples: int, seed: int, rank: int = 0, world_size: int = 1, shuffle: bool = True
+    ) -> None:
+        self.num_samples = num_samples
+        self.seed = seed
+        self.rank = rank
+        self.world_size = world_size
+        self.shuffle = shuffle
+        self.epoch = 0
+        self.start = 0
+
+    def set_epoch(self, epoch: int, start: int = 0) -> None:
+        self.epoch = epoch
+        self.start = start
+
+    def indices(self, epoch: int) -> list[int]:
+        if self.shuffle:
+            generator = torch.Generator().manual_seed(self.seed * 100_003 + epoch)
+            order = torch.randperm(self.num_samples, generator=generator).tolist()
+        else:
+            order = list(range(self.num_samples))
+        per_rank = self.num_samples // self.world_size
+        return order[self.rank : per_rank * self.world_size : self.world_size]
+
+    def __len__(self) -> int:
+        return self.num_samples // self.world_size - self.start
+
+    def __iter__(self) -> Iterator[tuple[int, int]]:
+        for index in self.indices(self.epoch)[self.start :]:
+            yield self.epoch, index
+
+
+class ViewsDataset(Dataset):
+    """Reads, decodes and augments one sample; an unreadable sample becomes a ``BadSample``."""
+
+    def __init__(self, source: Any, transform: Callable[[torch.Tensor], Any], seed: int) -> None:
+        self.source = source
+        self.transform = transform
+        self.seed = seed
+
+    def __len__(self) -> int:
+        return len(self.source)
+
+    def __getitem__(self, item: tuple[int, int] | int) -> Any:
+        epoch, index = item if isinstance(item, tuple) else (0, item)
+        key = str(index)
+        try:
+            key, data, label = self.source.read(index)
+            image = decode(data)
+            with seeded_rng(sample_seed(self.seed, epoch, index)):
+                views = self.transform(image)
+        except Exception as exc:  # noqa: BLE001 - any unreadable sample is skipped and reported
+            return BadSample(key, f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}")
+        return views, label
+
+
+@dataclass
+class BadSample:
+    key: str
+    reason: str
+
+
+@dataclass
+class Batch:
+    views: list[torch.Tensor]
+    labels: torch.Tensor
+    bad: list[BadSample] = field(default_factory=list)
+
+    @property
+    def size(self) -> int:
+        return int(self.labels.shape[0])
+
+
+def collate_views(items: list[Any]) -> Batch:
+    good = [it for it in items if not isinstance(it, BadSample)]
+    bad = [it for it in items if isinstance(it, BadSample)]
+    if not good:
+        return Batch([], torch.zeros(0, dtype=torch.long), bad)
+    first = good[0][0]
+    if isinstance(first, torch.Tensor):
+        views = [torch.stack([g[0] for g in good])]
+    else:
+        views = [torch.stack([g[0][v] for g in good]) for v in range(len(first))]
+    labels = torch.tensor([g[1] for g in good], dtype=torch.long)
+    return Batch(views, labels, bad)
+
+
+def make_loader(
+    dataset: Dataset,
+    sampler: Sampler,
+    batch_size: int,
+    num_workers: int,
+    drop_last: bool = True,
+    prefetch_factor: int = 2,
+    persistent_workers: bool = False,
+    pin_memory: bool = False,
+) -> DataLoader:
+    extra: dict[str, Any] = {}
+    if num_workers > 0:
+        extra = {"prefetch_factor": prefetch_factor, "persistent_workers": persistent_workers}
+    return DataLoader(
+        dataset,
+        batch_size=batch_size,
+        sampler=sampler,
+        num_workers=num_workers,
+        collate_fn=collate_views,
+        drop_last=drop_last,
+        pin_memory=pin_memory,
+        **extra,
+    )

@@ -1,0 +1,84 @@
+"""Image decoding and augmentations on uint8 tensors (torchvision transforms v2).
+
+The SimCLR augmentation set (Chen et al. 2020, appendix A): random resized crop, horizontal
+flip, colour jitter (brightness, contrast, saturation 0.8s, hue 0.2s) with p=0.8, grayscale
+with p=0.2, Gaussian blur (sigma in [0.1, 2], kernel ~10% of the crop) and, for BYOL-style
+views, solarisation. Multi-crop (SwAV, Caron et al. 2020): N global + M local crops.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+from torchvision.io import ImageReadMode, decode_image
+from torchvision.transforms import v2
+
+
+def decode(data: bytes) -> torch.Tensor:
+    """Bytes of a JPEG/PNG/... image to a uint8 RGB tensor (3 x H x W)."""
+    buffer = torch.frombuffer(bytearray(data), dtype=torch.uint8)
+    return decode_image(buffer, mode=ImageReadMode.RGB)
+
+
+def _blur_kernel(size: int) -> int:
+    return max(3, int(0.1 * size) // 2 * 2 + 1)
+
+
+def view_transform(
+    size: int,
+    scale: Sequence[float],
+    cfg: Any,
+    blur_p: float,
+    solarize_p: float,
+) -> v2.Compose:
+    """One augmented view: crop, flip, colour distortion, blur, solarize, to normalised float."""
+    jitter = [f * cfg.jitter_strength for f in cfg.jitter]
+    steps: list[Any] = [
+        v2.RandomResizedCrop(size, scale=tuple(scale), antialias=True),
+        v2.RandomHorizontalFlip(cfg.flip_p),
+    ]
+    if cfg.jitter_p > 0 and any(jitter):
+        steps.append(v2.RandomApply([v2.ColorJitter(*jitter)], p=cfg.jitter_p))
+    if cfg.grayscale_p > 0:
+        steps.append(v2.RandomGrayscale(cfg.grayscale_p))
+    if blur_p > 0:
+        steps.append(v2.RandomApply([v2.GaussianBlur(_blur_kernel(size), sigma=(0.1, 2.0))], p=blur_p))
+    if solarize_p > 0:
+        steps.append(v2.RandomSolarize(threshold=128, p=solarize_p))
+    steps += [v2.ToDtype(torch.float32, scale=True), v2.Normalize(cfg.mean, cfg.std)]
+    return v2.Compose(steps)
+
+
+class MultiCropTransform:
+    """``global_crops`` large views then ``local_crops`` small views of one image."""
+
+    def __init__(self, cfg: Any) -> None:
+        self.views = [
+            view_transform(
+                cfg.global_size,
+                cfg.global_scale,
+                cfg,
+                cfg.blur_p[i % len(cfg.blur_p)],
+                cfg.solarize_p[i % len(cfg.solarize_p)],
+            )
+            for i in range(cfg.global_crops)
+        ]
+        local = view_transform(cfg.local_size, cfg.local_scale, cfg, cfg.local_blur_p, cfg.local_solarize_p)
+        self.views += [local] * cfg.local_crops
+
+    def __call__(self, image: torch.Tensor) -> list[torch.Tensor]:
+        return [view(image) for view in self.views]
+
+
+def eval_transform(size: int, mean: Sequence[float], std: Sequence[float]) -> v2.Compose:
+    """Deterministic evaluation view: resize the short side, centre crop, normalise."""
+    return v2.Compose(
+        [
+            v2.Resize(size, antialias=True),
+            v2.CenterCrop(size),
+            v2.ToDtype(torch.float32, scale=True),
+            v2.Normalize(list(mean), list(std)),
+        ]
+    )

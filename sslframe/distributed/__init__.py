@@ -1,0 +1,1 @@
+"""Process groups, collectives with gradients, and checkpoints."""

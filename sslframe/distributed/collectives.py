@@ -1,0 +1,45 @@
+"""Collectives that degrade to identities when no process group is running.
+
+Losses take an optional ``group``; with ``None`` (or no initialised process group) they see
+only the local batch, which is exactly the single-process case.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.distributed as dist
+from torch.distributed import ProcessGroup
+
+
+def active(group: ProcessGroup | None) -> bool:
+    return group is not None and dist.is_available() and dist.is_initialized()
+
+
+def world_size(group: ProcessGroup | None) -> int:
+    return dist.get_world_size(group) if active(group) else 1
+
+
+def rank(group: ProcessGroup | None) -> int:
+    return dist.get_rank(group) if active(group) else 0
+
+
+def all_reduce_sum(x: torch.Tensor, group: ProcessGroup | None) -> torch.Tensor:
+    """In-place sum over ranks, no gradient (used inside no-grad algorithms like Sinkhorn)."""
+    if active(group):
+        dist.all_reduce(x, op=dist.ReduceOp.SUM, group=group)
+    return x
+
+
+def all_reduce_max(x: torch.Tensor, group: ProcessGroup | None) -> torch.Tensor:
+    if active(group):
+        dist.all_reduce(x, op=dist.ReduceOp.MAX, group=group)
+    return x
+
+
+def gather_with_grad(x: torch.Tensor, group: ProcessGroup | None) -> torch.Tensor:
+    """Concatenate ``x`` from every rank along dim 0; gradients flow back to each owner."""
+    if not active(group):
+        return x
+    from torch.distributed.nn.functional import all_gather
+
+    return torch.cat(all_gather(x, group=group))

@@ -1,0 +1,87 @@
+"""Process-group set-up from torchrun or SLURM variables; a lone process needs none."""
+
+from __future__ import annotations
+
+import datetime
+import os
+import re
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+from torch.distributed import ProcessGroup
+
+
+@dataclass
+class DistEnv:
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+    node_rank: int = 0
+    launcher: str = "none"
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def group(self) -> ProcessGroup | None:
+        """The default group when running distributed, else ``None`` (local-only losses)."""
+        return dist.group.WORLD if dist.is_available() and dist.is_initialized() else None
+
+
+def first_slurm_host(nodelist: str) -> str:
+    """The first host name of a SLURM node list such as ``node[003-005,007],gpu1``."""
+    match = re.match(r"([^,\[]+)(\[([^\]]+)\])?", nodelist)
+    if not match:
+        return nodelist
+    prefix, _, ranges = match.groups()
+    if not ranges:
+        return prefix
+    first = ranges.split(",")[0].split("-")[0]
+    return prefix + first
+
+
+def detect_env() -> DistEnv:
+    """Read rank and world size from torchrun (RANK...) or SLURM (SLURM_PROCID...) variables."""
+    if "RANK" in os.environ and "WORLD_SIZE" in os.environ:
+        return DistEnv(
+            rank=int(os.environ["RANK"]),
+            world_size=int(os.environ["WORLD_SIZE"]),
+            local_rank=int(os.environ.get("LOCAL_RANK", 0)),
+            node_rank=int(os.environ.get("GROUP_RANK", os.environ.get("NODE_RANK", 0))),
+            launcher="torchrun",
+        )
+    if "SLURM_PROCID" in os.environ and int(os.environ.get("SLURM_NTASKS", "1")) > 1:
+        os.environ.setdefault("MASTER_ADDR", first_slurm_host(os.environ.get("SLURM_JOB_NODELIST", "127.0.0.1")))
+        os.environ.setdefault("MASTER_PORT", str(20000 + int(os.environ.get("SLURM_JOB_ID", "0")) % 20000))
+        return DistEnv(
+            rank=int(os.environ["SLURM_PROCID"]),
+            world_size=int(os.environ["SLURM_NTASKS"]),
+            local_rank=int(os.environ.get("SLURM_LOCALID", 0)),
+            node_rank=int(os.environ.get("SLURM_NODEID", 0)),
+            launcher="slurm",
+        )
+    return DistEnv()
+
+
+def init_distributed(device: str) -> DistEnv:
+    """Initialise the default process group (NCCL on CUDA, gloo on CPU) when world size > 1."""
+    env = detect_env()
+    if device == "cuda" and torch.cuda.is_available():
+        torch.cuda.set_device(env.local_rank % torch.cuda.device_count())
+    if env.world_size > 1 and not dist.is_initialized():
+        backend = "nccl" if device == "cuda" else "gloo"
+        dist.init_process_group(
+            backend=backend,
+            init_method="env://",
+            rank=env.rank,
+            world_size=env.world_size,
+            timeout=datetime.timedelta(minutes=30),
+        )
+    return env
+
+
+def teardown() -> None:
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()

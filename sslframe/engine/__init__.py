@@ -1,0 +1,1 @@
+"""The training loop and the observers that watch it."""

@@ -1,0 +1,102 @@
+"""Observers read what the loop reports and never change training (DESIGN.md principle 7)."""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any, Protocol
+
+
+class Observer(Protocol):
+    def on_start(self, start_step: int, total_steps: int) -> None: ...
+
+    def on_log(self, record: dict[str, Any]) -> None: ...
+
+    def on_end(self) -> None: ...
+
+
+class JSONLinesLog:
+    """Appends one JSON object per logged step to ``metrics.jsonl``."""
+
+    def __init__(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.file = open(path, "a", buffering=1)  # noqa: SIM115 - kept open for the run
+
+    def on_start(self, start_step: int, total_steps: int) -> None:
+        pass
+
+    def on_log(self, record: dict[str, Any]) -> None:
+        self.file.write(json.dumps(record) + "\n")
+
+    def on_end(self) -> None:
+        self.file.close()
+
+
+class TensorBoardLog:
+    """Scalars under ``train/`` in ``run.dir/tensorboard``."""
+
+    def __init__(self, folder: Path) -> None:
+        from torch.utils.tensorboard import SummaryWriter
+
+        self.writer = SummaryWriter(str(folder))
+
+    def on_start(self, start_step: int, total_steps: int) -> None:
+        pass
+
+    def on_log(self, record: dict[str, Any]) -> None:
+        step = record["step"]
+        for key, value in record.items():
+            if key not in ("step", "epoch", "time") and isinstance(value, (int, float)):
+                self.writer.add_scalar(f"train/{key}", value, step)
+        self.writer.flush()
+
+    def on_end(self) -> None:
+        self.writer.close()
+
+
+def _fmt_duration(seconds: float) -> str:
+    seconds = int(max(seconds, 0))
+    h, rem = divmod(seconds, 3600)
+    m, s = divmod(rem, 60)
+    return f"{h}:{m:02d}:{s:02d}" if h else f"{m:02d}:{s:02d}"
+
+
+class ConsoleProgress:
+    """A progress bar with ETA on a terminal; one plain line per logged step otherwise."""
+
+    def __init__(self, enabled: bool = True, stream: Any = None) -> None:
+        self.stream = stream or sys.stderr
+        self.interactive = enabled and hasattr(self.stream, "isatty") and self.stream.isatty()
+        self.bar: Any = None
+        self.start_time = 0.0
+        self.start_step = 0
+        self.total = 0
+
+    def on_start(self, start_step: int, total_steps: int) -> None:
+        self.start_time = time.monotonic()
+        self.start_step, self.total = start_step, total_steps
+        if self.interactive:
+            from tqdm import tqdm
+
+            self.bar = tqdm(total=total_steps, initial=start_step, file=self.stream, dynamic_ncols=True, unit="step")
+
+    def on_log(self, record: dict[str, Any]) -> None:
+        if self.bar is not None:
+            self.bar.update(record["step"] - self.bar.n)
+            self.bar.set_postfix(loss=f"{record['loss']:.4f}", lr=f"{record['lr']:.3g}")
+            return
+        done = record["step"] - self.start_step
+        elapsed = time.monotonic() - self.start_time
+        eta = elapsed / max(done, 1) * (self.total - record["step"])
+        print(
+            f"step {record['step']}/{self.total} epoch {record['epoch']} loss {record['loss']:.4f} "
+            f"lr {record['lr']:.4g} {record['images_per_sec']:.0f} img/s eta {_fmt_duration(eta)}",
+            file=self.stream,
+            flush=True,
+        )
+
+    def on_end(self) -> None:
+        if self.bar is not None:
+            self.bar.close()

@@ -1,0 +1,267 @@
+"""The training loop: a plain, readable loop (forward, loss, backward, step, method updates).
+
+Everything a resumed run needs is in its checkpoint: model and method state, optimizer,
+iteration (which fixes the schedule and the data position) and RNG states.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from contextlib import nullcontext
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+from sslframe.config import config_hash, save_config
+from sslframe.data.loader import EpochSampler, ViewsDataset, make_loader
+from sslframe.data.sources import build_source
+from sslframe.data.transforms import MultiCropTransform
+from sslframe.distributed import checkpoint as ckpt
+from sslframe.distributed.env import DistEnv, init_distributed, teardown
+from sslframe.engine.observers import ConsoleProgress, JSONLinesLog, Observer, TensorBoardLog
+from sslframe.errors import UserError
+from sslframe.methods import Method, StepContext, build_method
+from sslframe.optim.build import build_optimizer, build_schedule, scaled_lr
+
+log = logging.getLogger(__name__)
+
+
+def pick_device(name: str) -> torch.device:
+    if name == "cuda" or (name == "auto" and torch.cuda.is_available()):
+        if not torch.cuda.is_available():
+            raise UserError("trainer.device=cuda but no CUDA device is available")
+        return torch.device("cuda")
+    return torch.device("cpu")
+
+
+@dataclass
+class TrainResult:
+    run_dir: Path
+    final_step: int
+    final_loss: float
+    checkpoint: Path | None
+
+
+class Trainer:
+    def __init__(self, cfg: DictConfig) -> None:
+        self.cfg = cfg
+        self.run_dir = Path(cfg.run.dir)
+        self.device = pick_device(cfg.trainer.device)
+        self.env: DistEnv = init_distributed(self.device.type)
+        torch.manual_seed(cfg.trainer.seed + self.env.rank)
+
+        self.method: Method = build_method(cfg).to(self.device)
+        self.memory_format = torch.channels_last if cfg.trainer.channels_last else torch.contiguous_format
+        self.method.to(memory_format=self.memory_format)
+        self.method.set_process_group(self.env.group)
+        self.model: torch.nn.Module = self.method
+        if self.env.world_size > 1:
+            self.model = torch.nn.parallel.DistributedDataParallel(
+                self.method, device_ids=[self.device.index] if self.device.type == "cuda" else None
+            )
+
+        self.source = build_source(cfg.data)
+        dataset = ViewsDataset(self.source, MultiCropTransform(cfg.transform), seed=cfg.trainer.seed)
+        self.sampler = EpochSampler(len(self.source), cfg.trainer.seed, self.env.rank, self.env.world_size)
+        self.batch_size = cfg.data.batch_size
+        self.loader = make_loader(
+            dataset,
+            self.sampler,
+            self.batch_size,
+            cfg.data.num_workers,
+            drop_last=cfg.data.drop_last,
+            prefetch_factor=cfg.data.prefetch_factor,
+            persistent_workers=cfg.data.persistent_workers,
+            pin_memory=self.device.type == "cuda",
+        )
+        per_rank = len(self.source) // self.env.world_size
+        self.steps_per_epoch = per_rank // self.batch_size
+        if self.steps_per_epoch == 0:
+            raise UserError(
+                f"the dataset at '{cfg.data.path}' has {len(self.source)} images, fewer than one batch of "
+                f"{self.batch_size} per process (lower data.batch_size)"
+            )
+        # The schedule spans max_epochs; max_steps only stops the run early (a later run with a
+        # larger max_steps resumes and continues exactly as if it had never stopped).
+        self.total_steps = cfg.trainer.max_epochs * self.steps_per_epoch
+        self.stop_step = self.total_steps
+        if cfg.trainer.max_steps > 0:
+            self.stop_step = min(self.total_steps, cfg.trainer.max_steps)
+        self.global_batch = self.batch_size * self.env.world_size
+        self.peak_lr = scaled_lr(cfg.optim, self.global_batch)
+        self.optimizer = build_optimizer(self.method, cfg.optim, self.peak_lr)
+        self.lr_schedule = build_schedule(cfg.schedule, self.peak_lr, self.total_steps, self.steps_per_epoch)
+        self.autocast = (
+            torch.autocast(self.device.type, dtype=torch.bfloat16)
+            if cfg.trainer.precision == "bf16"
+            else nullcontext()
+        )
+        self.step = 0
+        self.bad_samples = 0
+        self.seen_samples = 0
+        self.config_hash = config_hash(cfg)
+
+    # ----------------------------------------------------------------------------- state
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "model": self.method.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "rng": ckpt.rng_state(),
+            "counters": {"bad_samples": self.bad_samples, "seen_samples": self.seen_samples},
+        }
+
+    def save(self) -> Path | None:
+        if not self.env.is_main:
+            return None
+        meta = {
+            "epoch": self.step // self.steps_per_epoch,
+            "world_size": self.env.world_size,
+            "config_hash": self.config_hash,
+            "config": OmegaConf.to_container(self.cfg, resolve=True),
+        }
+        return ckpt.save_checkpoint(
+            self.run_dir / "checkpoints", self.step, self.state_dict(), meta, keep_last=self.cfg.trainer.keep_last
+        )
+
+    def resume(self) -> Path | None:
+        choice = self.cfg.trainer.resume
+        if choice == "never":
+            return None
+        if choice == "auto":
+            path = ckpt.latest_checkpoint(self.run_dir / "checkpoints")
+            if path is None:
+                return None
+        else:
+            path = ckpt.resolve_checkpoint(choice)
+        state, meta = ckpt.load_checkpoint(path, map_location=self.device)
+        if meta.get("config_hash") != self.config_hash:
+            raise UserError(
+                f"checkpoint '{path}' was written with a different model config (trunk/head/method); "
+                "use another run.dir or trainer.resume=never"
+            )
+        try:
+            self.method.load_state_dict(state["model"])
+            self.optimizer.load_state_dict(state["optimizer"])
+        except (RuntimeError, KeyError, ValueError) as exc:
+            raise UserError(f"checkpoint '{path}' does not fit this model: {str(exc).splitlines()[0]}") from None
+        ckpt.set_rng_state(state["rng"])
+        self.bad_samples = int(state["counters"]["bad_samples"])
+        self.seen_samples = int(state["counters"]["seen_samples"])
+        self.step = int(meta["step"])
+        return path
+
+    # ------------------------------------------------------------------------------ loop
+    def _batches(self) -> Any:
+        """Batches from the current step on, crossing epochs; the position is derived from
+        ``self.step`` so a resumed run continues mid-epoch at the exact sample."""
+        while True:
+            epoch, in_epoch = divmod(self.step, self.steps_per_epoch)
+            self.sampler.set_epoch(epoch, start=in_epoch * self.batch_size)
+            for batch in self.loader:
+                yield epoch, batch
+                if self.step % self.steps_per_epoch == 0:
+                    break
+
+    def _observers(self) -> list[Observer]:
+        if not self.env.is_main:
+            return []
+        return [
+            JSONLinesLog(self.run_dir / "metrics.jsonl"),
+            TensorBoardLog(self.run_dir / "tensorboard"),
+            ConsoleProgress(enabled=self.cfg.trainer.progress),
+        ]
+
+    def _account_bad(self, batch: Any) -> None:
+        for bad in batch.bad:
+            log.warning("skipped unreadable sample %s (%s)", bad.key, bad.reason)
+        self.bad_samples += len(batch.bad)
+        self.seen_samples += batch.size + len(batch.bad)
+        limit = self.cfg.data.max_bad_fraction
+        if self.seen_samples >= 100 and self.bad_samples > limit * self.seen_samples:
+            raise UserError(
+                f"{self.bad_samples} of {self.seen_samples} samples were unreadable, more than "
+                f"data.max_bad_fraction={limit}; check the dataset at '{self.cfg.data.path}'"
+            )
+
+    def fit(self) -> TrainResult:
+        cfg = self.cfg
+        if self.env.is_main:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            save_config(cfg, self.run_dir / "config.yaml")
+        resumed = self.resume()
+        if resumed is not None and self.env.is_main:
+            log.info("resumed from %s at step %d", resumed, self.step)
+        start_step = self.step
+        observers = self._observers()
+        for obs in observers:
+            obs.on_start(self.step, self.stop_step)
+        log.info(
+            "training to step %d of %d (%d per epoch), batch %d per process, global batch %d, peak lr %.4g",
+            self.stop_step, self.total_steps, self.steps_per_epoch, self.batch_size, self.global_batch, self.peak_lr,
+        )
+        self.model.train()
+        loss_sum = torch.zeros((), device=self.device)
+        window_steps, window_images, window_start = 0, 0, time.monotonic()
+        last_loss = math.nan
+        last_ckpt: Path | None = None
+        batches = self._batches()
+        while self.step < self.stop_step:
+            epoch, batch = next(batches)
+            self._account_bad(batch)
+            ctx = StepContext(self.step, epoch, self.steps_per_epoch, self.total_steps)
+            lr = float(self.lr_schedule[self.step])
+            for group in self.optimizer.param_groups:
+                group["lr"] = lr
+            crops = [v.to(self.device, non_blocking=True, memory_format=self.memory_format) for v in batch.views]
+            with self.autocast:
+                out = self.model(crops, ctx)
+            out.loss.backward()
+            self.method.before_optimizer_step(ctx)
+            if cfg.trainer.grad_clip > 0:
+                torch.nn.utils.clip_grad_norm_(self.method.parameters(), cfg.trainer.grad_clip)
+            self.optimizer.step()
+            self.optimizer.zero_grad(set_to_none=True)
+            self.method.after_optimizer_step(ctx)
+            self.step += 1
+            loss_sum += out.loss.detach().float()
+            window_steps += 1
+            window_images += batch.size * self.env.world_size
+            if self.step % cfg.trainer.log_every == 0 or self.step == self.stop_step:
+                last_loss = float(loss_sum / window_steps)
+                now = time.monotonic()
+                record = {
+                    "step": self.step,
+                    "epoch": epoch,
+                    "loss": last_loss,
+                    "lr": lr,
+                    "images_per_sec": window_images / max(now - window_start, 1e-9),
+                    "batch_size": self.batch_size,
+                    "global_batch_size": self.global_batch,
+                    "bad_samples": self.bad_samples,
+                    "time": time.time(),
+                }
+                for key, value in out.logs.items():
+                    record[key] = float(value)
+                for obs in observers:
+                    obs.on_log(record)
+                loss_sum.zero_()
+                window_steps, window_images, window_start = 0, 0, now
+            if self.step % cfg.trainer.checkpoint_every == 0 and self.step < self.stop_step:
+                last_ckpt = self.save() or last_ckpt
+        final = self.save() if self.step > start_step else resumed
+        for obs in observers:
+            obs.on_end()
+        return TrainResult(self.run_dir, self.step, last_loss, final or last_ckpt)
+
+
+def train(cfg: DictConfig) -> TrainResult:
+    trainer = Trainer(cfg)
+    try:
+        return trainer.fit()
+    finally:
+        teardown()

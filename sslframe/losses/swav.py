@@ -1,0 +1,37 @@
+"""SwAV swapped-prediction loss (Caron et al. 2020, eq. 1-2)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+
+
+def swapped_prediction_loss(
+    scores: torch.Tensor, codes: dict[int, torch.Tensor], num_crops: int, temperature: float = 0.1
+) -> torch.Tensor:
+    """Average cross-entropy between each assigned crop's codes and every other crop's prediction.
+
+    ``scores`` holds all crops' prototype scores stacked in crop order (num_crops * B x K);
+    ``codes`` maps an assigned crop index to its target codes (B x K, rows summing to 1).
+    Loss = mean over (i in codes, v != i) of -sum_k q_i log softmax(scores_v / temperature).
+    """
+    batch = scores.shape[0] // num_crops
+    log_probs = F.log_softmax(scores.float() / temperature, dim=1)
+    total = scores.new_zeros((), dtype=torch.float32)
+    terms = 0
+    for i, q in codes.items():
+        for v in range(num_crops):
+            if v == i:
+                continue
+            total = total - (q * log_probs[v * batch : (v + 1) * batch]).sum(dim=1).mean()
+            terms += 1
+    return total / terms
+
+
+def assigned_crops(crops_for_assign: Sequence[int], num_crops: int) -> list[int]:
+    bad = [i for i in crops_for_assign if not 0 <= i < num_crops]
+    if bad:
+        raise ValueError(f"crops_for_assign {list(crops_for_assign)} names crops outside 0..{num_crops - 1}")
+    return list(crops_for_assign)

@@ -1,0 +1,23 @@
+"""Method registry: ``method.name`` picks the class."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sslframe.methods.base import Method, StepContext, StepOutput
+from sslframe.methods.simclr import SimCLR
+from sslframe.methods.swav import SwAV
+from sslframe.models.trunks import build_trunk
+from sslframe.registry import Registry
+
+METHODS: Registry[type[Method]] = Registry("method")
+METHODS.register("swav")(SwAV)
+METHODS.register("simclr")(SimCLR)
+
+
+def build_method(cfg: Any) -> Method:
+    """Trunk, heads and method from a composed config (``trunk``, ``head``, ``method``)."""
+    return METHODS.get(cfg.method.name)(build_trunk(cfg.trunk), cfg.head, cfg.method)
+
+
+__all__ = ["METHODS", "Method", "StepContext", "StepOutput", "build_method"]

@@ -1,0 +1,63 @@
+"""The contract between a method and the training loop (DESIGN.md principle 1)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+from torch.distributed import ProcessGroup
+
+from sslframe.models.trunks import Trunk
+
+
+@dataclass
+class StepContext:
+    """Where the loop stands when it calls the method."""
+
+    step: int
+    epoch: int
+    steps_per_epoch: int
+    total_steps: int
+
+
+@dataclass
+class StepOutput:
+    loss: torch.Tensor
+    # Extra scalars to log (tensors: reduced and read only at logging intervals).
+    logs: dict[str, torch.Tensor] = field(default_factory=dict)
+    # Normalised embeddings of the first view, for observers such as collapse monitors.
+    embeddings: torch.Tensor | None = None
+
+
+class Method(nn.Module):
+    """A self-supervised method: owns its networks, its loss and its per-step state.
+
+    The loop calls, in order, for each step: ``training_step`` (forward + loss),
+    ``backward``, ``before_optimizer_step`` (e.g. freeze parameters), the optimizer step,
+    then ``after_optimizer_step`` (e.g. EMA updates, prototype normalisation). Buffers hold
+    any state (queues, centres) so ``state_dict`` captures it for checkpoints.
+    """
+
+    trunk: Trunk
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.group: ProcessGroup | None = None
+
+    def set_process_group(self, group: ProcessGroup | None) -> None:
+        """Losses reduce over this group, making them global-batch losses."""
+        self.group = group
+
+    def training_step(self, crops: list[torch.Tensor], ctx: StepContext) -> StepOutput:
+        raise NotImplementedError
+
+    def forward(self, crops: list[torch.Tensor], ctx: StepContext) -> StepOutput:
+        # Wrappers such as DDP call forward; it is the training step.
+        return self.training_step(crops, ctx)
+
+    def before_optimizer_step(self, ctx: StepContext) -> None:
+        """Called after backward and before the optimizer step."""
+
+    def after_optimizer_step(self, ctx: StepContext) -> None:
+        """Called after each optimizer step."""

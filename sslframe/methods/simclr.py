@@ -1,0 +1,40 @@
+"""SimCLR: contrastive learning of visual representations (Chen et al. 2020)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from sslframe.losses.ntxent import nt_xent_loss
+from sslframe.methods.base import Method, StepContext, StepOutput
+from sslframe.models.heads import MLPHead
+from sslframe.models.multicrop import multicrop_forward
+from sslframe.models.trunks import Trunk
+
+
+class SimCLR(Method):
+    """Trunk + projection head; NT-Xent between the two global views over the global batch."""
+
+    def __init__(self, trunk: Trunk, head_cfg: Any, cfg: Any) -> None:
+        super().__init__()
+        self.trunk = trunk
+        self.head = MLPHead(
+            trunk.out_dim,
+            head_cfg.hidden_dims,
+            head_cfg.output_dim,
+            batch_norm=head_cfg.batch_norm,
+            last_batch_norm=head_cfg.last_batch_norm,
+            activation=head_cfg.activation,
+        )
+        self.temperature = cfg.temperature
+
+    def training_step(self, crops: list[torch.Tensor], ctx: StepContext) -> StepOutput:
+        if len(crops) < 2:
+            raise ValueError("SimCLR needs two views per image (transform.global_crops=2)")
+        batch = crops[0].shape[0]
+        z = multicrop_forward(lambda x: self.head(self.trunk(x)), crops[:2])
+        z1, z2 = z[:batch], z[batch:]
+        loss = nt_xent_loss(z1, z2, self.temperature, self.group)
+        return StepOutput(loss=loss, embeddings=F.normalize(z1.detach().float(), dim=1))

@@ -1,0 +1,167 @@
+"""ResNet, ResNeXt and wide ResNet trunks in one table-driven definition.
+
+Parameter names follow torchvision's ``ResNet`` (``conv1``, ``layer1.0.conv2``...), so weights
+move between the two without key surgery. Sizes: He et al. 2016 (ResNet), Xie et al. 2017
+(ResNeXt), Zagoruyko & Komodakis 2016 (wide_resnet50_2: wider bottleneck only) and Caron et al.
+2020 (SwAV's RN50-w2/w4/w5: every width multiplied).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from sslframe.models.trunks.base import Trunk
+
+
+@dataclass(frozen=True)
+class ResNetArch:
+    block: str  # "basic" or "bottleneck"
+    layers: tuple[int, int, int, int]
+    groups: int = 1
+    width_per_group: int = 64
+    widen: int = 1
+
+
+RESNET_ARCHS: dict[str, ResNetArch] = {
+    "resnet18": ResNetArch("basic", (2, 2, 2, 2)),
+    "resnet34": ResNetArch("basic", (3, 4, 6, 3)),
+    "resnet50": ResNetArch("bottleneck", (3, 4, 6, 3)),
+    "resnet101": ResNetArch("bottleneck", (3, 4, 23, 3)),
+    "resnet152": ResNetArch("bottleneck", (3, 8, 36, 3)),
+    "resnext50_32x4d": ResNetArch("bottleneck", (3, 4, 6, 3), groups=32, width_per_group=4),
+    "resnext101_32x8d": ResNetArch("bottleneck", (3, 4, 23, 3), groups=32, width_per_group=8),
+    "resnext101_64x4d": ResNetArch("bottleneck", (3, 4, 23, 3), groups=64, width_per_group=4),
+    "wide_resnet50_2": ResNetArch("bottleneck", (3, 4, 6, 3), width_per_group=128),
+    "wide_resnet101_2": ResNetArch("bottleneck", (3, 4, 23, 3), width_per_group=128),
+    "resnet50w2": ResNetArch("bottleneck", (3, 4, 6, 3), widen=2),
+    "resnet50w4": ResNetArch("bottleneck", (3, 4, 6, 3), widen=4),
+    "resnet50w5": ResNetArch("bottleneck", (3, 4, 6, 3), widen=5),
+}
+
+
+def _conv3x3(cin: int, cout: int, stride: int = 1, groups: int = 1) -> nn.Conv2d:
+    return nn.Conv2d(cin, cout, 3, stride=stride, padding=1, groups=groups, bias=False)
+
+
+def _conv1x1(cin: int, cout: int, stride: int = 1) -> nn.Conv2d:
+    return nn.Conv2d(cin, cout, 1, stride=stride, bias=False)
+
+
+class BasicBlock(nn.Module):
+    expansion = 1
+
+    def __init__(self, cin: int, planes: int, stride: int, downsample: nn.Module | None, **_: int) -> None:
+        super().__init__()
+        self.conv1 = _conv3x3(cin, planes, stride)
+        self.bn1 = nn.BatchNorm2d(planes)
+        self.conv2 = _conv3x3(planes, planes)
+        self.bn2 = nn.BatchNorm2d(planes)
+        self.relu = nn.ReLU(inplace=True)
+        self.downsample = downsample
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        identity = x if self.downsample is None else self.downsample(x)
+        out = self.relu(self.bn1(self.conv1(x)))
+        out = self.bn2(self.conv2(out))
+        return self.relu(out + identity)
+
+    def last_bn(self) -> nn.BatchNorm2d:
+        return self.bn2
+
+
+class Bottleneck(nn.Module):
+    """1x1 reduce, 3x3 (grouped, strided: the torchvision "v1.5" variant), 1x1 expand."""
+
+    expansion = 4
+
+    def __init__(
+        self, cin: int, planes: int, stride: int, downsample: nn.Module | None, groups: int = 1, base_width: int = 64
+    ) -> None:
+        super().__init__()
+        width = int(planes * (base_width / 64.0)) * groups
+        self.conv1 = _conv1x1(cin, width)
+        self.bn1 = nn.BatchNorm2d(width)
+        self.conv2 = _conv3x3(width, width, stride, groups)
+        self.bn2 = nn.BatchNorm2d(width)
+        self.conv3 = _conv1x1(width, planes * self.expansion)
+        self.bn3 = nn.BatchNorm2d(planes * self.expansion)
+        self.relu = nn.ReLU(inplace=True)
+        self.downsample = downsample
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        identity = x if self.downsample is None else self.downsample(x)
+        out = self.relu(self.bn1(self.conv1(x)))
+        out = self.relu(self.bn2(self.conv2(out)))
+        out = self.bn3(self.conv3(out))
+        return self.relu(out + identity)
+
+    def last_bn(self) -> nn.BatchNorm2d:
+        return self.bn3
+
+
+class ResNet(Trunk):
+    """ResNet family trunk; ``small_images`` swaps the stem for a 3x3 stride-1 conv, no max-pool."""
+
+    def __init__(
+        self,
+        arch: str = "resnet50",
+        width_multiplier: float = 1.0,
+        small_images: bool = False,
+        zero_init_residual: bool = False,
+        in_channels: int = 3,
+    ) -> None:
+        super().__init__()
+        spec = RESNET_ARCHS[arch]
+        block = BasicBlock if spec.block == "basic" else Bottleneck
+        base = max(1, int(round(64 * spec.widen * width_multiplier)))
+        self.inplanes = base
+        if small_images:
+            self.conv1 = nn.Conv2d(in_channels, base, 3, stride=1, padding=1, bias=False)
+            self.maxpool: nn.Module = nn.Identity()
+        else:
+            self.conv1 = nn.Conv2d(in_channels, base, 7, stride=2, padding=3, bias=False)
+            self.maxpool = nn.MaxPool2d(3, stride=2, padding=1)
+        self.bn1 = nn.BatchNorm2d(base)
+        self.relu = nn.ReLU(inplace=True)
+        stages = []
+        for i, depth in enumerate(spec.layers):
+            planes = base * 2**i
+            stages.append(self._make_stage(block, planes, depth, 1 if i == 0 else 2, spec))
+        self.layer1, self.layer2, self.layer3, self.layer4 = stages
+        self.out_dim = base * 8 * block.expansion
+        for m in self.modules():
+            if isinstance(m, nn.Conv2d):
+                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+            elif isinstance(m, nn.BatchNorm2d):
+                nn.init.ones_(m.weight)
+                nn.init.zeros_(m.bias)
+        if zero_init_residual:
+            for b in self.blocks():
+                nn.init.zeros_(b.last_bn().weight)
+
+    def _make_stage(self, block: type, planes: int, depth: int, stride: int, spec: ResNetArch) -> nn.Sequential:
+        downsample = None
+        if stride != 1 or self.inplanes != planes * block.expansion:
+            downsample = nn.Sequential(
+                _conv1x1(self.inplanes, planes * block.expansion, stride), nn.BatchNorm2d(planes * block.expansion)
+            )
+        kwargs = {"groups": spec.groups, "base_width": spec.width_per_group}
+        layers = [block(self.inplanes, planes, stride, downsample, **kwargs)]
+        self.inplanes = planes * block.expansion
+        layers += [block(self.inplanes, planes, 1, None, **kwargs) for _ in range(1, depth)]
+        return nn.Sequential(*layers)
+
+    def stages(self) -> list[nn.Sequential]:
+        return [self.layer1, self.layer2, self.layer3, self.layer4]
+
+    def blocks(self) -> list[nn.Module]:
+        return [b for stage in self.stages() for b in stage]
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
+        for stage in self.stages():
+            x = stage(x)
+        return x

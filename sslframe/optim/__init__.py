@@ -1,0 +1,1 @@
+"""Optimizers (SGD, LARS, AdamW), parameter groups and per-iteration schedules."""

@@ -1,0 +1,68 @@
+"""Optimizer construction from config: parameter groups, linear LR scaling, the schedule."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from sslframe.optim.lars import LARS
+from sslframe.optim.schedules import SCHEDULES
+from sslframe.registry import Registry
+
+OPTIMIZERS: Registry[Callable[[list[dict[str, Any]], Any], torch.optim.Optimizer]] = Registry("optimizer")
+
+
+@OPTIMIZERS.register("sgd")
+def _sgd(groups: list[dict[str, Any]], cfg: Any) -> torch.optim.Optimizer:
+    return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov, foreach=True)
+
+
+@OPTIMIZERS.register("lars")
+def _lars(groups: list[dict[str, Any]], cfg: Any) -> torch.optim.Optimizer:
+    return LARS(groups, lr=cfg.lr, momentum=cfg.momentum, trust_coefficient=cfg.trust_coefficient)
+
+
+@OPTIMIZERS.register("adamw")
+def _adamw(groups: list[dict[str, Any]], cfg: Any) -> torch.optim.Optimizer:
+    return torch.optim.AdamW(groups, lr=cfg.lr, betas=tuple(cfg.betas), eps=cfg.eps, foreach=True)
+
+
+def is_bias_or_norm(name: str, param: nn.Parameter) -> bool:
+    """Biases and the affine parameters of normalisation layers (all 1-D tensors)."""
+    return param.ndim <= 1 or name.endswith(".bias")
+
+
+def parameter_groups(model: nn.Module, weight_decay: float, exclude_bias_and_norm: bool) -> list[dict[str, Any]]:
+    """Two groups: regular weights, and biases/norm parameters (no decay, no LARS adaptation)."""
+    regular, excluded = [], []
+    for name, param in model.named_parameters():
+        if not param.requires_grad:
+            continue
+        (excluded if exclude_bias_and_norm and is_bias_or_norm(name, param) else regular).append(param)
+    groups = [{"params": regular, "weight_decay": weight_decay, "lars_exclude": False}]
+    if excluded:
+        groups.append({"params": excluded, "weight_decay": 0.0, "lars_exclude": True})
+    return groups
+
+
+def scaled_lr(cfg: Any, global_batch: int) -> float:
+    """Linear scaling rule: ``lr * global_batch / base_batch_size`` (Goyal et al. 2017)."""
+    return cfg.lr * global_batch / cfg.base_batch_size if cfg.base_batch_size > 0 else cfg.lr
+
+
+def build_optimizer(model: nn.Module, cfg: Any, lr: float) -> torch.optim.Optimizer:
+    """SGD and AdamW apply weight decay through the group's ``weight_decay`` (decoupled for AdamW)."""
+    groups = parameter_groups(model, cfg.weight_decay, cfg.exclude_bias_and_norm)
+    optimizer = OPTIMIZERS.get(cfg.name)(groups, cfg)
+    for group in optimizer.param_groups:
+        group["lr"] = lr
+    return optimizer
+
+
+def build_schedule(cfg: Any, peak_lr: float, total_steps: int, steps_per_epoch: int) -> np.ndarray:
+    warmup = int(cfg.warmup_steps + round(cfg.warmup_epochs * steps_per_epoch))
+    return SCHEDULES.get(cfg.name)(peak_lr, total_steps, warmup, cfg.warmup_start_factor, cfg.final_factor)

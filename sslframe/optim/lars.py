@@ -1,0 +1,75 @@
+"""LARS: layer-wise adaptive rate scaling (You et al. 2017, "Large Batch Training of
+Convolutional Networks", eq. 6), as used by SimCLR, SwAV, BYOL and SEER.
+
+For each parameter tensor w with gradient g and weight decay wd, the local rate is
+eta * ||w|| / (||g|| + wd * ||w||); the update is SGD with momentum on
+local_rate * (g + wd * w). Parameter groups with ``lars_exclude=True`` (biases and
+normalisation parameters) get neither weight decay nor adaptation.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+import torch
+
+
+class LARS(torch.optim.Optimizer):
+    def __init__(
+        self,
+        params: Iterable[Any],
+        lr: float,
+        momentum: float = 0.9,
+        weight_decay: float = 0.0,
+        trust_coefficient: float = 0.001,
+        eps: float = 1e-8,
+    ) -> None:
+        defaults = {
+            "lr": lr,
+            "momentum": momentum,
+            "weight_decay": weight_decay,
+            "trust_coefficient": trust_coefficient,
+            "eps": eps,
+            "lars_exclude": False,
+        }
+        super().__init__(params, defaults)
+
+    @torch.no_grad()
+    def step(self, closure: Any = None) -> Any:
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        for group in self.param_groups:
+            params = [p for p in group["params"] if p.grad is not None]
+            if not params:
+                continue
+            grads = [p.grad for p in params]
+            if not group["lars_exclude"]:
+                wd = group["weight_decay"]
+                w_norms = torch._foreach_norm(params)
+                g_norms = torch._foreach_norm(grads)
+                if wd != 0:
+                    grads = torch._foreach_add(grads, params, alpha=wd)
+                scales = []
+                for w_norm, g_norm in zip(w_norms, g_norms, strict=True):
+                    trust = group["trust_coefficient"] * w_norm / (g_norm + wd * w_norm + group["eps"])
+                    ok = (w_norm > 0) & (g_norm > 0)
+                    scales.append(torch.where(ok, trust, torch.ones_like(trust)))
+                grads = torch._foreach_mul(grads, scales)
+            self._momentum_update(group, params, grads)
+        return loss
+
+    def _momentum_update(self, group: dict[str, Any], params: list[torch.Tensor], grads: list[torch.Tensor]) -> None:
+        momentum = group["momentum"]
+        bufs = []
+        for p, g in zip(params, grads, strict=True):
+            state = self.state[p]
+            buf = state.get("momentum_buffer")
+            if buf is None or momentum == 0:
+                buf = state["momentum_buffer"] = g.detach().clone()
+            else:
+                buf.mul_(momentum).add_(g)
+            bufs.append(buf)
+        torch._foreach_add_(params, bufs, alpha=-group["lr"])

@@ -1,0 +1,57 @@
+"""Test helpers: small generated image folders, tiny-run overrides, running the tools."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def make_image_folder(root: Path, classes: int = 2, per_class: int = 16, size: int = 16, seed: int = 0) -> Path:
+    """Class ``c`` images are noisy blobs around intensity ``(c + 1) / (classes + 1)``."""
+    rng = np.random.default_rng(seed)
+    for c in range(classes):
+        folder = root / f"class_{c}"
+        folder.mkdir(parents=True, exist_ok=True)
+        base = 255 * (c + 1) / (classes + 1)
+        for i in range(per_class):
+            pixels = np.clip(base + rng.normal(0, 20, (size, size, 3)), 0, 255).astype(np.uint8)
+            Image.fromarray(pixels).save(folder / f"{i:03d}.png")
+    return root
+
+
+# Overrides that make any experiment tiny enough for a CPU test.
+TINY = [
+    "trunk=resnet",
+    "trunk.arch=resnet18",
+    "trunk.width_multiplier=0.125",
+    "trunk.small_images=true",
+    "head.hidden_dims=[32]",
+    "head.output_dim=16",
+    "transform.global_size=16",
+    "transform.local_size=8",
+    "transform.local_crops=2",
+    "data.batch_size=8",
+    "data.num_workers=0",
+    "trainer.log_every=1",
+    "trainer.progress=false",
+]
+
+
+def run_tool(tool: str, *args: str, cwd: Path | None = None, timeout: int = 600) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    return subprocess.run(
+        [sys.executable, str(ROOT / "tools" / tool), *args],
+        capture_output=True,
+        text=True,
+        cwd=cwd or ROOT,
+        env=env,
+        timeout=timeout,
+        check=False,
+    )

@@ -1,0 +1,65 @@
+"""SwAV's per-step state: prototype freezing and normalisation, the queue, the checkpointed state."""
+
+from __future__ import annotations
+
+import torch
+
+from sslframe.config import compose_config
+from sslframe.methods import SwAV, StepContext, build_method
+from tests.helpers import TINY
+
+
+def tiny_swav(*extra: str) -> SwAV:
+    cfg = compose_config("train", ["config=quickstart", *TINY, "data=folder", "data.path=unused", *extra])
+    method = build_method(cfg)
+    assert isinstance(method, SwAV)
+    return method
+
+
+def crops(batch: int = 8) -> list[torch.Tensor]:
+    return [torch.randn(batch, 3, 16, 16) for _ in range(2)] + [torch.randn(batch, 3, 8, 8) for _ in range(2)]
+
+
+def test_prototypes_frozen_then_trained_and_always_normalised() -> None:
+    method = tiny_swav("method.freeze_prototypes_steps=1")
+    opt = torch.optim.SGD(method.parameters(), lr=1.0)
+    weights = method.prototypes.heads[0].weight
+    for step in range(2):
+        ctx = StepContext(step, 0, 10, 10)
+        before = weights.detach().clone()
+        method.training_step(crops(), ctx).loss.backward()
+        method.before_optimizer_step(ctx)
+        assert (weights.grad is None) == (step == 0)
+        opt.step()
+        opt.zero_grad()
+        method.after_optimizer_step(ctx)
+        assert torch.allclose(before, weights, atol=1e-6) == (step == 0)
+        torch.testing.assert_close(weights.norm(dim=1), torch.ones(weights.shape[0]))
+
+
+def test_queue_fills_from_its_start_epoch_and_is_in_the_state_dict() -> None:
+    method = tiny_swav("method.queue_length=16", "method.queue_start_epoch=1")
+    assert method.queue.shape == (2, 16, 16)
+    method.training_step(crops(), StepContext(0, 0, 10, 10))
+    assert int(method.queue_filled) == 0
+    method.training_step(crops(), StepContext(1, 1, 10, 10))
+    assert int(method.queue_filled) == 8
+    method.training_step(crops(), StepContext(2, 1, 10, 10))
+    assert int(method.queue_filled) == 16
+    state = method.state_dict()
+    assert "queue" in state and "queue_filled" in state
+    fresh = tiny_swav("method.queue_length=16", "method.queue_start_epoch=1")
+    fresh.load_state_dict(state)
+    assert torch.equal(fresh.queue, method.queue)
+
+
+def test_full_queue_changes_the_codes() -> None:
+    torch.manual_seed(0)
+    method = tiny_swav("method.queue_length=16", "method.queue_start_epoch=0").eval()
+    batch = crops()
+    ctx = StepContext(0, 0, 10, 10)
+    without = method.training_step(batch, ctx).loss  # queue empty: codes from the batch alone
+    method.queue.normal_()
+    method.queue_filled.fill_(16)
+    with_queue = method.training_step(batch, ctx).loss
+    assert not torch.isclose(without, with_queue)

@@ -1,0 +1,88 @@
+"""LARS, parameter groups, linear LR scaling and per-iteration schedules."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from omegaconf import OmegaConf
+
+from sslframe.config.schema import OptimConfig, ScheduleConfig
+from sslframe.optim.build import build_optimizer, build_schedule, parameter_groups, scaled_lr
+from sslframe.optim.lars import LARS
+
+
+def test_lars_step_matches_the_formula() -> None:
+    # You et al. 2017, eq. 6 with momentum: local_lr = eta * ||w|| / (||g|| + wd * ||w||);
+    # v = m * v + local_lr * (g + wd * w); w = w - lr * v.
+    torch.manual_seed(0)
+    w0 = torch.randn(4, 3)
+    g = torch.randn(4, 3)
+    lr, wd, eta, m = 0.5, 1e-4, 0.001, 0.9
+    w = torch.nn.Parameter(w0.clone())
+    opt = LARS([{"params": [w], "weight_decay": wd}], lr=lr, momentum=m, trust_coefficient=eta)
+    v = torch.zeros_like(w0)
+    expected = w0.clone()
+    for _ in range(2):
+        w.grad = g.clone()
+        opt.step()
+        local = eta * expected.norm() / (g.norm() + wd * expected.norm())
+        v = m * v + local * (g + wd * expected)
+        expected = expected - lr * v
+    torch.testing.assert_close(w.detach(), expected)
+
+
+def test_lars_excluded_group_is_plain_momentum_sgd() -> None:
+    b = torch.nn.Parameter(torch.ones(3))
+    opt = LARS([{"params": [b], "weight_decay": 0.0, "lars_exclude": True}], lr=0.1, momentum=0.9)
+    b.grad = torch.full((3,), 2.0)
+    opt.step()
+    torch.testing.assert_close(b.detach(), torch.full((3,), 1 - 0.1 * 2.0))
+
+
+def test_bias_and_norm_parameters_get_no_decay() -> None:
+    model = torch.nn.Sequential(torch.nn.Linear(4, 4), torch.nn.BatchNorm1d(4), torch.nn.Linear(4, 2, bias=False))
+    groups = parameter_groups(model, weight_decay=0.1, exclude_bias_and_norm=True)
+    assert [len(g["params"]) for g in groups] == [2, 3]
+    assert groups[1]["weight_decay"] == 0.0 and groups[1]["lars_exclude"]
+    all_in_one = parameter_groups(model, 0.1, exclude_bias_and_norm=False)
+    assert len(all_in_one) == 1
+
+
+def test_linear_scaling_rule() -> None:
+    cfg = OmegaConf.structured(OptimConfig(name="lars", lr=4.8, base_batch_size=4096))
+    assert scaled_lr(cfg, 256) == pytest.approx(0.3)
+    cfg.base_batch_size = 0
+    assert scaled_lr(cfg, 256) == 4.8
+
+
+@pytest.mark.parametrize("name", ["sgd", "lars", "adamw"])
+def test_every_optimizer_builds_and_steps(name: str) -> None:
+    model = torch.nn.Linear(3, 2)
+    opt = build_optimizer(model, OmegaConf.structured(OptimConfig(name=name)), lr=0.05)
+    model(torch.randn(4, 3)).sum().backward()
+    before = model.weight.detach().clone()
+    opt.step()
+    assert not torch.equal(before, model.weight)
+    assert all(g["lr"] == 0.05 for g in opt.param_groups)
+
+
+def test_warmup_cosine_values() -> None:
+    cfg = OmegaConf.structured(ScheduleConfig(name="cosine", warmup_epochs=1, warmup_start_factor=0.1,
+                                              final_factor=0.01))
+    lrs = build_schedule(cfg, peak_lr=2.0, total_steps=110, steps_per_epoch=10)
+    assert len(lrs) == 110
+    np.testing.assert_allclose(lrs[:10], np.linspace(0.2, 2.0, 10, endpoint=False))
+    assert lrs[10] == pytest.approx(2.0)
+    assert lrs[-1] == pytest.approx(0.02)
+    # Half-way through the cosine part: final + (peak - final) * (1 + cos(pi/2)) / 2.
+    assert lrs[10 + 50] == pytest.approx(0.02 + 0.5 * 1.98 * (1 + math.cos(math.pi * 50 / 99)))
+    assert np.all(np.diff(lrs[10:]) <= 0)
+
+
+def test_constant_schedule() -> None:
+    cfg = OmegaConf.structured(ScheduleConfig(name="constant", warmup_steps=4))
+    lrs = build_schedule(cfg, peak_lr=1.0, total_steps=10, steps_per_epoch=5)
+    np.testing.assert_allclose(lrs, [0, 0.25, 0.5, 0.75, 1, 1, 1, 1, 1, 1])

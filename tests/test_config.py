@@ -1,0 +1,74 @@
+"""Config composition and the promised one-line errors (issue: configs fail fast)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from sslframe.config import compose_config
+from sslframe.config.loader import CONFIG_DIR, group_options
+from sslframe.errors import UserError
+from tests.helpers import run_tool
+
+EXPERIMENTS = group_options("config")
+
+
+@pytest.mark.parametrize("name", EXPERIMENTS)
+def test_every_experiment_composes_and_validates(name: str) -> None:
+    cfg = compose_config("train", [f"config={name}"])
+    assert cfg.run.dir
+    assert cfg.method.name in ("swav", "simclr")
+
+
+def test_ready_experiments_exist() -> None:
+    assert {"quickstart", "swav_resnet50", "swav_regnet", "simclr_resnet50"} <= set(EXPERIMENTS)
+
+
+def test_override_reaches_the_config() -> None:
+    cfg = compose_config("train", ["config=swav_regnet", "optim.lr=0.3", "trainer.max_epochs=2", "run.dir=runs/try1"])
+    assert cfg.optim.lr == 0.3 and cfg.trainer.max_epochs == 2 and cfg.run.dir == "runs/try1"
+    assert cfg.trunk.name == "regnet" and cfg.trunk.arch == "regnet_y_16gf"
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (["optim.lrr=0.3"], "unknown key 'optim.lrr'; valid keys: name, lr,"),
+        (["+method.foo=1"], "unknown key 'method.foo'; valid keys: name, temperature,"),
+        (["optim.lr=fast"], "bad value for 'optim.lr'"),
+        (["trainer.max_steps=1.5"], "bad value for 'trainer.max_steps'"),
+        (["method=nope"], "unknown option 'nope' for config group 'method'; valid choices: simclr, swav"),
+        (["config=nope"], "unknown option 'nope' for config group 'config'; valid choices:"),
+        (["trainer.precision=fp8"], "bad value for 'trainer.precision': 'fp8'; valid choices: fp32, bf16"),
+        (["trunk.arch=resnet7"], "bad value for 'trunk.arch': 'resnet7'; valid choices:"),
+        (["optim.name=adam"], "bad value for 'optim.name': 'adam'; valid choices: adamw, lars, sgd"),
+        (["data=folder"], "missing value for 'data.path'"),
+    ],
+)
+def test_user_errors_name_the_key_and_choices(overrides: list[str], message: str) -> None:
+    with pytest.raises(UserError) as info:
+        compose_config("train", overrides)
+    assert message in str(info.value)
+    assert "\n" not in str(info.value)
+
+
+def test_cli_error_is_one_line_with_nonzero_exit(tmp_path: Path) -> None:
+    result = run_tool("train.py", "optim.lrr=0.3", f"run.dir={tmp_path / 'run'}")
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        result.stderr.strip().splitlines()[0]
+    ] and result.stderr.startswith("error: unknown key 'optim.lrr'")
+    assert "Traceback" not in result.stderr
+    assert not (tmp_path / "run").exists(), "nothing may be written before the config is valid"
+
+
+def test_cli_unknown_group_option() -> None:
+    result = run_tool("train.py", "trunk=vgg")
+    assert result.returncode == 2
+    assert result.stderr.strip() == "error: unknown option 'vgg' for config group 'trunk'; valid choices: regnet, resnet"
+
+
+def test_configs_never_name_python_objects() -> None:
+    for path in CONFIG_DIR.rglob("*.yaml"):
+        assert "_target_" not in path.read_text(), path
