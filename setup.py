@@ -1,12 +1,14 @@
 """sslframe: self-supervised pretraining of vision models, from a laptop CPU to SLURM clusters."""
 
+from pathlib import Path
+
 from setuptools import find_packages, setup
 
 setup(
     name="sslframe",
     version="0.1.0",
     description="Self-supervised pretraining of vision models at scale (SwAV, SimCLR, ...)",
-    long_description=open("README.md", encoding="utf-8").read(),
+    long_description=Path(__file__).with_name("README.md").read_text(encoding="utf-8"),
     long_description_content_type="text/markdown",
     license="MIT",
     python_requires=">=3.10",

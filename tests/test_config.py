@@ -44,6 +44,7 @@ def test_override_reaches_the_config() -> None:
         (["trunk.arch=resnet7"], "bad value for 'trunk.arch': 'resnet7'; valid choices:"),
         (["optim.name=adam"], "bad value for 'optim.name': 'adam'; valid choices: adamw, lars, sgd"),
         (["data=folder"], "missing value for 'data.path'"),
+        (["method=simclr"], "unknown key 'method.num_prototypes'; valid keys: name, temperature (set by config/"),
     ],
 )
 def test_user_errors_name_the_key_and_choices(overrides: list[str], message: str) -> None:
@@ -56,9 +57,9 @@ def test_user_errors_name_the_key_and_choices(overrides: list[str], message: str
 def test_cli_error_is_one_line_with_nonzero_exit(tmp_path: Path) -> None:
     result = run_tool("train.py", "optim.lrr=0.3", f"run.dir={tmp_path / 'run'}")
     assert result.returncode == 2
-    assert result.stderr.strip().splitlines() == [
-        result.stderr.strip().splitlines()[0]
-    ] and result.stderr.startswith("error: unknown key 'optim.lrr'")
+    assert result.stderr.strip().splitlines() == [result.stderr.strip().splitlines()[0]] and result.stderr.startswith(
+        "error: unknown key 'optim.lrr'"
+    )
     assert "Traceback" not in result.stderr
     assert not (tmp_path / "run").exists(), "nothing may be written before the config is valid"
 
@@ -66,7 +67,8 @@ def test_cli_error_is_one_line_with_nonzero_exit(tmp_path: Path) -> None:
 def test_cli_unknown_group_option() -> None:
     result = run_tool("train.py", "trunk=vgg")
     assert result.returncode == 2
-    assert result.stderr.strip() == "error: unknown option 'vgg' for config group 'trunk'; valid choices: regnet, resnet"
+    expected = "error: unknown option 'vgg' for config group 'trunk'; valid choices: regnet, resnet"
+    assert result.stderr.strip() == expected
 
 
 def test_configs_never_name_python_objects() -> None:

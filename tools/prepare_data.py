@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Prepare a bundled dataset as an image folder.
 
-    python tools/prepare_data.py fashion_mnist --out data/fashion_mnist [--idx-dir DIR] [--limit N]
+python tools/prepare_data.py fashion_mnist --out data/fashion_mnist [--idx-dir DIR] [--limit N]
 """
 
 from __future__ import annotations

@@ -71,9 +71,14 @@ def _explain(exc: BaseException) -> str:
         return text.splitlines()[0]
     cause: BaseException | None = exc
     while cause is not None and not isinstance(cause, OmegaConfBaseException):
-        cause = cause.__cause__
+        cause = cause.__cause__ or cause.__context__
     if isinstance(cause, OmegaConfBaseException):
-        return _explain_omegaconf(cause)
+        message = _explain_omegaconf(cause)
+        source = re.match(r"In '([^']+)'", str(exc))
+        if source and source.group(1).startswith("config/"):
+            # An experiment sets a key that the group option chosen on the command line lacks.
+            message += f" (set by {source.group(1)}.yaml; pick an experiment made for this option)"
+        return message
     return str(exc).splitlines()[0]
 
 
@@ -81,7 +86,7 @@ def _explain_omegaconf(exc: OmegaConfBaseException) -> str:
     key = getattr(exc, "full_key", None) or "?"
     schema = getattr(exc, "object_type", None)
     message = str(exc).splitlines()[0]
-    if "not in" in message or "not in struct" in message or "Key '" in message and "not" in message:
+    if "not in" in message or "not in struct" in message or ("Key '" in message and "not" in message):
         valid = ", ".join(_field_names(schema)) if dataclasses.is_dataclass(schema) else ""
         group = key.split(".")[0]
         if not valid and group in GROUP_SCHEMAS:
@@ -105,7 +110,7 @@ def _schema_for(group: str, node: Any) -> type | None:
 def _choice_values(spec: Any) -> Sequence[str]:
     if isinstance(spec, tuple):
         return spec
-    from sslframe import choices  # noqa: PLC0415 - registries are filled by the model modules
+    from sslframe import choices
 
     return choices.lookup(spec)
 

@@ -144,7 +144,7 @@ def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> tup
         raise UserError(f"cannot read checkpoint metadata in '{path}': {exc}") from None
     try:
         state = torch.load(path / STATE_FILE, map_location=map_location, weights_only=True)
-    except Exception as exc:  # noqa: BLE001 - any unpickling failure is a bad file for the user
+    except Exception as exc:
         raise UserError(f"cannot load checkpoint '{path}': {str(exc).splitlines()[0]}") from None
     return state, meta
 
@@ -154,8 +154,13 @@ def rng_state() -> dict[str, Any]:
     kind, keys, pos, has_gauss, gauss = np.random.get_state()
     state: dict[str, Any] = {
         "torch": torch.get_rng_state(),
-        "numpy": {"kind": kind, "keys": torch.from_numpy(keys.astype(np.int64)), "pos": pos,
-                  "has_gauss": has_gauss, "gauss": gauss},
+        "numpy": {
+            "kind": kind,
+            "keys": torch.from_numpy(keys.astype(np.int64)),
+            "pos": pos,
+            "has_gauss": has_gauss,
+            "gauss": gauss,
+        },
         "python": list(random.getstate()[1]),
     }
     if torch.cuda.is_available() and torch.cuda.is_initialized():

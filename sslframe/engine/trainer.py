@@ -97,9 +97,7 @@ class Trainer:
         self.optimizer = build_optimizer(self.method, cfg.optim, self.peak_lr)
         self.lr_schedule = build_schedule(cfg.schedule, self.peak_lr, self.total_steps, self.steps_per_epoch)
         self.autocast = (
-            torch.autocast(self.device.type, dtype=torch.bfloat16)
-            if cfg.trainer.precision == "bf16"
-            else nullcontext()
+            torch.autocast(self.device.type, dtype=torch.bfloat16) if cfg.trainer.precision == "bf16" else nullcontext()
         )
         self.step = 0
         self.bad_samples = 0
@@ -202,7 +200,12 @@ class Trainer:
             obs.on_start(self.step, self.stop_step)
         log.info(
             "training to step %d of %d (%d per epoch), batch %d per process, global batch %d, peak lr %.4g",
-            self.stop_step, self.total_steps, self.steps_per_epoch, self.batch_size, self.global_batch, self.peak_lr,
+            self.stop_step,
+            self.total_steps,
+            self.steps_per_epoch,
+            self.batch_size,
+            self.global_batch,
+            self.peak_lr,
         )
         self.model.train()
         loss_sum = torch.zeros((), device=self.device)

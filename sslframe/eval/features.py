@@ -28,13 +28,22 @@ def load_trunk(path: str | Path, random_init: bool = False) -> tuple[Trunk, Any,
         weights = {k[len(prefix) :]: v for k, v in state["model"].items() if k.startswith(prefix)}
         missing, unexpected = trunk.load_state_dict(weights, strict=False)
         if missing or unexpected:
-            raise UserError(f"checkpoint '{folder}' does not match its trunk: missing {missing[:3]}, unexpected {unexpected[:3]}")
+            raise UserError(
+                f"checkpoint '{folder}' does not match its trunk: missing {missing[:3]}, unexpected {unexpected[:3]}"
+            )
     return trunk.eval(), run_cfg, folder
 
 
 @torch.no_grad()
 def extract_features(
-    trunk: Trunk, data_cfg: Any, path: str, size: int, mean: Any, std: Any, batch_size: int, num_workers: int,
+    trunk: Trunk,
+    data_cfg: Any,
+    path: str,
+    size: int,
+    mean: Any,
+    std: Any,
+    batch_size: int,
+    num_workers: int,
     device: torch.device,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """L2-normalised global-average-pooled features and labels for every image under ``path``."""
@@ -47,6 +56,7 @@ def extract_features(
     for batch in loader:
         if batch.size == 0:
             continue
-        feats.append(F.normalize(trunk(batch.views[0].to(device, memory_format=torch.channels_last)).float(), dim=1).cpu())
+        images = batch.views[0].to(device, memory_format=torch.channels_last)
+        feats.append(F.normalize(trunk(images).float(), dim=1).cpu())
         labels.append(batch.labels)
     return torch.cat(feats), torch.cat(labels)

@@ -15,8 +15,8 @@ from sslframe.engine.trainer import train
 from tests.helpers import TINY, make_image_folder, run_tool
 
 
-def overrides(data: Path, run: Path, *extra: str) -> list[str]:
-    return ["config=quickstart", *TINY, "data=folder", f"data.path={data}", f"run.dir={run}", *extra]
+def overrides(data: Path, run: Path, *extra: str, experiment: str = "quickstart") -> list[str]:
+    return [f"config={experiment}", *TINY, "data=folder", f"data.path={data}", f"run.dir={run}", *extra]
 
 
 def read_metrics(run: Path) -> list[dict]:
@@ -42,16 +42,16 @@ def test_cli_run_writes_every_output(image_folder: Path, tmp_path: Path) -> None
 
 @pytest.mark.parametrize("method", ["swav", "simclr"])
 def test_interrupted_run_resumes_exactly(image_folder: Path, tmp_path: Path, method: str) -> None:
-    extra = [f"method={method}", "trainer.max_epochs=2", "trainer.checkpoint_every=3", "method.queue_length=16",
-             "method.queue_start_epoch=1"] if method == "swav" else [
-             "method=simclr", "trainer.max_epochs=2", "trainer.checkpoint_every=3", "transform=simclr",
-             "transform.global_size=16"]
+    extra = ["trainer.max_epochs=2", "trainer.checkpoint_every=3"]
+    if method == "swav":
+        extra += ["method.queue_length=16", "method.queue_start_epoch=1"]
+    experiment = "quickstart" if method == "swav" else "simclr_resnet50"
     full = tmp_path / "full"
-    train(compose_config("train", overrides(image_folder, full, *extra)))
+    train(compose_config("train", overrides(image_folder, full, *extra, experiment=experiment)))
     parted = tmp_path / "parted"
-    first = train(compose_config("train", overrides(image_folder, parted, *extra, "trainer.max_steps=5")))
-    assert first.final_step == 5
-    second = train(compose_config("train", overrides(image_folder, parted, *extra)))
+    stopped = overrides(image_folder, parted, *extra, "trainer.max_steps=5", experiment=experiment)
+    assert train(compose_config("train", stopped)).final_step == 5
+    second = train(compose_config("train", overrides(image_folder, parted, *extra, experiment=experiment)))
     assert second.final_step == 8
     full_losses = {r["step"]: r["loss"] for r in read_metrics(full)}
     parted_losses = {r["step"]: r["loss"] for r in read_metrics(parted)}
@@ -77,8 +77,20 @@ def test_resume_refuses_a_checkpoint_of_another_model(image_folder: Path, tmp_pa
 def test_loss_falls_on_a_learnable_dataset(tmp_path: Path) -> None:
     data = make_image_folder(tmp_path / "images", classes=4, per_class=32, size=16)
     run = tmp_path / "run"
-    train(compose_config("train", overrides(
-        data, run, "trainer.max_epochs=6", "optim.lr=0.3", "method.num_prototypes=[8]",
-        "method.freeze_prototypes_steps=2", "data.batch_size=32", "trainer.checkpoint_every=1000")))
+    train(
+        compose_config(
+            "train",
+            overrides(
+                data,
+                run,
+                "trainer.max_epochs=6",
+                "optim.lr=0.3",
+                "method.num_prototypes=[8]",
+                "method.freeze_prototypes_steps=2",
+                "data.batch_size=32",
+                "trainer.checkpoint_every=1000",
+            ),
+        )
+    )
     losses = [r["loss"] for r in read_metrics(run)]
     assert sum(losses[-3:]) / 3 < sum(losses[:3]) / 3

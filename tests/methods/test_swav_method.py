@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 from sslframe.config import compose_config
-from sslframe.methods import SwAV, StepContext, build_method
+from sslframe.methods import StepContext, SwAV, build_method
 from tests.helpers import TINY
 
 

@@ -21,8 +21,18 @@ def without_classifier(model: torch.nn.Module, prefix: str) -> dict[str, torch.T
 
 @pytest.mark.parametrize(
     "arch",
-    ["resnet18", "resnet34", "resnet50", "resnet101", "resnet152", "resnext50_32x4d", "resnext101_32x8d",
-     "resnext101_64x4d", "wide_resnet50_2", "wide_resnet101_2"],
+    [
+        "resnet18",
+        "resnet34",
+        "resnet50",
+        "resnet101",
+        "resnet152",
+        "resnext50_32x4d",
+        "resnext101_32x8d",
+        "resnext101_64x4d",
+        "wide_resnet50_2",
+        "wide_resnet101_2",
+    ],
 )
 def test_resnet_matches_torchvision_parameters_and_names(arch: str) -> None:
     with torch.device("meta"):
@@ -42,8 +52,16 @@ def test_swav_wide_resnets_match_published_sizes(arch: str, published_millions: 
 
 # torchvision's regnet_x_400mf, regnet_y_800mf and the 8GF models deviate from pycls (timm keeps
 # both variants, e.g. regnetx_004 vs regnetx_004_tv); those are compared with timm below.
-TORCHVISION_REGNETS = ["regnet_y_400mf", "regnet_y_1_6gf", "regnet_y_16gf", "regnet_y_32gf", "regnet_x_1_6gf",
-                       "regnet_x_16gf", "regnet_x_32gf", "regnet_y_128gf"]
+TORCHVISION_REGNETS = [
+    "regnet_y_400mf",
+    "regnet_y_1_6gf",
+    "regnet_y_16gf",
+    "regnet_y_32gf",
+    "regnet_x_1_6gf",
+    "regnet_x_16gf",
+    "regnet_x_32gf",
+    "regnet_y_128gf",
+]
 
 
 @pytest.mark.parametrize("arch", TORCHVISION_REGNETS)
@@ -58,9 +76,23 @@ def test_regnet_matches_torchvision_parameter_count(arch: str) -> None:
 
 def _timm_name(arch: str) -> str:
     family, size = arch.split("_")[1], arch.split("_", 2)[2]
-    table = {"200mf": "002", "400mf": "004", "600mf": "006", "800mf": "008", "1_6gf": "016", "3_2gf": "032",
-             "4gf": "040", "6_4gf": "064", "8gf": "080", "12gf": "120", "16gf": "160", "32gf": "320",
-             "64gf": "640", "128gf": "1280", "256gf": "2560"}
+    table = {
+        "200mf": "002",
+        "400mf": "004",
+        "600mf": "006",
+        "800mf": "008",
+        "1_6gf": "016",
+        "3_2gf": "032",
+        "4gf": "040",
+        "6_4gf": "064",
+        "8gf": "080",
+        "12gf": "120",
+        "16gf": "160",
+        "32gf": "320",
+        "64gf": "640",
+        "128gf": "1280",
+        "256gf": "2560",
+    }
     return f"regnet{family}_{table[size]}"
 
 
@@ -87,8 +119,9 @@ def test_resnet_weights_load_from_torchvision_with_identical_outputs() -> None:
     ours = ResNet("resnet18").eval()
     ours.load_state_dict(without_classifier(ref, "fc."))
     x = torch.randn(2, 3, 64, 64)
-    features = torch.flatten(torch.nn.functional.adaptive_avg_pool2d(
-        torch.nn.Sequential(*list(ref.children())[:-2])(x), 1), 1)
+    features = torch.flatten(
+        torch.nn.functional.adaptive_avg_pool2d(torch.nn.Sequential(*list(ref.children())[:-2])(x), 1), 1
+    )
     torch.testing.assert_close(ours(x), features)
 
 

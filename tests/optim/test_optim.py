@@ -70,8 +70,9 @@ def test_every_optimizer_builds_and_steps(name: str) -> None:
 
 
 def test_warmup_cosine_values() -> None:
-    cfg = OmegaConf.structured(ScheduleConfig(name="cosine", warmup_epochs=1, warmup_start_factor=0.1,
-                                              final_factor=0.01))
+    cfg = OmegaConf.structured(
+        ScheduleConfig(name="cosine", warmup_epochs=1, warmup_start_factor=0.1, final_factor=0.01)
+    )
     lrs = build_schedule(cfg, peak_lr=2.0, total_steps=110, steps_per_epoch=10)
     assert len(lrs) == 110
     np.testing.assert_allclose(lrs[:10], np.linspace(0.2, 2.0, 10, endpoint=False))

@@ -90,10 +90,10 @@ def stage_specs(p: RegNetParams) -> list[tuple[int, int, int]]:
     specs = []
     for width, depth in stages:
         # Make the bottleneck width divisible by the group width (section 3.3 compatibility).
-        bottleneck = int(round(width * p.bottleneck_ratio))
+        bottleneck = round(width * p.bottleneck_ratio)
         group = min(p.group_width, bottleneck)
         bottleneck = int(round(bottleneck / group) * group)
-        specs.append((int(round(bottleneck / p.bottleneck_ratio)), depth, group))
+        specs.append((round(bottleneck / p.bottleneck_ratio), depth, group))
     return specs
 
 
@@ -122,10 +122,10 @@ class RegNetBlock(nn.Module):
 
     def __init__(self, cin: int, cout: int, stride: int, group_width: int, bottleneck_ratio: float, se_ratio: float):
         super().__init__()
-        mid = int(round(cout * bottleneck_ratio))
+        mid = round(cout * bottleneck_ratio)
         self.conv1 = ConvNormAct(cin, mid, 1)
         self.conv2 = ConvNormAct(mid, mid, 3, stride=stride, groups=mid // group_width)
-        self.se = SqueezeExcite(mid, int(round(cin * se_ratio))) if se_ratio > 0 else nn.Identity()
+        self.se = SqueezeExcite(mid, round(cin * se_ratio)) if se_ratio > 0 else nn.Identity()
         self.conv3 = ConvNormAct(mid, cout, 1, act=False)
         self.downsample = ConvNormAct(cin, cout, 1, stride=stride, act=False) if stride != 1 or cin != cout else None
         self.act = nn.ReLU(inplace=True)

@@ -116,7 +116,7 @@ class ResNet(Trunk):
         super().__init__()
         spec = RESNET_ARCHS[arch]
         block = BasicBlock if spec.block == "basic" else Bottleneck
-        base = max(1, int(round(64 * spec.widen * width_multiplier)))
+        base = max(1, round(64 * spec.widen * width_multiplier))
         self.inplanes = base
         if small_images:
             self.conv1 = nn.Conv2d(in_channels, base, 3, stride=1, padding=1, bias=False)
