@@ -109,6 +109,9 @@ class MultiCropConfig:
     """
 
     name: str = "multicrop"
+    # "sample": torchvision v2 per image in the loader workers; "batch": the same recipe on whole
+    # batches in the training process (CPU or GPU), far cheaper for small images.
+    backend: str = "sample"
     global_crops: int = 2
     global_size: int = 224
     global_scale: list[float] = field(default_factory=lambda: [0.14, 1.0])
@@ -127,6 +130,7 @@ class MultiCropConfig:
     local_solarize_p: float = 0.0
     mean: list[float] = field(default_factory=lambda: [0.485, 0.456, 0.406])
     std: list[float] = field(default_factory=lambda: [0.229, 0.224, 0.225])
+    choices: ClassVar[Choices] = {"backend": ("sample", "batch")}
 
 
 @dataclass

@@ -83,7 +83,7 @@ class EpochSampler(Sampler[tuple[int, int]]):
 class ViewsDataset(Dataset):
     """Reads, decodes and augments one sample; an unreadable sample becomes a ``BadSample``."""
 
-    def __init__(self, source: Any, transform: Callable[[torch.Tensor], Any], seed: int) -> None:
+    def __init__(self, source: Any, transform: Callable[[torch.Tensor], Any] | None, seed: int) -> None:
         self.source = source
         self.transform = transform
         self.seed = seed
@@ -97,6 +97,8 @@ class ViewsDataset(Dataset):
         try:
             key, data, label = self.source.read(index)
             image = decode(data)
+            if self.transform is None:
+                return image, label
             with seeded_rng(sample_seed(self.seed, epoch, index)):
                 views = self.transform(image)
         except Exception as exc:  # noqa: BLE001 - any unreadable sample is skipped and reported
@@ -115,6 +117,8 @@ class Batch:
     views: list[torch.Tensor]
     labels: torch.Tensor
     bad: list[BadSample] = field(default_factory=list)
+    # (height, width) of each image when ``views`` holds one zero-padded batch of whole images.
+    sizes: torch.Tensor | None = None
 
     @property
     def size(self) -> int:
@@ -127,12 +131,25 @@ def collate_views(items: list[Any]) -> Batch:
     if not good:
         return Batch([], torch.zeros(0, dtype=torch.long), bad)
     first = good[0][0]
+    labels = torch.tensor([g[1] for g in good], dtype=torch.long)
     if isinstance(first, torch.Tensor):
-        views = [torch.stack([g[0] for g in good])]
+        images, sizes = stack_padded([g[0] for g in good])
+        return Batch([images], labels, bad, sizes)
     else:
         views = [torch.stack([g[0][v] for g in good]) for v in range(len(first))]
-    labels = torch.tensor([g[1] for g in good], dtype=torch.long)
     return Batch(views, labels, bad)
+
+
+def stack_padded(images: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Stack C x H x W images into one zero-padded batch; returns it and each (H, W)."""
+    sizes = torch.tensor([img.shape[-2:] for img in images], dtype=torch.long)
+    if bool((sizes == sizes[0]).all()):
+        return torch.stack(images), sizes
+    height, width = (int(v) for v in sizes.max(0).values)
+    out = images[0].new_zeros((len(images), images[0].shape[0], height, width))
+    for i, img in enumerate(images):
+        out[i, :, : img.shape[-2], : img.shape[-1]] = img
+    return out, sizes
 
 
 def make_loader(

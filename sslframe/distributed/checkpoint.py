@@ -1,8 +1,9 @@
 """Checkpoints written atomically and loaded without executing pickled code.
 
-Layout: ``<run.dir>/checkpoints/step_00001000/`` holding ``state.pt`` (tensors and plain
-containers only, loaded with ``weights_only=True``) and ``meta.json`` (step, epoch, config,
-config hash, and the SHA-256 of ``state.pt``). A checkpoint is first written to a hidden
+Layout: ``<run.dir>/checkpoints/step_00001000/`` holding ``state.pt`` (model and optimizer,
+shared by all ranks), ``rank_00000.pt``... (each rank's RNG and per-rank method state), all
+tensors and plain containers loaded with ``weights_only=True``, and ``meta.json`` (step,
+epoch, world size, config, config hash, and the SHA-256 of every file). A checkpoint is first written to a hidden
 temporary folder and renamed when complete, so a crash mid-write never leaves a folder that
 looks complete; ``latest_checkpoint`` also verifies the checksum and skips torn ones.
 """
@@ -20,6 +21,7 @@ from typing import Any
 
 import numpy as np
 import torch
+import torch.distributed as dist
 
 from sslframe.errors import UserError
 
@@ -41,31 +43,67 @@ def _sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def save_checkpoint(folder: Path, step: int, state: dict[str, Any], meta: dict[str, Any], keep_last: int = 0) -> Path:
-    """Write ``state`` and ``meta`` as ``folder/step_N`` atomically, then prune old ones."""
-    folder.mkdir(parents=True, exist_ok=True)
+def rank_file(rank: int) -> str:
+    return f"rank_{rank:05d}.pt"
+
+
+def _barrier() -> None:
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+
+
+def save_checkpoint(
+    folder: Path,
+    step: int,
+    state: dict[str, Any],
+    meta: dict[str, Any],
+    rank_state: dict[str, Any] | None = None,
+    rank: int = 0,
+    keep_last: int = 0,
+) -> Path:
+    """Write ``folder/step_N`` atomically: rank 0 writes the shared ``state`` (model, optimizer),
+    every rank its own ``rank_state`` (RNG, per-rank method state), then rank 0 records the
+    checksums in ``meta.json`` and renames the folder. Collective: call it on every rank."""
     final = folder / checkpoint_name(step)
-    tmp = folder / f".{checkpoint_name(step)}.tmp-{os.getpid()}"
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    tmp.mkdir()
+    tmp = folder / f".{checkpoint_name(step)}.tmp"
+    error: OSError | None = None
+    if rank == 0:
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            if tmp.exists():
+                shutil.rmtree(tmp)
+            tmp.mkdir()
+        except OSError as exc:
+            error = exc
+    _barrier()
     try:
-        torch.save(state, tmp / STATE_FILE)
-        meta = {**meta, "step": step, "sha256": _sha256(tmp / STATE_FILE)}
-        (tmp / META_FILE).write_text(json.dumps(meta, indent=1))
-        _fsync_dir(tmp)
-        if final.exists():
-            shutil.rmtree(final)
-        os.replace(tmp, final)
-        _fsync_dir(folder)
+        if rank_state is not None and tmp.is_dir():
+            torch.save(rank_state, tmp / rank_file(rank))
+        if rank == 0 and error is None:
+            torch.save(state, tmp / STATE_FILE)
     except OSError as exc:
+        error = exc
+    _barrier()
+    if rank == 0 and error is None:
+        try:
+            files = sorted(p.name for p in tmp.iterdir())
+            meta = {**meta, "step": step, "files": {name: _sha256(tmp / name) for name in files}}
+            (tmp / META_FILE).write_text(json.dumps(meta, indent=1))
+            _fsync_dir(tmp)
+            if final.exists():
+                shutil.rmtree(final)
+            os.replace(tmp, final)
+            _fsync_dir(folder)
+        except OSError as exc:
+            error = exc
+    if error is not None:
         shutil.rmtree(tmp, ignore_errors=True)
-        raise UserError(f"could not write checkpoint in '{folder}': {exc.strerror or exc}") from None
-    if keep_last > 0:
+        raise UserError(f"could not write checkpoint in '{folder}': {error.strerror or error}")
+    if rank == 0 and keep_last > 0:
         for old in complete_checkpoints(folder, verify=False)[:-keep_last]:
             shutil.rmtree(old, ignore_errors=True)
+    _barrier()
     return final
-
 
 def _fsync_dir(path: Path) -> None:
     try:
@@ -85,16 +123,17 @@ def read_meta(path: Path) -> dict[str, Any]:
 
 
 def is_complete(path: Path, verify: bool = True) -> bool:
-    """A checkpoint is complete when its metadata parses and (if ``verify``) its state file
-    matches the recorded checksum."""
+    """A checkpoint is complete when its metadata parses and every file it lists exists and
+    (if ``verify``) matches the recorded checksum."""
     try:
-        meta = read_meta(path)
+        files = read_meta(path)["files"]
+        if STATE_FILE not in files:
+            return False
         if not verify:
-            return (path / STATE_FILE).is_file()
-        return _sha256(path / STATE_FILE) == meta["sha256"]
-    except (OSError, ValueError, KeyError):
+            return all((path / name).is_file() for name in files)
+        return all(_sha256(path / name) == digest for name, digest in files.items())
+    except (OSError, ValueError, KeyError, TypeError):
         return False
-
 
 def complete_checkpoints(folder: Path, verify: bool = True) -> list[Path]:
     """Complete checkpoints in ``folder``, oldest first."""
@@ -136,18 +175,27 @@ def resolve_checkpoint(path: str | os.PathLike[str]) -> Path:
     return p
 
 
+def _safe_load(file: Path, map_location: str | torch.device) -> dict[str, Any]:
+    try:
+        return torch.load(file, map_location=map_location, weights_only=True)
+    except Exception as exc:
+        # Any unpickling failure (torn file, pickled code refused by weights_only) is bad input.
+        raise UserError(f"cannot load checkpoint file '{file}': {str(exc).splitlines()[0]}") from None
+
+
 def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> tuple[dict[str, Any], dict[str, Any]]:
-    """Load (state, meta); refuses pickled code and reports a torn file clearly."""
+    """Load (shared state, meta); refuses pickled code and reports a torn file clearly."""
     try:
         meta = read_meta(path)
     except (OSError, ValueError) as exc:
         raise UserError(f"cannot read checkpoint metadata in '{path}': {exc}") from None
-    try:
-        state = torch.load(path / STATE_FILE, map_location=map_location, weights_only=True)
-    except Exception as exc:
-        raise UserError(f"cannot load checkpoint '{path}': {str(exc).splitlines()[0]}") from None
-    return state, meta
+    return _safe_load(path / STATE_FILE, map_location), meta
 
+
+def load_rank_state(path: Path, rank: int, map_location: str | torch.device = "cpu") -> dict[str, Any] | None:
+    """This rank's own state, or ``None`` when the checkpoint was written by fewer ranks."""
+    file = path / rank_file(rank)
+    return _safe_load(file, map_location) if file.is_file() else None
 
 def rng_state() -> dict[str, Any]:
     """Every RNG the loop may use, as tensors and plain values (weights_only-loadable)."""

@@ -40,6 +40,7 @@ def gather_with_grad(x: torch.Tensor, group: ProcessGroup | None) -> torch.Tenso
     """Concatenate ``x`` from every rank along dim 0; gradients flow back to each owner."""
     if not active(group):
         return x
-    from torch.distributed.nn.functional import all_gather
+    import torch.distributed._functional_collectives as funcol
 
-    return torch.cat(all_gather(x, group=group))
+    # Autograd-aware all-gather: the backward pass sums each rank's gradient into the owner's.
+    return funcol.wait_tensor(funcol.all_gather_single(x.contiguous(), 0, group))

@@ -18,7 +18,8 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from sslframe.config import config_hash, save_config
-from sslframe.data.loader import EpochSampler, ViewsDataset, make_loader
+from sslframe.data.batch_transforms import BatchMultiCrop
+from sslframe.data.loader import EpochSampler, ViewsDataset, make_loader, sample_seed
 from sslframe.data.sources import build_source
 from sslframe.data.transforms import MultiCropTransform
 from sslframe.distributed import checkpoint as ckpt
@@ -66,7 +67,10 @@ class Trainer:
             )
 
         self.source = build_source(cfg.data)
-        dataset = ViewsDataset(self.source, MultiCropTransform(cfg.transform), seed=cfg.trainer.seed)
+        batched = cfg.transform.backend == "batch"
+        self.batch_transform = BatchMultiCrop(cfg.transform) if batched else None
+        per_sample = None if batched else MultiCropTransform(cfg.transform)
+        dataset = ViewsDataset(self.source, per_sample, seed=cfg.trainer.seed)
         self.sampler = EpochSampler(len(self.source), cfg.trainer.seed, self.env.rank, self.env.world_size)
         self.batch_size = cfg.data.batch_size
         self.loader = make_loader(
@@ -106,16 +110,18 @@ class Trainer:
 
     # ----------------------------------------------------------------------------- state
     def state_dict(self) -> dict[str, Any]:
+        """What all ranks share (identical under DDP): model and optimizer."""
+        return {"model": self.method.state_dict(), "optimizer": self.optimizer.state_dict()}
+
+    def rank_state_dict(self) -> dict[str, Any]:
+        """What each rank owns: RNG streams, per-rank method state, data counters."""
         return {
-            "model": self.method.state_dict(),
-            "optimizer": self.optimizer.state_dict(),
             "rng": ckpt.rng_state(),
+            "method": self.method.rank_state_dict(),
             "counters": {"bad_samples": self.bad_samples, "seen_samples": self.seen_samples},
         }
 
-    def save(self) -> Path | None:
-        if not self.env.is_main:
-            return None
+    def save(self) -> Path:
         meta = {
             "epoch": self.step // self.steps_per_epoch,
             "world_size": self.env.world_size,
@@ -123,7 +129,13 @@ class Trainer:
             "config": OmegaConf.to_container(self.cfg, resolve=True),
         }
         return ckpt.save_checkpoint(
-            self.run_dir / "checkpoints", self.step, self.state_dict(), meta, keep_last=self.cfg.trainer.keep_last
+            self.run_dir / "checkpoints",
+            self.step,
+            self.state_dict() if self.env.is_main else {},
+            meta,
+            rank_state=self.rank_state_dict(),
+            rank=self.env.rank,
+            keep_last=self.cfg.trainer.keep_last,
         )
 
     def resume(self) -> Path | None:
@@ -147,9 +159,14 @@ class Trainer:
             self.optimizer.load_state_dict(state["optimizer"])
         except (RuntimeError, KeyError, ValueError) as exc:
             raise UserError(f"checkpoint '{path}' does not fit this model: {str(exc).splitlines()[0]}") from None
-        ckpt.set_rng_state(state["rng"])
-        self.bad_samples = int(state["counters"]["bad_samples"])
-        self.seen_samples = int(state["counters"]["seen_samples"])
+        own = ckpt.load_rank_state(path, self.env.rank, map_location="cpu")
+        if own is not None:
+            ckpt.set_rng_state(own["rng"])
+            self.bad_samples = int(own["counters"]["bad_samples"])
+            self.seen_samples = int(own["counters"]["seen_samples"])
+        elif self.env.is_main or meta.get("world_size", 1) <= self.env.rank:
+            log.warning("checkpoint %s has no state for rank %d; its RNG and queues start afresh", path, self.env.rank)
+        self.method.load_rank_state_dict(own["method"] if own is not None else None)
         self.step = int(meta["step"])
         return path
 
@@ -186,6 +203,14 @@ class Trainer:
                 f"data.max_bad_fraction={limit}; check the dataset at '{self.cfg.data.path}'"
             )
 
+    def _crops(self, batch: Any) -> list[torch.Tensor]:
+        views = [v.to(self.device, non_blocking=True) for v in batch.views]
+        if self.batch_transform is not None:
+            # Seeded by (seed, step, rank): a resumed run augments this batch identically.
+            seed = sample_seed(self.cfg.trainer.seed, self.step, self.env.rank)
+            views = self.batch_transform(views[0], batch.sizes, torch.Generator().manual_seed(seed))
+        return [v.contiguous(memory_format=self.memory_format) for v in views]
+
     def fit(self) -> TrainResult:
         cfg = self.cfg
         if self.env.is_main:
@@ -220,7 +245,7 @@ class Trainer:
             lr = float(self.lr_schedule[self.step])
             for group in self.optimizer.param_groups:
                 group["lr"] = lr
-            crops = [v.to(self.device, non_blocking=True, memory_format=self.memory_format) for v in batch.views]
+            crops = self._crops(batch)
             with self.autocast:
                 out = self.model(crops, ctx)
             out.loss.backward()
@@ -255,7 +280,7 @@ class Trainer:
                 loss_sum.zero_()
                 window_steps, window_images, window_start = 0, 0, now
             if self.step % cfg.trainer.checkpoint_every == 0 and self.step < self.stop_step:
-                last_ckpt = self.save() or last_ckpt
+                last_ckpt = self.save()
         final = self.save() if self.step > start_step else resumed
         for obs in observers:
             obs.on_end()

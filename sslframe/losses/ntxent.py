@@ -7,6 +7,7 @@ import torch.nn.functional as F
 from torch.distributed import ProcessGroup
 
 from sslframe.distributed.collectives import gather_with_grad, rank
+from sslframe.losses.precision import upcast
 
 
 def nt_xent_loss(
@@ -18,8 +19,8 @@ def nt_xent_loss(
     view; the other 2N - 2 embeddings of the global batch (N images over all ranks) are its
     negatives. Averaging this value over ranks gives the loss over the concatenated batch.
     """
-    z1 = F.normalize(z1.float(), dim=1)
-    z2 = F.normalize(z2.float(), dim=1)
+    z1 = F.normalize(upcast(z1), dim=1)
+    z2 = F.normalize(upcast(z2), dim=1)
     batch = z1.shape[0]
     keys = torch.cat([gather_with_grad(z1, group), gather_with_grad(z2, group)])  # 2N x D
     total = keys.shape[0] // 2

@@ -6,6 +6,7 @@ import torch
 from torch.distributed import ProcessGroup
 
 from sslframe.distributed.collectives import all_reduce_max, all_reduce_sum
+from sslframe.losses.precision import upcast
 
 
 @torch.no_grad()
@@ -19,12 +20,12 @@ def sinkhorn_knopp(
     1/B_global, where the sums run over the batch of every rank in ``group``. The last step
     normalises samples, so each returned row sums to exactly 1.
     """
-    scores = scores.float() / epsilon
+    scores = upcast(scores) / epsilon
     # Subtracting the global maximum leaves Q unchanged after normalisation and avoids overflow.
     scores = scores - all_reduce_max(scores.max().clone(), group)
     q = torch.exp(scores).t()  # K x B
     num_prototypes = q.shape[0]
-    batch = all_reduce_sum(torch.tensor(float(q.shape[1]), device=q.device), group)
+    batch = all_reduce_sum(torch.tensor(float(q.shape[1]), device=q.device, dtype=q.dtype), group)
     q /= all_reduce_sum(q.sum(), group)
     for _ in range(iterations):
         q /= all_reduce_sum(q.sum(dim=1, keepdim=True), group)

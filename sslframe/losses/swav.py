@@ -7,6 +7,8 @@ from collections.abc import Sequence
 import torch
 import torch.nn.functional as F
 
+from sslframe.losses.precision import upcast
+
 
 def swapped_prediction_loss(
     scores: torch.Tensor, codes: dict[int, torch.Tensor], num_crops: int, temperature: float = 0.1
@@ -18,8 +20,8 @@ def swapped_prediction_loss(
     Loss = mean over (i in codes, v != i) of -sum_k q_i log softmax(scores_v / temperature).
     """
     batch = scores.shape[0] // num_crops
-    log_probs = F.log_softmax(scores.float() / temperature, dim=1)
-    total = scores.new_zeros((), dtype=torch.float32)
+    log_probs = F.log_softmax(upcast(scores) / temperature, dim=1)
+    total = log_probs.new_zeros(())
     terms = 0
     for i, q in codes.items():
         for v in range(num_crops):

@@ -56,6 +56,14 @@ class Method(nn.Module):
         # Wrappers such as DDP call forward; it is the training step.
         return self.training_step(crops, ctx)
 
+    def rank_state_dict(self) -> dict[str, torch.Tensor]:
+        """State that differs between ranks (e.g. SwAV's per-rank queue); saved per rank."""
+        return {}
+
+    def load_rank_state_dict(self, state: dict[str, torch.Tensor] | None) -> None:
+        """Restore ``rank_state_dict``; ``None`` when the checkpoint had no state for this rank
+        (resumed at a larger world size), in which case the state starts afresh."""
+
     def before_optimizer_step(self, ctx: StepContext) -> None:
         """Called after backward and before the optimizer step."""
 

@@ -45,8 +45,9 @@ class SwAV(Method):
         self.queue_length = cfg.queue_length
         self.queue_start_epoch = cfg.queue_start_epoch
         self.freeze_prototypes_steps = cfg.freeze_prototypes_steps
-        self.register_buffer("queue", self._empty_queue(world=1))
-        self.register_buffer("queue_filled", torch.zeros((), dtype=torch.long))
+        # Per-rank state: kept out of the shared state dict, saved per rank by the checkpoint.
+        self.register_buffer("queue", self._empty_queue(world=1), persistent=False)
+        self.register_buffer("queue_filled", torch.zeros((), dtype=torch.long), persistent=False)
 
     def _empty_queue(self, world: int) -> torch.Tensor:
         rows = self.queue_length // world
@@ -61,6 +62,18 @@ class SwAV(Method):
     def embed(self, crops: list[torch.Tensor]) -> torch.Tensor:
         """L2-normalised projections of all crops, stacked in crop order."""
         return F.normalize(multicrop_forward(lambda x: self.head(self.trunk(x)), crops), dim=1)
+
+    def rank_state_dict(self) -> dict[str, torch.Tensor]:
+        return {"queue": self.queue, "queue_filled": self.queue_filled}
+
+    def load_rank_state_dict(self, state: dict[str, torch.Tensor] | None) -> None:
+        if state is None or tuple(state["queue"].shape) != tuple(self.queue.shape):
+            # Another world size: queue rows per rank differ, so the queue refills from scratch.
+            self.queue.zero_()
+            self.queue_filled.zero_()
+            return
+        self.queue.copy_(state["queue"])
+        self.queue_filled.copy_(state["queue_filled"])
 
     def _queue_rows(self) -> int:
         return self.queue_length // world_size(self.group)

@@ -10,7 +10,7 @@ import torch
 import yaml
 
 from sslframe.config import compose_config
-from sslframe.distributed.checkpoint import latest_checkpoint, load_checkpoint
+from sslframe.distributed.checkpoint import latest_checkpoint, load_checkpoint, load_rank_state
 from sslframe.engine.trainer import train
 from tests.helpers import TINY, make_image_folder, run_tool
 
@@ -40,9 +40,12 @@ def test_cli_run_writes_every_output(image_folder: Path, tmp_path: Path) -> None
     assert "step 4/4" in result.stderr
 
 
-@pytest.mark.parametrize("method", ["swav", "simclr"])
+@pytest.mark.parametrize("method", ["swav", "simclr", "swav_batch_transform"])
 def test_interrupted_run_resumes_exactly(image_folder: Path, tmp_path: Path, method: str) -> None:
     extra = ["trainer.max_epochs=2", "trainer.checkpoint_every=3"]
+    if method == "swav_batch_transform":
+        method = "swav"
+        extra += ["transform.backend=batch", "data.num_workers=2"]
     if method == "swav":
         extra += ["method.queue_length=16", "method.queue_start_epoch=1"]
     experiment = "quickstart" if method == "swav" else "simclr_resnet50"
@@ -61,7 +64,8 @@ def test_interrupted_run_resumes_exactly(image_folder: Path, tmp_path: Path, met
     for key, value in a["model"].items():
         assert torch.equal(value, b["model"][key]), key
     if method == "swav":
-        assert int(a["model"]["queue_filled"]) == 16 and a["model"]["queue"].abs().sum() > 0
+        queue = load_rank_state(latest_checkpoint(parted / "checkpoints"), 0)["method"]
+        assert int(queue["queue_filled"]) == 16 and queue["queue"].abs().sum() > 0
 
 
 def test_resume_refuses_a_checkpoint_of_another_model(image_folder: Path, tmp_path: Path) -> None:

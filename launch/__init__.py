@@ -1,0 +1,1 @@
+"""Launchers that start tools/train.py on clusters (SLURM through submitit); see the README."""

@@ -1,0 +1,36 @@
+"""Plain state dicts out of training checkpoints (for evaluation, sharing and other tools)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from sslframe.distributed import checkpoint as ckpt
+from sslframe.errors import UserError
+
+
+def consolidate_checkpoint(
+    checkpoint: str | Path, out: Path, with_heads: bool = False, safetensors: bool = False
+) -> tuple[Path, int]:
+    """Write the trunk's weights (keys as the trunk names them: torchvision names for ResNets,
+    timm names for RegNets) or, with ``with_heads``, the whole method's, as one file."""
+    folder = ckpt.resolve_checkpoint(checkpoint)
+    state, _ = ckpt.load_checkpoint(folder)
+    model = state["model"]
+    if with_heads:
+        weights = dict(model)
+    else:
+        weights = {k[len("trunk.") :]: v for k, v in model.items() if k.startswith("trunk.")}
+    if not weights:
+        raise UserError(f"checkpoint '{folder}' holds no trunk weights")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(out.name + ".tmp")
+    if safetensors:
+        from safetensors.torch import save_file
+
+        save_file({k: v.contiguous() for k, v in weights.items()}, str(tmp))
+    else:
+        torch.save(weights, tmp)
+    tmp.replace(out)
+    return out, len(weights)
