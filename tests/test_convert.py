@@ -15,8 +15,15 @@ from tests.helpers import TINY, run_tool
 
 def test_consolidated_trunk_loads_into_torchvision(image_folder: Path, tmp_path: Path) -> None:
     run = tmp_path / "run"
-    overrides = ["config=quickstart", *TINY, "trunk.width_multiplier=1.0", "data=folder", f"data.path={image_folder}",
-                 f"run.dir={run}", "trainer.max_steps=1"]
+    overrides = [
+        "config=quickstart",
+        *TINY,
+        "trunk.width_multiplier=1.0",
+        "data=folder",
+        f"data.path={image_folder}",
+        f"run.dir={run}",
+        "trainer.max_steps=1",
+    ]
     train(compose_config("train", overrides))
     out = tmp_path / "trunk.pt"
     result = run_tool("convert.py", "consolidate", str(run), "--out", str(out))
@@ -28,8 +35,10 @@ def test_consolidated_trunk_loads_into_torchvision(image_folder: Path, tmp_path:
     missing, unexpected = model.load_state_dict(weights, strict=False)
     assert unexpected == [] and set(missing) == {"fc.weight", "fc.bias"}
     st = tmp_path / "all.safetensors"
-    assert run_tool("convert.py", "consolidate", str(run), "--out", str(st), "--with-heads",
-                    "--safetensors").returncode == 0
+    assert (
+        run_tool("convert.py", "consolidate", str(run), "--out", str(st), "--with-heads", "--safetensors").returncode
+        == 0
+    )
     everything = load_file(str(st))
     assert any(k.startswith("head.") for k in everything) and any(k.startswith("prototypes.") for k in everything)
 

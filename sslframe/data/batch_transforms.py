@@ -65,6 +65,13 @@ def resized_crop_boxes(
     return torch.stack([x1, y1, x1 + cw, y1 + ch], dim=1).float()
 
 
+def crop_resize(x: torch.Tensor, boxes: torch.Tensor, size: int) -> torch.Tensor:
+    """Crop box i of image i and resize it to size x size (bilinear, several samples per output
+    pixel when shrinking, as an anti-aliased resize would)."""
+    rois = torch.cat([torch.arange(x.shape[0], device=x.device, dtype=boxes.dtype)[:, None], boxes], dim=1)
+    return roi_align(x, rois, output_size=(size, size), spatial_scale=1.0, sampling_ratio=0, aligned=True)
+
+
 def _gray(x: torch.Tensor) -> torch.Tensor:
     weights = torch.tensor(_LUMA, device=x.device, dtype=x.dtype).view(1, 3, 1, 1)
     return (x * weights).sum(1, keepdim=True)
@@ -139,8 +146,9 @@ def solarize(x: torch.Tensor, p: float, g: torch.Generator) -> torch.Tensor:
 class BatchMultiCrop:
     """``global_crops`` large and ``local_crops`` small augmented views of every image of a batch.
 
-    ``images`` is a uint8 batch (N x 3 x H x W), zero-padded when images differ in size, and
-    ``sizes`` holds each image's own (height, width); crops never reach into the padding.
+    ``images`` is a uint8 batch (N x 3 x H x W), padded by ``loader.stack_padded`` when images
+    differ in size, and ``sizes`` holds each image's own (height, width); boxes lie inside each
+    image, and the edge-replicating padding makes border samples what they would be unpadded.
     """
 
     def __init__(self, cfg: Any) -> None:
@@ -159,8 +167,7 @@ class BatchMultiCrop:
         cfg = self.cfg
         n = x.shape[0]
         boxes = resized_crop_boxes(sizes.cpu(), tuple(scale), g).to(x.device)
-        rois = torch.cat([torch.arange(n, device=x.device, dtype=boxes.dtype)[:, None], boxes], dim=1)
-        out = roi_align(x, rois, output_size=(size, size), spatial_scale=1.0, sampling_ratio=0, aligned=True)
+        out = crop_resize(x, boxes, size)
         out = _select(_bernoulli(n, cfg.flip_p, g), out.flip(-1), out)
         jitter = [f * cfg.jitter_strength for f in cfg.jitter]
         if cfg.jitter_p > 0 and any(jitter):

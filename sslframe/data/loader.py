@@ -141,14 +141,19 @@ def collate_views(items: list[Any]) -> Batch:
 
 
 def stack_padded(images: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
-    """Stack C x H x W images into one zero-padded batch; returns it and each (H, W)."""
+    """Stack C x H x W images into one batch padded by repeating each image's last row and
+    column (so bilinear sampling at an image's border sees what it would without padding);
+    returns the batch and each image's (H, W)."""
     sizes = torch.tensor([img.shape[-2:] for img in images], dtype=torch.long)
     if bool((sizes == sizes[0]).all()):
         return torch.stack(images), sizes
     height, width = (int(v) for v in sizes.max(0).values)
-    out = images[0].new_zeros((len(images), images[0].shape[0], height, width))
+    out = images[0].new_empty((len(images), images[0].shape[0], height, width))
     for i, img in enumerate(images):
-        out[i, :, : img.shape[-2], : img.shape[-1]] = img
+        h, w = img.shape[-2:]
+        out[i, :, :h, :w] = img
+        out[i, :, h:, :w] = img[:, -1:, :]
+        out[i, :, :, w:] = out[i, :, :, w - 1 : w]
     return out, sizes
 
 

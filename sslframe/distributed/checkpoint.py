@@ -105,6 +105,7 @@ def save_checkpoint(
     _barrier()
     return final
 
+
 def _fsync_dir(path: Path) -> None:
     try:
         fd = os.open(path, os.O_RDONLY)
@@ -134,6 +135,7 @@ def is_complete(path: Path, verify: bool = True) -> bool:
         return all(_sha256(path / name) == digest for name, digest in files.items())
     except (OSError, ValueError, KeyError, TypeError):
         return False
+
 
 def complete_checkpoints(folder: Path, verify: bool = True) -> list[Path]:
     """Complete checkpoints in ``folder``, oldest first."""
@@ -196,6 +198,7 @@ def load_rank_state(path: Path, rank: int, map_location: str | torch.device = "c
     """This rank's own state, or ``None`` when the checkpoint was written by fewer ranks."""
     file = path / rank_file(rank)
     return _safe_load(file, map_location) if file.is_file() else None
+
 
 def rng_state() -> dict[str, Any]:
     """Every RNG the loop may use, as tensors and plain values (weights_only-loadable)."""

@@ -18,10 +18,8 @@ def consolidate_checkpoint(
     folder = ckpt.resolve_checkpoint(checkpoint)
     state, _ = ckpt.load_checkpoint(folder)
     model = state["model"]
-    if with_heads:
-        weights = dict(model)
-    else:
-        weights = {k[len("trunk.") :]: v for k, v in model.items() if k.startswith("trunk.")}
+    trunk_only = {k[len("trunk.") :]: v for k, v in model.items() if k.startswith("trunk.")}
+    weights = dict(model) if with_heads else trunk_only
     if not weights:
         raise UserError(f"checkpoint '{folder}' holds no trunk weights")
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -34,7 +34,7 @@ class SimCLR(Method):
         if len(crops) < 2:
             raise ValueError("SimCLR needs two views per image (transform.global_crops=2)")
         batch = crops[0].shape[0]
-        z = multicrop_forward(lambda x: self.head(self.trunk(x)), crops[:2])
+        z = self.head(multicrop_forward(self.trunk, crops[:2]))
         z1, z2 = z[:batch], z[batch:]
         loss = nt_xent_loss(z1, z2, self.temperature, self.group)
         return StepOutput(loss=loss, embeddings=F.normalize(z1.detach().float(), dim=1))

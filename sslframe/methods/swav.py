@@ -61,7 +61,9 @@ class SwAV(Method):
 
     def embed(self, crops: list[torch.Tensor]) -> torch.Tensor:
         """L2-normalised projections of all crops, stacked in crop order."""
-        return F.normalize(multicrop_forward(lambda x: self.head(self.trunk(x)), crops), dim=1)
+        # The trunk runs once per crop resolution; the head runs once on all crops together, so
+        # its batch norm sees global and local crops in one batch (as in the authors' code).
+        return F.normalize(self.head(multicrop_forward(self.trunk, crops)), dim=1)
 
     def rank_state_dict(self) -> dict[str, torch.Tensor]:
         return {"queue": self.queue, "queue_filled": self.queue_filled}

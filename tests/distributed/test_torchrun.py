@@ -25,8 +25,17 @@ def torchrun(*args: str, timeout: int = 600) -> subprocess.Popen[str]:
 
 
 def train_args(data: Path, run: Path, *extra: str) -> list[str]:
-    return [str(ROOT / "tools" / "train.py"), "config=quickstart", *TINY, "data=folder", f"data.path={data}",
-            f"run.dir={run}", "trainer.max_epochs=1", "data.batch_size=4", *extra]
+    return [
+        str(ROOT / "tools" / "train.py"),
+        "config=quickstart",
+        *TINY,
+        "data=folder",
+        f"data.path={data}",
+        f"run.dir={run}",
+        "trainer.max_epochs=1",
+        "data.batch_size=4",
+        *extra,
+    ]
 
 
 def finish(proc: subprocess.Popen[str], timeout: int = 600) -> str:
@@ -55,8 +64,13 @@ def test_two_processes_train_with_ddp(image_folder: Path, tmp_path: Path) -> Non
 def test_two_nodes_on_localhost(image_folder: Path, tmp_path: Path) -> None:
     run = tmp_path / "run"
     port = free_port()
-    common = ["--nnodes=2", "--nproc_per_node=1", "--rdzv_backend=c10d", f"--rdzv_endpoint=127.0.0.1:{port}",
-              "--rdzv_id=sslframe-test"]
+    common = [
+        "--nnodes=2",
+        "--nproc_per_node=1",
+        "--rdzv_backend=c10d",
+        f"--rdzv_endpoint=127.0.0.1:{port}",
+        "--rdzv_id=sslframe-test",
+    ]
     nodes = [torchrun(*common, f"--node_rank={k}", *train_args(image_folder, run)) for k in (0, 1)]
     for node in nodes:
         finish(node)
@@ -67,12 +81,21 @@ def test_two_nodes_on_localhost(image_folder: Path, tmp_path: Path) -> None:
 def test_checkpoint_from_two_ranks_resumes_on_one(image_folder: Path, tmp_path: Path) -> None:
     run = tmp_path / "run"
     port = free_port()
-    finish(torchrun("--nproc_per_node=2", f"--master_port={port}",
-                    *train_args(image_folder, run, "trainer.max_steps=2", "trainer.max_epochs=2")))
+    finish(
+        torchrun(
+            "--nproc_per_node=2",
+            f"--master_port={port}",
+            *train_args(image_folder, run, "trainer.max_steps=2", "trainer.max_epochs=2"),
+        )
+    )
     # One process with twice the per-rank batch keeps the global batch and the sample order.
     single = subprocess.run(
         [sys.executable, *train_args(image_folder, run, "trainer.max_epochs=2", "data.batch_size=8")],
-        cwd=ROOT, capture_output=True, text=True, timeout=600, check=False,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
     )
     assert single.returncode == 0, single.stderr
     steps = [r["step"] for r in metrics(run)]

@@ -37,7 +37,7 @@ def test_prototypes_frozen_then_trained_and_always_normalised() -> None:
         torch.testing.assert_close(weights.norm(dim=1), torch.ones(weights.shape[0]))
 
 
-def test_queue_fills_from_its_start_epoch_and_is_in_the_state_dict() -> None:
+def test_queue_fills_from_its_start_epoch_and_is_saved_per_rank() -> None:
     method = tiny_swav("method.queue_length=16", "method.queue_start_epoch=1")
     assert method.queue.shape == (2, 16, 16)
     method.training_step(crops(), StepContext(0, 0, 10, 10))
@@ -46,11 +46,15 @@ def test_queue_fills_from_its_start_epoch_and_is_in_the_state_dict() -> None:
     assert int(method.queue_filled) == 8
     method.training_step(crops(), StepContext(2, 1, 10, 10))
     assert int(method.queue_filled) == 16
-    state = method.state_dict()
-    assert "queue" in state and "queue_filled" in state
+    # The queue is per-rank state: outside the shared state dict, in the rank state dict.
+    assert "queue" not in method.state_dict()
+    state = method.rank_state_dict()
+    assert set(state) == {"queue", "queue_filled"}
     fresh = tiny_swav("method.queue_length=16", "method.queue_start_epoch=1")
-    fresh.load_state_dict(state)
-    assert torch.equal(fresh.queue, method.queue)
+    fresh.load_rank_state_dict({k: v.clone() for k, v in state.items()})
+    assert torch.equal(fresh.queue, method.queue) and int(fresh.queue_filled) == 16
+    fresh.load_rank_state_dict(None)  # a rank the checkpoint had no state for starts afresh
+    assert int(fresh.queue_filled) == 0 and fresh.queue.abs().sum() == 0
 
 
 def test_full_queue_changes_the_codes() -> None:
