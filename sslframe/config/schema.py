@@ -184,11 +184,33 @@ class TrainerConfig:
     device: str = "auto"
     # Channels-last memory layout for convolutional trunks (faster convolutions on CPU and GPU).
     channels_last: bool = True
+    # torch.compile each trunk block.
+    compile: bool = False
     progress: bool = True
     choices: ClassVar[Choices] = {
-        "precision": ("fp32", "bf16"),
+        "precision": ("fp32", "bf16", "fp16"),
         "device": ("auto", "cpu", "cuda"),
     }
+
+
+@dataclass
+class DistributedConfig:
+    """How the model is spread over processes (the process group comes from torchrun/SLURM)."""
+
+    name: str = "distributed"
+    # none: no wrapper; ddp: replicate and all-reduce gradients; fsdp: PyTorch FSDP2
+    # (fully_shard per trunk block and head); fairscale_fsdp: explains why it is unavailable.
+    strategy: str = "ddp"
+    reshard_after_forward: bool = True
+    # Recompute each trunk block's activations in backward (less memory, ~1/3 more compute).
+    activation_checkpointing: bool = False
+    choices: ClassVar[Choices] = {"strategy": ("none", "ddp", "fsdp", "fairscale_fsdp")}
+
+
+@dataclass
+class ModelConfig:
+    # SyncBatchNorm across ranks (CUDA/NCCL only).
+    sync_bn: bool = False
 
 
 @dataclass
@@ -202,6 +224,8 @@ class TrainConfig:
     optim: Any = MISSING
     schedule: Any = MISSING
     trainer: Any = MISSING
+    distributed: Any = MISSING
+    model: ModelConfig = field(default_factory=ModelConfig)
 
 
 @dataclass
@@ -239,6 +263,7 @@ GROUP_SCHEMAS: dict[str, dict[str, type]] = {
     "optim": {"optim": OptimConfig},
     "schedule": {"schedule": ScheduleConfig},
     "trainer": {"trainer": TrainerConfig},
+    "distributed": {"distributed": DistributedConfig},
     "eval": {"knn": KNNEvalConfig},
 }
 

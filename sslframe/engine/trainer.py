@@ -16,6 +16,13 @@ from typing import Any
 
 import torch
 from omegaconf import DictConfig, OmegaConf
+from torch.distributed.checkpoint.state_dict import (
+    StateDictOptions,
+    get_model_state_dict,
+    get_optimizer_state_dict,
+    set_model_state_dict,
+    set_optimizer_state_dict,
+)
 
 from sslframe.config import config_hash, save_config
 from sslframe.data.batch_transforms import BatchMultiCrop
@@ -24,6 +31,7 @@ from sslframe.data.sources import build_source
 from sslframe.data.transforms import MultiCropTransform
 from sslframe.distributed import checkpoint as ckpt
 from sslframe.distributed.env import DistEnv, init_distributed, teardown
+from sslframe.distributed.parallelize import PRECISION_DTYPES, parallelize
 from sslframe.engine.observers import ConsoleProgress, JSONLinesLog, Observer, TensorBoardLog
 from sslframe.errors import UserError
 from sslframe.methods import Method, StepContext, build_method
@@ -60,11 +68,10 @@ class Trainer:
         self.memory_format = torch.channels_last if cfg.trainer.channels_last else torch.contiguous_format
         self.method.to(memory_format=self.memory_format)
         self.method.set_process_group(self.env.group)
-        self.model: torch.nn.Module = self.method
-        if self.env.world_size > 1:
-            self.model = torch.nn.parallel.DistributedDataParallel(
-                self.method, device_ids=[self.device.index] if self.device.type == "cuda" else None
-            )
+        if cfg.trainer.precision == "fp16" and self.device.type != "cuda":
+            raise UserError("trainer.precision=fp16 needs CUDA (use bf16 or fp32 on the CPU)")
+        self.model: torch.nn.Module = parallelize(self.method, cfg, self.env, self.device)
+        self.sharded = cfg.distributed.strategy == "fsdp" and self.env.world_size > 1
 
         self.source = build_source(cfg.data)
         batched = cfg.transform.backend == "batch"
@@ -100,18 +107,34 @@ class Trainer:
         self.peak_lr = scaled_lr(cfg.optim, self.global_batch)
         self.optimizer = build_optimizer(self.method, cfg.optim, self.peak_lr)
         self.lr_schedule = build_schedule(cfg.schedule, self.peak_lr, self.total_steps, self.steps_per_epoch)
-        self.autocast = (
-            torch.autocast(self.device.type, dtype=torch.bfloat16) if cfg.trainer.precision == "bf16" else nullcontext()
-        )
+        dtype = PRECISION_DTYPES[cfg.trainer.precision]
+        # Under FSDP the mixed-precision policy casts parameters; elsewhere autocast does.
+        self.autocast = torch.autocast(self.device.type, dtype=dtype) if dtype and not self.sharded else nullcontext()
+        self.scaler = self._grad_scaler() if cfg.trainer.precision == "fp16" else None
         self.step = 0
         self.bad_samples = 0
         self.seen_samples = 0
         self.config_hash = config_hash(cfg)
 
+    def _grad_scaler(self) -> Any:
+        if self.sharded:
+            from torch.distributed.fsdp.sharded_grad_scaler import ShardedGradScaler
+
+            return ShardedGradScaler()
+        return torch.amp.GradScaler("cuda")
+
     # ----------------------------------------------------------------------------- state
     def state_dict(self) -> dict[str, Any]:
-        """What all ranks share (identical under DDP): model and optimizer."""
-        return {"model": self.method.state_dict(), "optimizer": self.optimizer.state_dict()}
+        """Model and optimizer as full (unsharded) tensors keyed by parameter name, the same at
+        every world size and strategy; collective under FSDP, meaningful on rank 0."""
+        options = StateDictOptions(full_state_dict=True, cpu_offload=True)
+        state = {
+            "model": get_model_state_dict(self.method, options=options),
+            "optimizer": get_optimizer_state_dict(self.method, self.optimizer, options=options),
+        }
+        if self.scaler is not None:
+            state["scaler"] = self.scaler.state_dict()
+        return state
 
     def rank_state_dict(self) -> dict[str, Any]:
         """What each rank owns: RNG streams, per-rank method state, data counters."""
@@ -128,10 +151,11 @@ class Trainer:
             "config_hash": self.config_hash,
             "config": OmegaConf.to_container(self.cfg, resolve=True),
         }
+        shared = self.state_dict()
         return ckpt.save_checkpoint(
             self.run_dir / "checkpoints",
             self.step,
-            self.state_dict() if self.env.is_main else {},
+            shared if self.env.is_main else {},
             meta,
             rank_state=self.rank_state_dict(),
             rank=self.env.rank,
@@ -154,9 +178,14 @@ class Trainer:
                 f"checkpoint '{path}' was written with a different model config (trunk/head/method); "
                 "use another run.dir or trainer.resume=never"
             )
+        options = StateDictOptions(full_state_dict=True)
         try:
-            self.method.load_state_dict(state["model"])
-            self.optimizer.load_state_dict(state["optimizer"])
+            set_model_state_dict(self.method, state["model"], options=options)
+            # Not strict: parameters that never had a gradient yet (frozen prototypes) have no state.
+            lenient = StateDictOptions(full_state_dict=True, strict=False)
+            set_optimizer_state_dict(self.method, self.optimizer, state["optimizer"], options=lenient)
+            if self.scaler is not None and "scaler" in state:
+                self.scaler.load_state_dict(state["scaler"])
         except (RuntimeError, KeyError, ValueError) as exc:
             raise UserError(f"checkpoint '{path}' does not fit this model: {str(exc).splitlines()[0]}") from None
         own = ckpt.load_rank_state(path, self.env.rank, map_location="cpu")
@@ -248,11 +277,19 @@ class Trainer:
             crops = self._crops(batch)
             with self.autocast:
                 out = self.model(crops, ctx)
-            out.loss.backward()
+            if self.scaler is not None:
+                self.scaler.scale(out.loss).backward()
+                self.scaler.unscale_(self.optimizer)
+            else:
+                out.loss.backward()
             self.method.before_optimizer_step(ctx)
             if cfg.trainer.grad_clip > 0:
                 torch.nn.utils.clip_grad_norm_(self.method.parameters(), cfg.trainer.grad_clip)
-            self.optimizer.step()
+            if self.scaler is not None:
+                self.scaler.step(self.optimizer)
+                self.scaler.update()
+            else:
+                self.optimizer.step()
             self.optimizer.zero_grad(set_to_none=True)
             self.method.after_optimizer_step(ctx)
             self.step += 1

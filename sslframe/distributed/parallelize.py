@@ -1,0 +1,85 @@
+"""Scale as a strategy (DESIGN.md principle 3): functions applied to a plain, unwrapped method.
+
+Order: SyncBatchNorm, activation checkpointing per trunk block, torch.compile per block, then
+the data-parallel strategy. Checkpointing (``torch.distributed._composable.checkpoint``),
+compilation (``Module.compile``) and FSDP2 (``fully_shard``) act in place and keep parameter
+names, so configs and checkpoints never see wrapper-specific names.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import torch
+from torch import nn
+
+from sslframe.distributed.env import DistEnv
+from sslframe.errors import UserError
+from sslframe.methods import Method
+
+log = logging.getLogger(__name__)
+
+PRECISION_DTYPES = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def apply_sync_bn(method: Method, device: torch.device) -> Method:
+    if device.type != "cuda":
+        raise UserError("model.sync_bn=true needs CUDA (SyncBatchNorm runs on NCCL); use it on GPUs only")
+    return nn.SyncBatchNorm.convert_sync_batchnorm(method)
+
+
+def apply_activation_checkpointing(method: Method) -> None:
+    """Recompute each trunk block's activations in the backward pass instead of storing them."""
+    from torch.distributed._composable import checkpoint
+
+    for block in method.trunk.blocks():
+        checkpoint(block)
+
+
+def apply_compile(method: Method) -> None:
+    """Compile each trunk block (small graphs compile fast and are reused across blocks)."""
+    for block in method.trunk.blocks():
+        block.compile()
+
+
+def apply_fsdp(method: Method, precision: str, reshard_after_forward: bool) -> None:
+    """FSDP2: shard each trunk block and the projection head as their own units, the rest
+    (stem, prototypes, predictors) with the root. Parameters are cast to the training
+    precision for compute; gradients are reduced in float32."""
+    from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
+
+    policy = MixedPrecisionPolicy(param_dtype=PRECISION_DTYPES[precision], reduce_dtype=torch.float32)
+    for block in method.trunk.blocks():
+        fully_shard(block, reshard_after_forward=reshard_after_forward, mp_policy=policy)
+    head = getattr(method, "head", None)
+    if isinstance(head, nn.Module):
+        fully_shard(head, reshard_after_forward=reshard_after_forward, mp_policy=policy)
+    fully_shard(method, reshard_after_forward=reshard_after_forward, mp_policy=policy)
+
+
+def parallelize(method: Method, cfg: Any, env: DistEnv, device: torch.device) -> nn.Module:
+    """Return the module the loop calls (the method itself, or its DDP wrapper)."""
+    dist_cfg = cfg.distributed
+    if cfg.model.sync_bn:
+        method = apply_sync_bn(method, device)
+    if dist_cfg.activation_checkpointing:
+        apply_activation_checkpointing(method)
+    if cfg.trainer.compile:
+        apply_compile(method)
+    strategy = dist_cfg.strategy
+    if strategy == "fairscale_fsdp":
+        raise UserError(
+            "distributed.strategy=fairscale_fsdp is not available: fairscale 0.4.13 (its last release, 2022) "
+            "relies on torch internals removed since torch 2.x and its FSDP is unmaintained; use "
+            "distributed.strategy=fsdp (PyTorch's FSDP2), which shards the same way"
+        )
+    if strategy == "fsdp":
+        if env.world_size == 1:
+            log.info("distributed.strategy=fsdp with one process: nothing to shard, running unsharded")
+            return method
+        apply_fsdp(method, cfg.trainer.precision, dist_cfg.reshard_after_forward)
+        return method
+    if strategy == "ddp" and env.world_size > 1:
+        return nn.parallel.DistributedDataParallel(method, device_ids=[device.index] if device.type == "cuda" else None)
+    return method
