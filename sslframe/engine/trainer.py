@@ -62,16 +62,20 @@ class Trainer:
         self.run_dir = Path(cfg.run.dir)
         self.device = pick_device(cfg.trainer.device)
         self.env: DistEnv = init_distributed(self.device.type)
-        torch.manual_seed(cfg.trainer.seed + self.env.rank)
-
+        # Every rank builds identical initial weights (FSDP shards them in place, without the
+        # broadcast DDP does); other randomness then differs per rank.
+        torch.manual_seed(cfg.trainer.seed)
         self.method: Method = build_method(cfg).to(self.device)
+        torch.manual_seed(cfg.trainer.seed + 1000 * self.env.rank + 1)
         self.memory_format = torch.channels_last if cfg.trainer.channels_last else torch.contiguous_format
-        self.method.to(memory_format=self.memory_format)
+        self.sharded = cfg.distributed.strategy == "fsdp" and self.env.world_size > 1
+        if not self.sharded:
+            # FSDP2 shards only contiguous parameters; there the inputs alone are channels-last.
+            self.method.to(memory_format=self.memory_format)
         self.method.set_process_group(self.env.group)
         if cfg.trainer.precision == "fp16" and self.device.type != "cuda":
             raise UserError("trainer.precision=fp16 needs CUDA (use bf16 or fp32 on the CPU)")
         self.model: torch.nn.Module = parallelize(self.method, cfg, self.env, self.device)
-        self.sharded = cfg.distributed.strategy == "fsdp" and self.env.world_size > 1
 
         self.source = build_source(cfg.data)
         batched = cfg.transform.backend == "batch"
