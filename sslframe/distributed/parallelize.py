@@ -69,10 +69,12 @@ def parallelize(method: Method, cfg: Any, env: DistEnv, device: torch.device) ->
         apply_compile(method)
     strategy = dist_cfg.strategy
     if strategy == "fairscale_fsdp":
+        # Checked with fairscale 0.4.13 (its last release) and torch 2.14: it imports, but its
+        # FullyShardedDataParallel allocates its gathered buffers on CUDA even for CPU modules.
         raise UserError(
-            "distributed.strategy=fairscale_fsdp is not available: fairscale 0.4.13 (its last release, 2022) "
-            "relies on torch internals removed since torch 2.x and its FSDP is unmaintained; use "
-            "distributed.strategy=fsdp (PyTorch's FSDP2), which shards the same way"
+            "distributed.strategy=fairscale_fsdp is not supported: fairscale 0.4.13 (last released 2022) "
+            "allocates its FSDP buffers on CUDA, so it cannot run on CPU, and sslframe does not wrap it on GPUs; "
+            "use distributed.strategy=fsdp (PyTorch's FSDP2), which shards the same way"
         )
     if strategy == "fsdp":
         if env.world_size == 1:

@@ -28,14 +28,7 @@ class SwAV(Method):
     def __init__(self, trunk: Trunk, head_cfg: Any, cfg: Any) -> None:
         super().__init__()
         self.trunk = trunk
-        self.head = MLPHead(
-            trunk.out_dim,
-            head_cfg.hidden_dims,
-            head_cfg.output_dim,
-            batch_norm=head_cfg.batch_norm,
-            last_batch_norm=head_cfg.last_batch_norm,
-            activation=head_cfg.activation,
-        )
+        self.head = MLPHead.from_config(trunk.out_dim, head_cfg)
         self.prototypes = Prototypes(head_cfg.output_dim, cfg.num_prototypes)
         self.prototypes.normalize_()
         self.temperature = cfg.temperature

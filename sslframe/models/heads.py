@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import torch
 from torch import nn
@@ -40,6 +41,18 @@ class MLPHead(nn.Module):
             layers.append(nn.BatchNorm1d(output_dim, affine=False))
         self.layers = nn.Sequential(*layers)
         self.output_dim = output_dim
+
+    @classmethod
+    def from_config(cls, in_dim: int, cfg: Any) -> MLPHead:
+        """Build from a ``head`` config group (``MLPHeadConfig``)."""
+        return cls(
+            in_dim,
+            cfg.hidden_dims,
+            cfg.output_dim,
+            batch_norm=cfg.batch_norm,
+            last_batch_norm=cfg.last_batch_norm,
+            activation=cfg.activation,
+        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.layers(x)

@@ -88,7 +88,7 @@ def test_activation_checkpointing_same_gradients_less_memory() -> None:
 @pytest.mark.parametrize(
     ("override", "message"),
     [
-        ("distributed.strategy=fairscale_fsdp", "fairscale_fsdp is not available"),
+        ("distributed.strategy=fairscale_fsdp", "fairscale_fsdp is not supported: fairscale 0.4.13"),
         ("model.sync_bn=true", "model.sync_bn=true needs CUDA"),
         ("trainer.precision=fp16", "trainer.precision=fp16 needs CUDA"),
     ],
