@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 TORCH := torch==2.14.1 torchvision==0.29.1
 DATA := data/fashion_mnist
 
-.PHONY: install data demo test lint bench clean
+.PHONY: install data demo test lint clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)

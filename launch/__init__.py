@@ -1,1 +1,1 @@
-"""Launchers that start tools/train.py on clusters (SLURM through submitit); see the README."""
+"""Launchers that start tools/train.py on clusters (SLURM through submitit; the SLURM launcher issue fills this package)."""
