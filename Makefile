@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 TORCH := torch==2.14.1 torchvision==0.29.1
 DATA := data/fashion_mnist
 
-.PHONY: install data demo test lint clean
+.PHONY: install data demo test lint bench clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -42,6 +42,10 @@ demo: data
 
 test: install
 	$(PY) -m pytest
+
+# Benchmarks write bench/results/<name>.json and .md (not timed tests; see bench/).
+bench: install
+	$(PY) bench/strategies.py
 
 lint: install
 	$(VENV)/bin/ruff check .
