@@ -126,3 +126,28 @@ def test_fsdp_in_a_single_process_runs_unsharded(image_folder: Path, tmp_path: P
     )
     assert train(cfg).final_step == 2
     assert json.loads((tmp_path / "checkpoints" / "step_00000002" / "meta.json").read_text())["world_size"] == 1
+
+
+def test_bf16_losses_stay_close_to_fp32(image_folder: Path, tmp_path: Path) -> None:
+    from sslframe.engine.trainer import train
+
+    losses = {}
+    for precision in ("fp32", "bf16"):
+        run = tmp_path / precision
+        cfg = compose_config(
+            "train",
+            [
+                "config=quickstart",
+                *TINY,
+                "data=folder",
+                f"data.path={image_folder}",
+                f"run.dir={run}",
+                f"trainer.precision={precision}",
+                "trainer.max_steps=3",
+            ],
+        )
+        train(cfg)
+        losses[precision] = torch.tensor([r["loss"] for r in metrics(run)])
+    # bf16 keeps 8 bits of mantissa (relative rounding ~4e-3 per op); losses are computed in fp32.
+    torch.testing.assert_close(losses["bf16"], losses["fp32"], rtol=2e-2, atol=0.0)
+    assert not torch.equal(losses["bf16"], losses["fp32"]), "bf16 autocast must actually change the arithmetic"
