@@ -117,7 +117,7 @@ class Batch:
     views: list[torch.Tensor]
     labels: torch.Tensor
     bad: list[BadSample] = field(default_factory=list)
-    # (height, width) of each image when ``views`` holds one zero-padded batch of whole images.
+    # (height, width) of each image when ``views`` holds one padded batch of whole images.
     sizes: torch.Tensor | None = None
 
     @property

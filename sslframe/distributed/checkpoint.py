@@ -3,9 +3,10 @@
 Layout: ``<run.dir>/checkpoints/step_00001000/`` holding ``state.pt`` (model and optimizer,
 shared by all ranks), ``rank_00000.pt``... (each rank's RNG and per-rank method state), all
 tensors and plain containers loaded with ``weights_only=True``, and ``meta.json`` (step,
-epoch, world size, config, config hash, and the SHA-256 of every file). A checkpoint is first written to a hidden
-temporary folder and renamed when complete, so a crash mid-write never leaves a folder that
-looks complete; ``latest_checkpoint`` also verifies the checksum and skips torn ones.
+epoch, world size, config, config hash, and the SHA-256 of every file). A checkpoint is first
+written to a hidden temporary folder and renamed when complete, so a crash mid-write never
+leaves a folder that looks complete; ``latest_checkpoint`` also verifies the checksums and
+skips torn ones.
 """
 
 from __future__ import annotations
@@ -96,13 +97,14 @@ def save_checkpoint(
             _fsync_dir(folder)
         except OSError as exc:
             error = exc
+    if rank == 0 and error is None and keep_last > 0:
+        for old in complete_checkpoints(folder, verify=False)[:-keep_last]:
+            shutil.rmtree(old, ignore_errors=True)
+    # Every rank reaches this barrier before a failing rank raises, so none is left waiting.
+    _barrier()
     if error is not None:
         shutil.rmtree(tmp, ignore_errors=True)
         raise UserError(f"could not write checkpoint in '{folder}': {error.strerror or error}")
-    if rank == 0 and keep_last > 0:
-        for old in complete_checkpoints(folder, verify=False)[:-keep_last]:
-            shutil.rmtree(old, ignore_errors=True)
-    _barrier()
     return final
 
 

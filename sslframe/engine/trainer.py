@@ -155,7 +155,8 @@ class Trainer:
             "config_hash": self.config_hash,
             "config": OmegaConf.to_container(self.cfg, resolve=True),
         }
-        shared = self.state_dict()
+        # Gathering FSDP shards is collective; under DDP only rank 0 needs the (replicated) state.
+        shared = self.state_dict() if self.env.is_main or self.sharded else {}
         return ckpt.save_checkpoint(
             self.run_dir / "checkpoints",
             self.step,
@@ -197,7 +198,7 @@ class Trainer:
             ckpt.set_rng_state(own["rng"])
             self.bad_samples = int(own["counters"]["bad_samples"])
             self.seen_samples = int(own["counters"]["seen_samples"])
-        elif self.env.is_main or meta.get("world_size", 1) <= self.env.rank:
+        else:
             log.warning("checkpoint %s has no state for rank %d; its RNG and queues start afresh", path, self.env.rank)
         self.method.load_rank_state_dict(own["method"] if own is not None else None)
         self.step = int(meta["step"])
