@@ -8,6 +8,10 @@ def lookup(kind: str) -> list[str]:
         from sslframe.models.trunks.resnet import RESNET_ARCHS
 
         return sorted(RESNET_ARCHS)
+    if kind == "norms":
+        from sslframe.models.trunks.resnet import NORMS
+
+        return sorted(NORMS)
     if kind == "regnet_archs":
         from sslframe.models.trunks.regnet import REGNET_ARCHS
 

@@ -24,7 +24,7 @@ def main(argv: Sequence[str]) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
     consolidate = sub.add_parser("consolidate", help="one plain state dict of the trunk (and heads)")
-    consolidate.add_argument("checkpoint", help="a checkpoint folder, its state.pt, or a run dir (newest)")
+    consolidate.add_argument("checkpoint", help="a checkpoint folder, its meta.json, or a run dir (newest)")
     consolidate.add_argument("--out", type=Path, required=True)
     consolidate.add_argument("--with-heads", action="store_true", help="keep heads and prototypes too")
     consolidate.add_argument("--safetensors", action="store_true", help="write safetensors instead of torch.save")

@@ -33,7 +33,9 @@ class ResNetConfig:
     # CIFAR-style stem for small images: 3x3 stride-1 convolution and no max-pool.
     small_images: bool = False
     zero_init_residual: bool = False
-    choices: ClassVar[Choices] = {"arch": "resnet_archs"}
+    # batch | group: group norm keeps results independent of the per-rank batch split.
+    norm: str = "batch"
+    choices: ClassVar[Choices] = {"arch": "resnet_archs", "norm": "norms"}
 
 
 @dataclass

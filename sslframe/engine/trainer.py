@@ -30,6 +30,7 @@ from sslframe.data.loader import EpochSampler, ViewsDataset, make_loader, sample
 from sslframe.data.sources import build_source
 from sslframe.data.transforms import MultiCropTransform
 from sslframe.distributed import checkpoint as ckpt
+from sslframe.distributed.collectives import all_reduce_sum
 from sslframe.distributed.env import DistEnv, init_distributed, teardown
 from sslframe.distributed.parallelize import PRECISION_DTYPES, parallelize
 from sslframe.engine.observers import ConsoleProgress, JSONLinesLog, Observer, TensorBoardLog
@@ -129,16 +130,29 @@ class Trainer:
 
     # ----------------------------------------------------------------------------- state
     def state_dict(self) -> dict[str, Any]:
-        """Model and optimizer as full (unsharded) tensors keyed by parameter name, the same at
-        every world size and strategy; collective under FSDP, meaningful on rank 0."""
-        options = StateDictOptions(full_state_dict=True, cpu_offload=True)
+        """Model, optimizer (and scaler) keyed by parameter name, as this rank holds them:
+        DTensor shards under FSDP, whole tensors otherwise. The same names at every world size
+        and strategy; the checkpoint reshards on load."""
         state = {
-            "model": get_model_state_dict(self.method, options=options),
-            "optimizer": get_optimizer_state_dict(self.method, self.optimizer, options=options),
+            "model": get_model_state_dict(self.method),
+            "optimizer": get_optimizer_state_dict(self.method, self.optimizer),
         }
         if self.scaler is not None:
             state["scaler"] = self.scaler.state_dict()
         return state
+
+    def _drop_optimizer_state(self, absent: list[str]) -> None:
+        """Forget the optimizer state of parameters the checkpoint had none for. Building the
+        state dict skeleton ran one zero-gradient step (torch's lazy state initialisation),
+        which with weight decay leaves non-zero momentum; an uninterrupted run has no state
+        there, so an exact resume must not either."""
+        prefix = "optimizer.state."
+        names = {key[len(prefix) :].rsplit(".", 1)[0] for key in absent if key.startswith(prefix)}
+        if not names:
+            return
+        for name, param in self.method.named_parameters():
+            if name in names:
+                self.optimizer.state.pop(param, None)
 
     def rank_state_dict(self) -> dict[str, Any]:
         """What each rank owns: RNG streams, per-rank method state, data counters."""
@@ -155,12 +169,10 @@ class Trainer:
             "config_hash": self.config_hash,
             "config": OmegaConf.to_container(self.cfg, resolve=True),
         }
-        # Gathering FSDP shards is collective; under DDP only rank 0 needs the (replicated) state.
-        shared = self.state_dict() if self.env.is_main or self.sharded else {}
         return ckpt.save_checkpoint(
             self.run_dir / "checkpoints",
             self.step,
-            shared if self.env.is_main else {},
+            self.state_dict(),
             meta,
             rank_state=self.rank_state_dict(),
             rank=self.env.rank,
@@ -177,18 +189,22 @@ class Trainer:
                 return None
         else:
             path = ckpt.resolve_checkpoint(choice)
-        state, meta = ckpt.load_checkpoint(path, map_location=self.device)
+        meta = ckpt.read_checkpoint_meta(path)
         if meta.get("config_hash") != self.config_hash:
             raise UserError(
                 f"checkpoint '{path}' was written with a different model config (trunk/head/method); "
                 "use another run.dir or trainer.resume=never"
             )
-        options = StateDictOptions(full_state_dict=True)
+        # Filled in place, resharded to this run's world size and strategy. Parameters that never
+        # had a gradient yet (frozen prototypes) have no optimizer state in the checkpoint.
+        state = self.state_dict()
+        absent = ckpt.load_state(path, state, required=("model",))
         try:
-            set_model_state_dict(self.method, state["model"], options=options)
-            # Not strict: parameters that never had a gradient yet (frozen prototypes) have no state.
-            lenient = StateDictOptions(full_state_dict=True, strict=False)
-            set_optimizer_state_dict(self.method, self.optimizer, state["optimizer"], options=lenient)
+            set_model_state_dict(self.method, state["model"])
+            set_optimizer_state_dict(
+                self.method, self.optimizer, state["optimizer"], options=StateDictOptions(strict=False)
+            )
+            self._drop_optimizer_state(absent)
             if self.scaler is not None and "scaler" in state:
                 self.scaler.load_state_dict(state["scaler"])
         except (RuntimeError, KeyError, ValueError) as exc:
@@ -302,7 +318,11 @@ class Trainer:
             window_steps += 1
             window_images += batch.size * self.env.world_size
             if self.step % cfg.trainer.log_every == 0 or self.step == self.stop_step:
-                last_loss = float(loss_sum / window_steps)
+                # The mean over every rank's batch (one collective per logging interval; no
+                # host synchronisation inside the step).
+                last_loss = float(
+                    all_reduce_sum(loss_sum.clone(), self.env.group) / (window_steps * self.env.world_size)
+                )
                 now = time.monotonic()
                 record = {
                     "step": self.step,

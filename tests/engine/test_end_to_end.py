@@ -34,7 +34,7 @@ def test_cli_run_writes_every_output(image_folder: Path, tmp_path: Path) -> None
     assert [r["step"] for r in records] == [1, 2, 3, 4]
     for key in ("step", "epoch", "loss", "lr", "images_per_sec", "batch_size", "global_batch_size"):
         assert key in records[0]
-    assert (run / "checkpoints" / "step_00000004" / "state.pt").is_file()
+    assert (run / "checkpoints" / "step_00000004" / "state" / ".metadata").is_file()
     assert list((run / "tensorboard").glob("events.out.tfevents.*"))
     # Progress lines go to stderr when it is not a terminal.
     assert "step 4/4" in result.stderr

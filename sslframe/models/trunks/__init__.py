@@ -20,6 +20,7 @@ def _resnet(cfg: Any) -> Trunk:
         width_multiplier=cfg.width_multiplier,
         small_images=cfg.small_images,
         zero_init_residual=cfg.zero_init_residual,
+        norm=cfg.norm,
     )
 
 

@@ -8,6 +8,8 @@ move between the two without key surgery. Sizes: He et al. 2016 (ResNet), Xie et
 
 from __future__ import annotations
 
+import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -50,15 +52,34 @@ def _conv1x1(cin: int, cout: int, stride: int = 1) -> nn.Conv2d:
     return nn.Conv2d(cin, cout, 1, stride=stride, bias=False)
 
 
+Norm = Callable[[int], nn.Module]
+
+
+def group_norm(channels: int) -> nn.GroupNorm:
+    """GroupNorm with 32 groups (Wu & He 2018), fewer when a narrow trunk has fewer channels."""
+    return nn.GroupNorm(math.gcd(32, channels), channels)
+
+
+NORMS: dict[str, Norm] = {"batch": nn.BatchNorm2d, "group": group_norm}
+
+
 class BasicBlock(nn.Module):
     expansion = 1
 
-    def __init__(self, cin: int, planes: int, stride: int, downsample: nn.Module | None, **_: int) -> None:
+    def __init__(
+        self,
+        cin: int,
+        planes: int,
+        stride: int,
+        downsample: nn.Module | None,
+        norm: Norm = nn.BatchNorm2d,
+        **_: int,
+    ) -> None:
         super().__init__()
         self.conv1 = _conv3x3(cin, planes, stride)
-        self.bn1 = nn.BatchNorm2d(planes)
+        self.bn1 = norm(planes)
         self.conv2 = _conv3x3(planes, planes)
-        self.bn2 = nn.BatchNorm2d(planes)
+        self.bn2 = norm(planes)
         self.relu = nn.ReLU(inplace=True)
         self.downsample = downsample
 
@@ -68,7 +89,7 @@ class BasicBlock(nn.Module):
         out = self.bn2(self.conv2(out))
         return self.relu(out + identity)
 
-    def last_bn(self) -> nn.BatchNorm2d:
+    def last_bn(self) -> nn.Module:
         return self.bn2
 
 
@@ -78,16 +99,23 @@ class Bottleneck(nn.Module):
     expansion = 4
 
     def __init__(
-        self, cin: int, planes: int, stride: int, downsample: nn.Module | None, groups: int = 1, base_width: int = 64
+        self,
+        cin: int,
+        planes: int,
+        stride: int,
+        downsample: nn.Module | None,
+        groups: int = 1,
+        base_width: int = 64,
+        norm: Norm = nn.BatchNorm2d,
     ) -> None:
         super().__init__()
         width = int(planes * (base_width / 64.0)) * groups
         self.conv1 = _conv1x1(cin, width)
-        self.bn1 = nn.BatchNorm2d(width)
+        self.bn1 = norm(width)
         self.conv2 = _conv3x3(width, width, stride, groups)
-        self.bn2 = nn.BatchNorm2d(width)
+        self.bn2 = norm(width)
         self.conv3 = _conv1x1(width, planes * self.expansion)
-        self.bn3 = nn.BatchNorm2d(planes * self.expansion)
+        self.bn3 = norm(planes * self.expansion)
         self.relu = nn.ReLU(inplace=True)
         self.downsample = downsample
 
@@ -98,12 +126,16 @@ class Bottleneck(nn.Module):
         out = self.bn3(self.conv3(out))
         return self.relu(out + identity)
 
-    def last_bn(self) -> nn.BatchNorm2d:
+    def last_bn(self) -> nn.Module:
         return self.bn3
 
 
 class ResNet(Trunk):
-    """ResNet family trunk; ``small_images`` swaps the stem for a 3x3 stride-1 conv, no max-pool."""
+    """ResNet family trunk; ``small_images`` swaps the stem for a 3x3 stride-1 conv, no max-pool.
+
+    ``norm="group"`` replaces every batch norm by a group norm (same parameter names): no
+    statistics across samples, so results do not depend on how a batch is split over ranks.
+    """
 
     def __init__(
         self,
@@ -112,9 +144,11 @@ class ResNet(Trunk):
         small_images: bool = False,
         zero_init_residual: bool = False,
         in_channels: int = 3,
+        norm: str = "batch",
     ) -> None:
         super().__init__()
         spec = RESNET_ARCHS[arch]
+        self.norm = NORMS[norm]
         block = BasicBlock if spec.block == "basic" else Bottleneck
         base = max(1, round(64 * spec.widen * width_multiplier))
         self.inplanes = base
@@ -124,7 +158,7 @@ class ResNet(Trunk):
         else:
             self.conv1 = nn.Conv2d(in_channels, base, 7, stride=2, padding=3, bias=False)
             self.maxpool = nn.MaxPool2d(3, stride=2, padding=1)
-        self.bn1 = nn.BatchNorm2d(base)
+        self.bn1 = self.norm(base)
         self.relu = nn.ReLU(inplace=True)
         stages = []
         for i, depth in enumerate(spec.layers):
@@ -135,7 +169,7 @@ class ResNet(Trunk):
         for m in self.modules():
             if isinstance(m, nn.Conv2d):
                 nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
-            elif isinstance(m, nn.BatchNorm2d):
+            elif isinstance(m, (nn.BatchNorm2d, nn.GroupNorm)):
                 nn.init.ones_(m.weight)
                 nn.init.zeros_(m.bias)
         if zero_init_residual:
@@ -146,9 +180,9 @@ class ResNet(Trunk):
         downsample = None
         if stride != 1 or self.inplanes != planes * block.expansion:
             downsample = nn.Sequential(
-                _conv1x1(self.inplanes, planes * block.expansion, stride), nn.BatchNorm2d(planes * block.expansion)
+                _conv1x1(self.inplanes, planes * block.expansion, stride), self.norm(planes * block.expansion)
             )
-        kwargs = {"groups": spec.groups, "base_width": spec.width_per_group}
+        kwargs = {"groups": spec.groups, "base_width": spec.width_per_group, "norm": self.norm}
         layers = [block(self.inplanes, planes, stride, downsample, **kwargs)]
         self.inplanes = planes * block.expansion
         layers += [block(self.inplanes, planes, 1, None, **kwargs) for _ in range(1, depth)]
