@@ -210,6 +210,37 @@ class DistributedConfig:
 
 
 @dataclass
+class LauncherConfig:
+    """Where a job runs. ``local``: this machine (one process, or torchrun around tools/train.py).
+    ``nodes`` and ``gpus_per_node`` size the job; tools/plan.py plans for them."""
+
+    name: str = "local"
+    nodes: int = 1
+    gpus_per_node: int = 1
+
+
+@dataclass
+class PlanConfig:
+    """Inputs of tools/plan.py that the training config does not hold."""
+
+    # GPU memory; the default is an A100-40GB.
+    gpu_memory_gb: float = 40.0
+    # Dense peak of one GPU in the training precision; 312 is the A100's bf16/fp16 tensor-core
+    # peak (NVIDIA A100 datasheet). Use 989 for H100 SXM bf16, 125 for V100 fp16.
+    peak_tflops: float = 312.0
+    # Model FLOPs utilisation assumed for the time estimate.
+    mfu: float = 0.3
+    # Fraction of GPU memory kept free (fragmentation, spikes).
+    headroom: float = 0.1
+    # CUDA context, communication buffers and allocator slack per GPU.
+    overhead_gb: float = 1.5
+    # Images to train on, for the wall-time estimate (0: no estimate).
+    images: int = 0
+    # Where the JSON report goes ("": <run.dir>/plan.json).
+    out: str = ""
+
+
+@dataclass
 class ModelConfig:
     # SyncBatchNorm across ranks (CUDA/NCCL only).
     sync_bn: bool = False
@@ -227,7 +258,15 @@ class TrainConfig:
     schedule: Any = MISSING
     trainer: Any = MISSING
     distributed: Any = MISSING
+    launcher: Any = MISSING
     model: ModelConfig = field(default_factory=ModelConfig)
+
+
+@dataclass
+class PlanRootConfig(TrainConfig):
+    """tools/plan.py: a training config plus the planner's own inputs."""
+
+    plan: PlanConfig = field(default_factory=PlanConfig)
 
 
 @dataclass
@@ -266,7 +305,12 @@ GROUP_SCHEMAS: dict[str, dict[str, type]] = {
     "schedule": {"schedule": ScheduleConfig},
     "trainer": {"trainer": TrainerConfig},
     "distributed": {"distributed": DistributedConfig},
+    "launcher": {"local": LauncherConfig},
     "eval": {"knn": KNNEvalConfig},
 }
 
-PRIMARY_SCHEMAS: dict[str, type] = {"train_schema": TrainConfig, "eval_schema": EvalConfig}
+PRIMARY_SCHEMAS: dict[str, type] = {
+    "train_schema": TrainConfig,
+    "eval_schema": EvalConfig,
+    "plan_schema": PlanRootConfig,
+}

@@ -83,5 +83,8 @@ def parallelize(method: Method, cfg: Any, env: DistEnv, device: torch.device) ->
         apply_fsdp(method, cfg.trainer.precision, dist_cfg.reshard_after_forward)
         return method
     if strategy == "ddp" and env.world_size > 1:
-        return nn.parallel.DistributedDataParallel(method, device_ids=[device.index] if device.type == "cuda" else None)
+        # Gradients live in the all-reduce buckets (no second copy of every gradient).
+        return nn.parallel.DistributedDataParallel(
+            method, device_ids=[device.index] if device.type == "cuda" else None, gradient_as_bucket_view=True
+        )
     return method
