@@ -168,6 +168,13 @@ def make_plan(cfg: DictConfig) -> dict[str, Any]:
     }
 
 
+def _flops(value: float) -> str:
+    for unit, scale in (("P", 1e15), ("T", 1e12), ("G", 1e9), ("M", 1e6)):
+        if value >= scale:
+            return f"{value / scale:,.2f} {unit}"
+    return f"{value:,.0f}"
+
+
 def summary(report: dict[str, Any]) -> str:
     """A few console lines: parameters, FLOPs, memory per scenario, verdict and time."""
     cfg, params, flops, thr = report["config"], report["parameters"], report["flops"], report["throughput"]
@@ -176,10 +183,10 @@ def summary(report: dict[str, Any]) -> str:
         f"heads {params['heads'] / 1e6:,.1f}M); crops {cfg['crops']}; {cfg['batch_per_gpu']} images per GPU "
         f"x {cfg['gpus']} GPUs = {cfg['global_batch']}; {cfg['precision']}",
         "FLOPs: trunk forward per image "
-        + ", ".join(f"{s}px {v / 1e9:,.2f} G" for s, v in flops["trunk_forward_per_image"].items())
-        + f"; training per image {flops['train_per_image'] / 1e9:,.1f} G,"
-        + f" per step {flops['train_per_step'] / 1e12:,.1f} T",
-        f"memory per GPU (usable {report['gpu']['usable_gb']:.1f} of {report['gpu']['memory_gb']:.0f} GB):",
+        + ", ".join(f"{s}px {_flops(v)}" for s, v in flops["trunk_forward_per_image"].items())
+        + f"; training per image {_flops(flops['train_per_image'])}, per step {_flops(flops['train_per_step'])}",
+        f"memory per GPU (usable {report['gpu']['usable_gb']:.1f} of {report['gpu']['memory_gb']:.0f} GB; "
+        "activations measured as the bytes autograd saves in the training step, run on the meta device):",
     ]
     for s in report["memory_per_gpu"]:
         gb = s["gb"]
