@@ -24,12 +24,15 @@ def main(argv: Sequence[str]) -> int:
         print(__doc__)
         return 0
     cfg = compose_config("train", argv)
-    from sslframe.engine.trainer import train
+    from sslframe.engine.trainer import PREEMPTED_EXIT, train
 
     result = train(cfg)
     print(f"run dir: {result.run_dir}")
     if result.checkpoint is not None:
         print(f"checkpoint: {result.checkpoint}")
+    if result.preempted:
+        print(f"stopped by a signal at step {result.final_step}; resume with trainer.resume=auto")
+        return PREEMPTED_EXIT
     return 0
 
 

@@ -183,6 +183,9 @@ class TrainerConfig:
     log_every: int = 50
     seed: int = 0
     grad_clip: float = 0.0
+    # A step whose loss is NaN or infinite: skip its update and count it, or stop and dump the
+    # step's inputs and state next to the run's checkpoints.
+    on_nan: str = "skip"
     device: str = "auto"
     # Channels-last memory layout for convolutional trunks (faster convolutions on CPU and GPU).
     channels_last: bool = True
@@ -192,6 +195,7 @@ class TrainerConfig:
     choices: ClassVar[Choices] = {
         "precision": ("fp32", "bf16", "fp16"),
         "device": ("auto", "cpu", "cuda"),
+        "on_nan": ("skip", "stop"),
     }
 
 

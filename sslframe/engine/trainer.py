@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import logging
 import math
+import signal
+import threading
 import time
 from contextlib import nullcontext
 from dataclasses import dataclass
@@ -49,12 +51,43 @@ def pick_device(name: str) -> torch.device:
     return torch.device("cpu")
 
 
+# Exit status of a run stopped by SIGTERM/SIGUSR1 after writing its checkpoint: EX_TEMPFAIL
+# ("temporary failure, try again"), which launchers treat as "requeue and resume".
+PREEMPTED_EXIT = 75
+
+
 @dataclass
 class TrainResult:
     run_dir: Path
     final_step: int
     final_loss: float
     checkpoint: Path | None
+    preempted: bool = False
+    skipped_steps: int = 0
+
+
+class StopSignals:
+    """Records SIGTERM and SIGUSR1 (what SLURM sends before preemption or the time limit) so
+    that the loop can finish its step, checkpoint and exit; restores the old handlers after."""
+
+    SIGNALS = (signal.SIGTERM, signal.SIGUSR1)
+
+    def __init__(self) -> None:
+        self.received: int | None = None
+        self._old: dict[int, Any] = {}
+
+    def __enter__(self) -> StopSignals:
+        if threading.current_thread() is threading.main_thread():
+            for sig in self.SIGNALS:
+                self._old[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def _handle(self, signum: int, _frame: Any) -> None:
+        self.received = signum
+
+    def __exit__(self, *_: Any) -> None:
+        for sig, handler in self._old.items():
+            signal.signal(sig, handler)
 
 
 class Trainer:
@@ -117,6 +150,7 @@ class Trainer:
         self.autocast = torch.autocast(self.device.type, dtype=dtype) if dtype and not self.sharded else nullcontext()
         self.scaler = self._grad_scaler() if cfg.trainer.precision == "fp16" else None
         self.step = 0
+        self.skipped_steps = 0
         self.bad_samples = 0
         self.seen_samples = 0
         self.config_hash = config_hash(cfg)
@@ -162,7 +196,22 @@ class Trainer:
             "counters": {"bad_samples": self.bad_samples, "seen_samples": self.seen_samples},
         }
 
+    def _weights_finite(self) -> bool:
+        local = all(
+            bool(torch.isfinite(p.detach().to_local() if hasattr(p, "to_local") else p).all())
+            for p in self.method.parameters()
+        )
+        flag = torch.tensor([0.0 if local else 1.0], device=self.device)
+        if self.env.group is not None:
+            torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MAX, group=self.env.group)
+        return float(flag) == 0.0
+
     def save(self) -> Path:
+        if not self._weights_finite():
+            raise UserError(
+                f"the weights hold NaN or infinity at step {self.step}; no checkpoint written (the newest one "
+                "is still complete). Lower optim.lr, set trainer.grad_clip, or use trainer.on_nan=stop to inspect"
+            )
         meta = {
             "epoch": self.step // self.steps_per_epoch,
             "world_size": self.env.world_size,
@@ -190,6 +239,7 @@ class Trainer:
         else:
             path = ckpt.resolve_checkpoint(choice)
         meta = ckpt.read_checkpoint_meta(path)
+        ckpt.read_index(path)  # unreadable or crafted: say so before comparing configs
         if meta.get("config_hash") != self.config_hash:
             raise UserError(
                 f"checkpoint '{path}' was written with a different model config (trunk/head/method); "
@@ -262,11 +312,17 @@ class Trainer:
         return [v.contiguous(memory_format=self.memory_format) for v in views]
 
     def fit(self) -> TrainResult:
+        with StopSignals() as signals:
+            return self._fit(signals)
+
+    def _fit(self, signals: StopSignals) -> TrainResult:
         cfg = self.cfg
+        # Resume first: a checkpoint that does not fit this config stops the run before
+        # anything in run.dir (config.yaml included) is written.
+        resumed = self.resume()
         if self.env.is_main:
             self.run_dir.mkdir(parents=True, exist_ok=True)
             save_config(cfg, self.run_dir / "config.yaml")
-        resumed = self.resume()
         if resumed is not None and self.env.is_main:
             log.info("resumed from %s at step %d", resumed, self.step)
         start_step = self.step
@@ -288,6 +344,7 @@ class Trainer:
         last_loss = math.nan
         last_ckpt: Path | None = None
         batches = self._batches()
+        stop = False
         while self.step < self.stop_step:
             epoch, batch = next(batches)
             self._account_bad(batch)
@@ -298,30 +355,25 @@ class Trainer:
             crops = self._crops(batch)
             with self.autocast:
                 out = self.model(crops, ctx)
-            if self.scaler is not None:
-                self.scaler.scale(out.loss).backward()
-                self.scaler.unscale_(self.optimizer)
+            nonfinite, stop = self._step_flags(out.loss, signals)
+            if nonfinite:
+                self.optimizer.zero_grad(set_to_none=True)
+                if cfg.trainer.on_nan == "stop":
+                    self._dump_nonfinite(ctx, crops, batch, out.loss)
+                self.skipped_steps += 1
+                log.warning("non-finite loss at step %d: update skipped (%d so far)", self.step, self.skipped_steps)
             else:
-                out.loss.backward()
-            self.method.before_optimizer_step(ctx)
-            if cfg.trainer.grad_clip > 0:
-                torch.nn.utils.clip_grad_norm_(self.method.parameters(), cfg.trainer.grad_clip)
-            if self.scaler is not None:
-                self.scaler.step(self.optimizer)
-                self.scaler.update()
-            else:
-                self.optimizer.step()
-            self.optimizer.zero_grad(set_to_none=True)
-            self.method.after_optimizer_step(ctx)
+                self._update(out.loss, ctx)
             self.step += 1
-            loss_sum += out.loss.detach().float()
-            window_steps += 1
+            if not nonfinite:
+                loss_sum += out.loss.detach().float()
+                window_steps += 1
             window_images += batch.size * self.env.world_size
             if self.step % cfg.trainer.log_every == 0 or self.step == self.stop_step:
                 # The mean over every rank's batch (one collective per logging interval; no
                 # host synchronisation inside the step).
                 last_loss = float(
-                    all_reduce_sum(loss_sum.clone(), self.env.group) / (window_steps * self.env.world_size)
+                    all_reduce_sum(loss_sum.clone(), self.env.group) / max(window_steps * self.env.world_size, 1)
                 )
                 now = time.monotonic()
                 record = {
@@ -333,6 +385,7 @@ class Trainer:
                     "batch_size": self.batch_size,
                     "global_batch_size": self.global_batch,
                     "bad_samples": self.bad_samples,
+                    "skipped_steps": self.skipped_steps,
                     "time": time.time(),
                 }
                 for key, value in out.logs.items():
@@ -341,12 +394,66 @@ class Trainer:
                     obs.on_log(record)
                 loss_sum.zero_()
                 window_steps, window_images, window_start = 0, 0, now
+            if stop:
+                log.warning("signal %s received: checkpointing at step %d and exiting", signals.received, self.step)
+                break
             if self.step % cfg.trainer.checkpoint_every == 0 and self.step < self.stop_step:
                 last_ckpt = self.save()
         final = self.save() if self.step > start_step else resumed
         for obs in observers:
             obs.on_end()
-        return TrainResult(self.run_dir, self.step, last_loss, final or last_ckpt)
+        return TrainResult(
+            self.run_dir, self.step, last_loss, final or last_ckpt, preempted=stop, skipped_steps=self.skipped_steps
+        )
+
+    def _update(self, loss: torch.Tensor, ctx: StepContext) -> None:
+        """Backward, gradient clipping, optimizer step and the method's own updates."""
+        if self.scaler is not None:
+            self.scaler.scale(loss).backward()
+            self.scaler.unscale_(self.optimizer)
+        else:
+            loss.backward()
+        self.method.before_optimizer_step(ctx)
+        if self.cfg.trainer.grad_clip > 0:
+            torch.nn.utils.clip_grad_norm_(self.method.parameters(), self.cfg.trainer.grad_clip)
+        if self.scaler is not None:
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+        else:
+            self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.method.after_optimizer_step(ctx)
+
+    def _step_flags(self, loss: torch.Tensor, signals: StopSignals) -> tuple[bool, bool]:
+        """(non-finite loss on any rank, stop signal on any rank): every rank takes the same
+        decision. One two-element all-reduce and one host synchronisation per step."""
+        flags = torch.stack(
+            [(~torch.isfinite(loss.detach())).float(), loss.new_tensor(float(signals.received is not None))]
+        ).float()
+        if self.env.group is not None:
+            torch.distributed.all_reduce(flags, op=torch.distributed.ReduceOp.MAX, group=self.env.group)
+        nonfinite, stop = flags.tolist()
+        return nonfinite > 0, stop > 0
+
+    def _dump_nonfinite(self, ctx: StepContext, crops: list[torch.Tensor], batch: Any, loss: torch.Tensor) -> None:
+        """trainer.on_nan=stop: save the step's inputs and this rank's state, then stop."""
+        path = self.run_dir / f"nonfinite_step_{self.step:08d}_rank_{self.env.rank:05d}.pt"
+        torch.save(
+            {
+                "step": ctx.step,
+                "epoch": ctx.epoch,
+                "loss": loss.detach().cpu(),
+                "crops": [c.detach().cpu() for c in crops],
+                "labels": batch.labels,
+                "model": {k: v.detach().cpu() for k, v in self.method.state_dict().items()},
+                "rng": ckpt.rng_state(),
+            },
+            path,
+        )
+        raise UserError(
+            f"non-finite loss at step {self.step} (trainer.on_nan=stop); the step's inputs and state are in "
+            f"{path.parent}/nonfinite_step_{self.step:08d}_rank_*.pt; the last checkpoint is untouched"
+        )
 
 
 def train(cfg: DictConfig) -> TrainResult:

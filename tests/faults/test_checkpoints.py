@@ -1,0 +1,110 @@
+"""Torn checkpoints, pruning, a full disk at checkpoint time, and crafted checkpoint files, each
+provoked in a real run."""
+
+from __future__ import annotations
+
+import os
+import pickle
+import resource
+import shutil
+import signal
+from pathlib import Path
+
+import pytest
+
+from sslframe.distributed.checkpoint import complete_checkpoints, is_complete
+from tests.faults.common import losses, run, train_cmd
+
+
+def damage(checkpoint: Path, how: str) -> None:
+    shard = checkpoint / "state" / "__0_0.distcp"
+    if how == "truncated":
+        shard.write_bytes(shard.read_bytes()[: shard.stat().st_size // 2])
+    elif how == "missing_shard":
+        shard.unlink()
+    elif how == "bad_metadata":
+        (checkpoint / "meta.json").write_text('{"step": ')
+    elif how == "flipped_byte":
+        data = bytearray(shard.read_bytes())
+        data[len(data) // 2] ^= 0xFF
+        shard.write_bytes(bytes(data))
+
+
+@pytest.fixture(scope="module")
+def torn_source(fault_data: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A run with checkpoints at steps 3 and 6 (each test damages a copy of step 6)."""
+    folder = tmp_path_factory.mktemp("torn") / "run"
+    code, out = run(train_cmd(fault_data, folder, "trainer.max_steps=6"))
+    assert code == 0, out
+    return folder
+
+
+@pytest.mark.parametrize("how", ["truncated", "missing_shard", "bad_metadata", "flipped_byte"])
+def test_torn_newest_checkpoint_is_reported_and_skipped(
+    fault_data: Path, reference: dict[int, float], torn_source: Path, tmp_path: Path, how: str
+) -> None:
+    cut = tmp_path / "cut"
+    shutil.copytree(torn_source, cut)
+    damage(cut / "checkpoints" / "step_00000006", how)
+    code, out = run(train_cmd(fault_data, cut, "trainer.max_steps=9"))
+    assert code == 0, out
+    assert "step_00000006 is incomplete or corrupted; falling back" in out
+    assert "resumed from" in out and "step_00000003 at step 3" in out
+    after = {s: v for s, v in losses(cut).items() if s > 3}
+    assert after == {s: reference[s] for s in range(4, 10)}
+
+
+def test_keep_last_prunes_only_after_a_newer_checkpoint_is_complete(fault_data: Path, tmp_path: Path) -> None:
+    run_dir = tmp_path / "run"
+    code, out = run(train_cmd(fault_data, run_dir, "trainer.keep_last=2", "trainer.checkpoint_every=2"))
+    assert code == 0, out
+    names = [p.name for p in complete_checkpoints(run_dir / "checkpoints")]
+    assert names == ["step_00000022", "step_00000024"]
+
+
+def _limit_file_size(limit: int) -> None:
+    # What a full disk does to a writer: writes past the limit fail (EFBIG) instead of SIGXFSZ.
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+
+
+def test_full_disk_at_checkpoint_time_keeps_the_previous_checkpoint(
+    fault_data: Path, trained_three_steps: Path, tmp_path: Path
+) -> None:
+    run_dir = tmp_path / "run"
+    shutil.copytree(trained_three_steps, run_dir)
+    image_folder = fault_data
+    previous = run_dir / "checkpoints" / "step_00000003"
+    shard = previous / "state" / "__0_0.distcp"
+    limit = shard.stat().st_size // 2  # metrics and event files stay far below this
+    code, out = run(train_cmd(image_folder, run_dir, "trainer.max_steps=6"), preexec_fn=lambda: _limit_file_size(limit))
+    assert code == 2, out
+    error_lines = [line for line in out.splitlines() if line.startswith("error:")]
+    assert len(error_lines) == 1 and "could not write checkpoint" in error_lines[0], out
+    assert "Traceback" not in out
+    assert is_complete(previous)
+    assert [p.name for p in complete_checkpoints(run_dir / "checkpoints")] == ["step_00000003"]
+    assert not list((run_dir / "checkpoints").glob(".*tmp*")), "the failed temporary folder is removed"
+
+
+class Exploit:
+    def __init__(self, target: Path) -> None:
+        self.target = target
+
+    def __reduce__(self) -> tuple:
+        return (os.system, (f"touch {self.target}",))
+
+
+@pytest.mark.parametrize("file", ["state/.metadata", "rank_00000.pt"])
+def test_crafted_pickle_in_a_checkpoint_is_refused(
+    fault_data: Path, trained_three_steps: Path, tmp_path: Path, file: str
+) -> None:
+    image_folder = fault_data
+    source = trained_three_steps / "checkpoints" / "step_00000003"
+    crafted = tmp_path / "crafted"
+    shutil.copytree(source, crafted)
+    (crafted / file).write_bytes(pickle.dumps(Exploit(tmp_path / "pwned"), protocol=2))
+    code, out = run(train_cmd(image_folder, tmp_path / "other", "trainer.max_steps=6", f"trainer.resume={crafted}"))
+    assert code == 2 and "error: cannot load checkpoint" in out, out
+    assert "Traceback" not in out
+    assert not (tmp_path / "pwned").exists(), "unpickling must not run code"

@@ -1,0 +1,42 @@
+"""Hard kill: SIGKILL at a random step, restart with trainer.resume=auto, and the losses from
+there on are bit-identical to an uninterrupted run's (CPU), at world size 1 and 2."""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+from pathlib import Path
+
+import pytest
+
+from sslframe.distributed.checkpoint import latest_checkpoint
+from tests.faults.common import losses, run, start, train_cmd, wait_for_step
+
+
+@pytest.mark.parametrize("world", [1, 2])
+def test_sigkill_then_resume_matches_uninterrupted(
+    fault_data: Path, tmp_path: Path, world: int, request: pytest.FixtureRequest
+) -> None:
+    # 32 images, batch 4 per rank: 24 steps at world size 1, 12 at world size 2 (3 epochs).
+    steps = 24 // world
+    reference = request.getfixturevalue("reference" if world == 1 else "reference_two")
+    assert sorted(reference) == list(range(1, steps + 1))
+    image_folder = fault_data
+
+    seed = random.randrange(1 << 30)
+    kill_at = random.Random(seed).randint(4, steps - 2)
+    cut = tmp_path / "cut"
+    proc = start(train_cmd(image_folder, cut), world)
+    wait_for_step(cut, kill_at, proc)
+    os.killpg(proc.pid, signal.SIGKILL)  # the whole process group: torchrun and its workers
+    proc.wait(timeout=60)
+    assert proc.returncode == -signal.SIGKILL
+    newest = latest_checkpoint(cut / "checkpoints")
+
+    code, out = run(train_cmd(image_folder, cut, "trainer.resume=auto"), world)
+    assert code == 0, out
+    resumed_from = int(newest.name.split("_")[1]) if newest is not None else 0
+    after = {s: v for s, v in losses(cut).items() if s > resumed_from}
+    assert sorted(after) == list(range(resumed_from + 1, steps + 1)), f"seed {seed}"
+    assert after == {s: reference[s] for s in after}, f"killed at step >= {kill_at} (seed {seed})"
