@@ -22,7 +22,11 @@ def load_trunk(path: str | Path, random_init: bool = False) -> tuple[Trunk, Any,
     folder = ckpt.resolve_checkpoint(path)
     state, meta = ckpt.load_checkpoint(folder)
     run_cfg = OmegaConf.create(meta["config"])
-    trunk = build_trunk(run_cfg.trunk)
+    with torch.random.fork_rng(devices=[]):
+        # The trainer seeds with trainer.seed and builds the trunk first, so the random-init
+        # baseline is exactly the network the run started from.
+        torch.manual_seed(int(run_cfg.trainer.seed))
+        trunk = build_trunk(run_cfg.trunk)
     if not random_init:
         prefix = "trunk."
         weights = {k[len(prefix) :]: v for k, v in state["model"].items() if k.startswith(prefix)}

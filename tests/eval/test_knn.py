@@ -48,3 +48,31 @@ def test_weighted_vote_follows_the_formula() -> None:
     assert int(preds["majority"][3]) == 1
     hot = knn_predict(train, labels, query, ks=[3], temperature=10.0)
     assert int(hot["weighted"][3]) == 1  # a high temperature makes the vote nearly a majority
+
+
+def test_random_init_baseline_is_the_network_the_run_started_from(image_folder, tmp_path) -> None:
+    from sslframe.config import compose_config
+    from sslframe.engine.trainer import Trainer
+    from sslframe.eval.features import load_trunk
+    from tests.helpers import TINY
+
+    cfg = compose_config(
+        "train",
+        [
+            "config=quickstart",
+            *TINY,
+            "data=folder",
+            f"data.path={image_folder}",
+            f"run.dir={tmp_path / 'run'}",
+            "trainer.max_steps=1",
+            "trainer.seed=7",
+        ],
+    )
+    trainer = Trainer(cfg)
+    initial = {k: v.clone() for k, v in trainer.method.trunk.state_dict().items()}
+    trainer.fit()
+    baseline, _, _ = load_trunk(tmp_path / "run", random_init=True)
+    trained, _, _ = load_trunk(tmp_path / "run")
+    for key, value in baseline.state_dict().items():
+        assert torch.equal(value, initial[key].to(value.dtype)), key
+    assert any(not torch.equal(v, initial[k]) for k, v in trained.state_dict().items())
