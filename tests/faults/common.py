@@ -44,6 +44,13 @@ def run(args: Sequence[str], world: int = 1, timeout: int = 600, **kwargs: objec
     return proc.returncode, out
 
 
+def trained_run(data: Path, folder: Path, *extra: str, world: int = 1) -> Path:
+    """A finished tiny run in ``folder`` (asserting it succeeded)."""
+    code, out = run(train_cmd(data, folder, *extra), world)
+    assert code == 0, out
+    return folder
+
+
 def losses(run_dir: Path) -> dict[int, float]:
     """Loss per step; a step logged twice (before a crash and after the resume) keeps the last."""
     records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines() if line.strip()]

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.faults.common import losses, run, train_cmd
+from tests.faults.common import losses, trained_run
 from tests.helpers import make_image_folder
 
 
@@ -18,9 +18,7 @@ def fault_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def _reference(data: Path, folder: Path, world: int) -> dict[int, float]:
-    code, out = run(train_cmd(data, folder), world)
-    assert code == 0, out
-    return losses(folder)
+    return losses(trained_run(data, folder, world=world))
 
 
 @pytest.fixture(scope="session")
@@ -38,7 +36,4 @@ def reference_two(fault_data: Path, tmp_path_factory: pytest.TempPathFactory) ->
 @pytest.fixture(scope="session")
 def trained_three_steps(fault_data: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A run stopped after its step-3 checkpoint (tests copy it before changing anything)."""
-    folder = tmp_path_factory.mktemp("three_steps") / "run"
-    code, out = run(train_cmd(fault_data, folder, "trainer.max_steps=3"))
-    assert code == 0, out
-    return folder
+    return trained_run(fault_data, tmp_path_factory.mktemp("three_steps") / "run", "trainer.max_steps=3")

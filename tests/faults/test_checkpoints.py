@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from sslframe.distributed.checkpoint import complete_checkpoints, is_complete
-from tests.faults.common import losses, run, train_cmd
+from tests.faults.common import losses, run, train_cmd, trained_run
 
 
 def damage(checkpoint: Path, how: str) -> None:
@@ -33,10 +33,7 @@ def damage(checkpoint: Path, how: str) -> None:
 @pytest.fixture(scope="module")
 def torn_source(fault_data: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A run with checkpoints at steps 3 and 6 (each test damages a copy of step 6)."""
-    folder = tmp_path_factory.mktemp("torn") / "run"
-    code, out = run(train_cmd(fault_data, folder, "trainer.max_steps=6"))
-    assert code == 0, out
-    return folder
+    return trained_run(fault_data, tmp_path_factory.mktemp("torn") / "run", "trainer.max_steps=6")
 
 
 @pytest.mark.parametrize("how", ["truncated", "missing_shard", "bad_metadata", "flipped_byte"])
