@@ -98,12 +98,12 @@ class ViewsDataset(Dataset):
             key, data, label = self.source.read(index)
             image = decode(data)
             if self.transform is None:
-                return image, label
+                return image, label, index
             with seeded_rng(sample_seed(self.seed, epoch, index)):
                 views = self.transform(image)
         except Exception as exc:  # noqa: BLE001 - any unreadable sample is skipped and reported
             return BadSample(key, f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}")
-        return views, label
+        return views, label, index
 
 
 @dataclass
@@ -119,6 +119,8 @@ class Batch:
     bad: list[BadSample] = field(default_factory=list)
     # (height, width) of each image when ``views`` holds one padded batch of whole images.
     sizes: torch.Tensor | None = None
+    # Each sample's index in the dataset (0..N-1), e.g. for memory banks (DeepCluster-v2).
+    indices: torch.Tensor | None = None
 
     @property
     def size(self) -> int:
@@ -129,15 +131,15 @@ def collate_views(items: list[Any]) -> Batch:
     good = [it for it in items if not isinstance(it, BadSample)]
     bad = [it for it in items if isinstance(it, BadSample)]
     if not good:
-        return Batch([], torch.zeros(0, dtype=torch.long), bad)
+        return Batch([], torch.zeros(0, dtype=torch.long), bad, indices=torch.zeros(0, dtype=torch.long))
     first = good[0][0]
     labels = torch.tensor([g[1] for g in good], dtype=torch.long)
+    indices = torch.tensor([g[2] for g in good], dtype=torch.long)
     if isinstance(first, torch.Tensor):
         images, sizes = stack_padded([g[0] for g in good])
-        return Batch([images], labels, bad, sizes)
-    else:
-        views = [torch.stack([g[0][v] for g in good]) for v in range(len(first))]
-    return Batch(views, labels, bad)
+        return Batch([images], labels, bad, sizes, indices)
+    views = [torch.stack([g[0][v] for g in good]) for v in range(len(first))]
+    return Batch(views, labels, bad, indices=indices)
 
 
 def stack_padded(images: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:

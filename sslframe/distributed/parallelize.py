@@ -58,6 +58,12 @@ def apply_fsdp(method: Method, precision: str, reshard_after_forward: bool) -> N
     fully_shard(method, reshard_after_forward=reshard_after_forward, mp_policy=policy)
 
 
+def rank_local_buffer_names(method: Method) -> list[str]:
+    """Names of the buffers that hold per-rank state (those returned by ``rank_state_dict``)."""
+    local = {id(t) for t in method.rank_state_dict().values() if isinstance(t, torch.Tensor)}
+    return [name for name, buf in method.named_buffers() if id(buf) in local]
+
+
 def parallelize(method: Method, cfg: Any, env: DistEnv, device: torch.device) -> nn.Module:
     """Return the module the loop calls (the method itself, or its DDP wrapper)."""
     dist_cfg = cfg.distributed
@@ -83,6 +89,11 @@ def parallelize(method: Method, cfg: Any, env: DistEnv, device: torch.device) ->
         apply_fsdp(method, cfg.trainer.precision, dist_cfg.reshard_after_forward)
         return method
     if strategy == "ddp" and env.world_size > 1:
+        # DDP broadcasts rank 0's buffers before every forward; per-rank state (SwAV's queue, a
+        # memory bank of this rank's samples) must keep its own values.
+        nn.parallel.DistributedDataParallel._set_params_and_buffers_to_ignore_for_model(
+            method, rank_local_buffer_names(method)
+        )
         # Gradients live in the all-reduce buckets (no second copy of every gradient).
         return nn.parallel.DistributedDataParallel(
             method, device_ids=[device.index] if device.type == "cuda" else None, gradient_as_bucket_view=True

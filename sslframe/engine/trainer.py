@@ -109,9 +109,10 @@ class Trainer:
         self.method.set_process_group(self.env.group)
         if cfg.trainer.precision == "fp16" and self.device.type != "cuda":
             raise UserError("trainer.precision=fp16 needs CUDA (use bf16 or fp32 on the CPU)")
+        self.source = build_source(cfg.data)
+        self.method.bind_dataset(len(self.source), self.env.rank, self.env.world_size)
         self.model: torch.nn.Module = parallelize(self.method, cfg, self.env, self.device)
 
-        self.source = build_source(cfg.data)
         batched = cfg.transform.backend == "batch"
         self.batch_transform = BatchMultiCrop(cfg.transform) if batched else None
         per_sample = None if batched else MultiCropTransform(cfg.transform)
@@ -348,7 +349,8 @@ class Trainer:
         while self.step < self.stop_step:
             epoch, batch = next(batches)
             self._account_bad(batch)
-            ctx = StepContext(self.step, epoch, self.steps_per_epoch, self.total_steps)
+            indices = batch.indices.to(self.device, non_blocking=True) if batch.indices is not None else None
+            ctx = StepContext(self.step, epoch, self.steps_per_epoch, self.total_steps, indices)
             lr = float(self.lr_schedule[self.step])
             for group in self.optimizer.param_groups:
                 group["lr"] = lr

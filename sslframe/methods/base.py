@@ -19,6 +19,8 @@ class StepContext:
     epoch: int
     steps_per_epoch: int
     total_steps: int
+    # Dataset index of each sample in the batch (memory banks keyed by sample, DeepCluster-v2).
+    indices: torch.Tensor | None = None
 
 
 @dataclass
@@ -48,6 +50,10 @@ class Method(nn.Module):
     def set_process_group(self, group: ProcessGroup | None) -> None:
         """Losses reduce over this group, making them global-batch losses."""
         self.group = group
+
+    def bind_dataset(self, num_samples: int, rank: int, world_size: int) -> None:
+        """Called once before training (and before a checkpoint is loaded) with the dataset
+        size, so state sized by it (a memory bank over all samples) can be allocated."""
 
     def training_step(self, crops: list[torch.Tensor], ctx: StepContext) -> StepOutput:
         raise NotImplementedError

@@ -1,0 +1,45 @@
+"""Exponential moving averages of networks (momentum encoders, EMA teachers and targets).
+
+Used by MoCo (He et al. 2020), BYOL (Grill et al. 2020), DINO (Caron et al. 2021) and I-JEPA
+(Assran et al. 2023): the target's weights follow ``target <- m * target + (1 - m) * online``.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+
+import torch
+from torch import nn
+
+
+def frozen_copy(module: nn.Module) -> nn.Module:
+    """A deep copy of ``module`` that receives no gradients (the EMA target starts equal)."""
+    target = copy.deepcopy(module)
+    for p in target.parameters():
+        p.requires_grad_(False)
+    return target
+
+
+def _local(t: torch.Tensor) -> torch.Tensor:
+    # FSDP2 parameters are DTensors; online and target are sharded alike, so shards pair up.
+    return t.to_local() if hasattr(t, "to_local") else t
+
+
+@torch.no_grad()
+def ema_update_(target: nn.Module, online: nn.Module, momentum: float) -> None:
+    """``target <- momentum * target + (1 - momentum) * online`` for every parameter; buffers
+    (batch-norm statistics) are copied from the online network."""
+    t_params = [_local(p) for p in target.parameters()]
+    o_params = [_local(p).to(t.dtype) for p, t in zip(online.parameters(), t_params, strict=True)]
+    if t_params:
+        torch._foreach_lerp_(t_params, o_params, 1.0 - momentum)
+    for t_buf, o_buf in zip(target.buffers(), online.buffers(), strict=True):
+        _local(t_buf).copy_(_local(o_buf))
+
+
+def cosine_momentum(base: float, step: int, total_steps: int, final: float = 1.0) -> float:
+    """Momentum rising from ``base`` to ``final`` on a half cosine over training (BYOL eq. in
+    section 3.2: tau = 1 - (1 - tau_base) (cos(pi k / K) + 1) / 2, with final = 1)."""
+    progress = min(max(step / max(total_steps, 1), 0.0), 1.0)
+    return final - (final - base) * (math.cos(math.pi * progress) + 1) / 2
