@@ -1,0 +1,181 @@
+"""I-JEPA: joint-embedding predictive architecture on images (Assran et al. 2023)."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from sslframe.errors import UserError
+from sslframe.losses.masked import latent_prediction_loss
+from sslframe.methods.base import Method, StepContext, StepOutput
+from sslframe.models.ema import ema_update_, frozen_copy
+from sslframe.models.trunks import Trunk
+from sslframe.models.trunks.vit import (
+    Block,
+    VisionTransformer,
+    gather_tokens,
+    init_transformer_weights,
+    sincos_pos_embed,
+)
+
+# Layouts tried per image before accepting a context smaller than ``min_context``.
+_MAX_TRIES = 20
+
+
+@dataclass
+class BlockMasks:
+    """Patch indices (row-major) of one batch: ``context`` ``(B, Kc)``, ``targets`` ``(M, B, Kt)``."""
+
+    context: torch.Tensor
+    targets: torch.Tensor
+
+
+class BlockMaskSampler:
+    """I-JEPA's multi-block masking (sec. 3 and appendix C).
+
+    Per batch, one target block size (scale and aspect ratio drawn from their ranges) and one
+    context block size; per image, ``num_targets`` target blocks at random positions (they may
+    overlap each other) and one context block with every target patch removed, so the context
+    never sees a target. Contexts are cut to the batch's shortest one so they stack.
+    """
+
+    def __init__(
+        self,
+        num_targets: int = 4,
+        target_scale: Sequence[float] = (0.15, 0.2),
+        target_aspect: Sequence[float] = (0.75, 1.5),
+        context_scale: Sequence[float] = (0.85, 1.0),
+        context_aspect: Sequence[float] = (1.0, 1.0),
+        min_context: int = 10,
+    ) -> None:
+        self.num_targets = num_targets
+        self.target_scale, self.target_aspect = tuple(target_scale), tuple(target_aspect)
+        self.context_scale, self.context_aspect = tuple(context_scale), tuple(context_aspect)
+        self.min_context = min_context
+
+    @staticmethod
+    def block_size(
+        grid: tuple[int, int], scale: tuple[float, ...], aspect: tuple[float, ...], generator: torch.Generator | None
+    ) -> tuple[int, int]:
+        """Height and width (in patches) of a block covering ``scale`` of the grid at ``aspect`` = h / w."""
+        u = torch.rand(2, generator=generator).tolist()
+        area = grid[0] * grid[1] * (scale[0] + u[0] * (scale[1] - scale[0]))
+        ratio = aspect[0] + u[1] * (aspect[1] - aspect[0])
+        h = min(max(round(math.sqrt(area * ratio)), 1), grid[0])
+        w = min(max(round(math.sqrt(area / ratio)), 1), grid[1])
+        return h, w
+
+    @staticmethod
+    def place(size: tuple[int, int], grid: tuple[int, int], generator: torch.Generator | None) -> torch.Tensor:
+        """A boolean ``grid`` map with one block of ``size`` at a uniformly random position."""
+        top = int(torch.randint(grid[0] - size[0] + 1, (1,), generator=generator))
+        left = int(torch.randint(grid[1] - size[1] + 1, (1,), generator=generator))
+        block = torch.zeros(grid, dtype=torch.bool)
+        block[top : top + size[0], left : left + size[1]] = True
+        return block
+
+    def __call__(self, batch: int, grid: tuple[int, int], generator: torch.Generator | None = None) -> BlockMasks:
+        target_size = self.block_size(grid, self.target_scale, self.target_aspect, generator)
+        context_size = self.block_size(grid, self.context_scale, self.context_aspect, generator)
+        contexts, targets = [], []
+        for _ in range(batch):
+            for _ in range(_MAX_TRIES):
+                blocks = [self.place(target_size, grid, generator) for _ in range(self.num_targets)]
+                covered = torch.stack(blocks).any(dim=0)
+                context = self.place(context_size, grid, generator) & ~covered
+                if int(context.sum()) >= self.min_context:
+                    break
+            if not context.any():
+                raise UserError(
+                    "I-JEPA target blocks leave no context patch; lower method.target_scale or method.num_targets"
+                )
+            contexts.append(context.flatten().nonzero().squeeze(1))
+            targets.append(torch.stack([b.flatten().nonzero().squeeze(1) for b in blocks]))
+        keep = min(len(c) for c in contexts)
+        return BlockMasks(torch.stack([c[:keep] for c in contexts]), torch.stack(targets, dim=1))
+
+
+class IJEPAPredictor(nn.Module):
+    """Narrow ViT predictor (sec. 3): context features plus a mask token at each target position,
+    all with fixed sine-cosine positions; its outputs at the mask tokens, mapped back to the
+    encoder width, predict the target features. All target blocks run in one batch."""
+
+    def __init__(self, encoder_dim: int, dim: int, depth: int, num_heads: int) -> None:
+        super().__init__()
+        self.dim = dim
+        self.embed = nn.Linear(encoder_dim, dim)
+        self.mask_token = nn.Parameter(torch.zeros(1, 1, dim))
+        self.blocks = nn.ModuleList(Block(dim, num_heads) for _ in range(depth))
+        self.norm = nn.LayerNorm(dim, eps=1e-6)
+        self.proj = nn.Linear(dim, encoder_dim)
+        init_transformer_weights(self)
+        nn.init.trunc_normal_(self.mask_token, std=0.02)
+
+    def forward(
+        self, context: torch.Tensor, context_idx: torch.Tensor, target_idx: torch.Tensor, grid: tuple[int, int]
+    ) -> torch.Tensor:
+        """``context`` ``(B, Kc, D)`` at ``context_idx`` ``(B, Kc)``; ``target_idx`` ``(M, B, Kt)``
+        -> predictions ``(M, B, Kt, D)``."""
+        m, b, kt = target_idx.shape
+        x = self.embed(context)
+        pos = sincos_pos_embed(self.dim, *grid).to(device=x.device, dtype=x.dtype)
+        x = (x + pos[context_idx]).repeat(m, 1, 1)
+        queries = self.mask_token.to(x.dtype) + pos[target_idx.reshape(m * b, kt)]
+        x = torch.cat([x, queries], dim=1)
+        for block in self.blocks:
+            x = block(x)
+        out = self.proj(self.norm(x[:, -kt:]))
+        return out.reshape(m, b, kt, -1)
+
+
+class IJEPA(Method):
+    """Context encoder (the trunk), EMA target encoder, predictor (``head``).
+
+    The target encoder sees the whole image; its patch features, layer-normalised as in the
+    authors' code, at the target blocks are what the predictor must produce from the context.
+    The target's momentum rises linearly from ``momentum[0]`` to ``momentum[1]`` over training
+    (sec. 4: 0.996 to 1.0). Reads one view, ``crops[0]``.
+    """
+
+    def __init__(self, trunk: Trunk, head_cfg: Any, cfg: Any) -> None:
+        super().__init__()
+        if not isinstance(trunk, VisionTransformer):
+            raise UserError("method=ijepa needs a ViT trunk (trunk=vit)")
+        self.trunk = trunk
+        self.head = IJEPAPredictor(trunk.embed_dim, cfg.predictor_dim, cfg.predictor_depth, cfg.predictor_heads)
+        self.target_encoder = frozen_copy(trunk)
+        self.sampler = BlockMaskSampler(
+            cfg.num_targets, cfg.target_scale, cfg.target_aspect, cfg.context_scale, cfg.context_aspect, cfg.min_context
+        )
+        self.momentum_start, self.momentum_end = cfg.momentum
+        self.loss_kind = cfg.loss
+
+    def momentum(self, step: int, total_steps: int) -> float:
+        """Target EMA momentum after optimizer step ``step``: linear from start to end."""
+        progress = min(max(step / max(total_steps, 1), 0.0), 1.0)
+        return self.momentum_start + (self.momentum_end - self.momentum_start) * progress
+
+    def training_step(self, crops: list[torch.Tensor], ctx: StepContext) -> StepOutput:
+        images = crops[0]
+        grid = self.trunk.grid_size(images)
+        masks = self.sampler(images.shape[0], grid)
+        context_idx, target_idx = masks.context.to(images.device), masks.targets.to(images.device)
+        prefix = self.trunk.num_prefix_tokens
+        with torch.no_grad():
+            h = self.target_encoder.encode(images)[:, prefix:]
+            h = F.layer_norm(h, h.shape[-1:])
+            targets = torch.stack([gather_tokens(h, t) for t in target_idx])
+        z = self.trunk.encode(images, context_idx)[:, prefix:]
+        pred = self.head(z, context_idx, target_idx, grid)
+        loss = latent_prediction_loss(pred, targets, self.loss_kind)
+        logs = {"momentum": torch.tensor(self.momentum(ctx.step, ctx.total_steps))}
+        return StepOutput(loss=loss, logs=logs, embeddings=F.normalize(z.detach().float().mean(dim=1), dim=1))
+
+    def after_optimizer_step(self, ctx: StepContext) -> None:
+        ema_update_(self.target_encoder, self.trunk, self.momentum(ctx.step, ctx.total_steps))

@@ -1,0 +1,91 @@
+"""MAE: masked autoencoders (He et al. 2022)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from sslframe.errors import UserError
+from sslframe.losses.masked import masked_patch_loss
+from sslframe.methods.base import Method, StepContext, StepOutput
+from sslframe.models.trunks import Trunk
+from sslframe.models.trunks.vit import Block, VisionTransformer, init_transformer_weights, sincos_pos_embed
+
+
+def random_masking(
+    batch: int, num_patches: int, mask_ratio: float, device: torch.device, generator: torch.Generator | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-image uniform random masking (MAE sec. 3): ``(keep, mask)``.
+
+    ``keep`` ``(B, K)`` holds the indices of the ``K = N * (1 - mask_ratio)`` visible patches
+    (in random order); ``mask`` ``(B, N)`` is 1 at hidden patches and 0 at visible ones.
+    """
+    visible = int(num_patches * (1 - mask_ratio))
+    if not 0 < visible < num_patches:
+        raise UserError(f"method.mask_ratio={mask_ratio} leaves {visible} of {num_patches} patches visible")
+    noise = torch.rand(batch, num_patches, device=device, generator=generator)
+    keep = noise.argsort(dim=1)[:, :visible]
+    mask = torch.ones(batch, num_patches, device=device)
+    mask.scatter_(1, keep, 0.0)
+    return keep, mask
+
+
+class MAEDecoder(nn.Module):
+    """The light decoder: visible-token features and a shared mask token at every hidden position,
+    with fixed sine-cosine positions, through a few transformer blocks, then a linear map to each
+    patch's pixels (MAE sec. 3, "MAE decoder")."""
+
+    def __init__(self, encoder_dim: int, patch_pixels: int, dim: int, depth: int, num_heads: int) -> None:
+        super().__init__()
+        self.dim = dim
+        self.embed = nn.Linear(encoder_dim, dim)
+        self.mask_token = nn.Parameter(torch.zeros(1, 1, dim))
+        self.blocks = nn.ModuleList(Block(dim, num_heads) for _ in range(depth))
+        self.norm = nn.LayerNorm(dim, eps=1e-6)
+        self.pred = nn.Linear(dim, patch_pixels)
+        init_transformer_weights(self)
+        nn.init.normal_(self.mask_token, std=0.02)
+
+    def forward(self, latent: torch.Tensor, keep: torch.Tensor, grid: tuple[int, int], prefix: int) -> torch.Tensor:
+        """``latent`` ``(B, prefix + K, D_enc)`` -> pixel predictions ``(B, N, patch_pixels)``."""
+        x = self.embed(latent)
+        b, n = x.shape[0], grid[0] * grid[1]
+        full = self.mask_token.to(x.dtype).expand(b, n, -1).clone()
+        full.scatter_(1, keep.unsqueeze(-1).expand(-1, -1, self.dim), x[:, prefix:])
+        full = full + sincos_pos_embed(self.dim, *grid).to(device=x.device, dtype=x.dtype)
+        x = torch.cat([x[:, :prefix], full], dim=1)
+        for block in self.blocks:
+            x = block(x)
+        return self.pred(self.norm(x))[:, prefix:]
+
+
+class MAE(Method):
+    """ViT encoder on the visible patches of one view, decoder (``head``) on all positions, loss on
+    the hidden patches only.
+
+    MAE needs no second view: it reads ``crops[0]``. Its recipe is one random-resized crop with a
+    flip and no colour augmentation (``transform.global_crops=1 transform.local_crops=0``).
+    """
+
+    def __init__(self, trunk: Trunk, head_cfg: Any, cfg: Any) -> None:
+        super().__init__()
+        if not isinstance(trunk, VisionTransformer):
+            raise UserError("method=mae needs a ViT trunk (trunk=vit)")
+        self.trunk = trunk
+        patch_pixels = trunk.patch_size**2 * 3
+        self.head = MAEDecoder(trunk.embed_dim, patch_pixels, cfg.decoder_dim, cfg.decoder_depth, cfg.decoder_heads)
+        self.mask_ratio = cfg.mask_ratio
+        self.norm_pix_loss = cfg.norm_pix_loss
+
+    def training_step(self, crops: list[torch.Tensor], ctx: StepContext) -> StepOutput:
+        images = crops[0]
+        grid = self.trunk.grid_size(images)
+        keep, mask = random_masking(images.shape[0], grid[0] * grid[1], self.mask_ratio, images.device)
+        latent = self.trunk.encode(images, keep)
+        pred = self.head(latent, keep, grid, self.trunk.num_prefix_tokens)
+        loss = masked_patch_loss(pred, self.trunk.patchify(images), mask, self.norm_pix_loss)
+        pooled = self.trunk.pool_tokens(latent.detach()).float()
+        return StepOutput(loss=loss, embeddings=F.normalize(pooled, dim=1))

@@ -1,0 +1,228 @@
+"""Vision Transformer trunk (Dosovitskiy et al. 2021), one class driven by a table of sizes.
+
+Besides pooled features for the usual methods, it offers the token-level interface that masked
+methods need: ``patchify`` (pixel targets, MAE), ``patch_tokens`` (patch embeddings with their
+positions) and ``encode(images, keep)`` (run the encoder on a subset of the patches only).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from sslframe.errors import UserError
+from sslframe.models.trunks.base import Trunk
+
+# name -> (embed_dim, depth, num_heads). Tiny and small: Touvron et al. 2021 (DeiT, Table 1);
+# base, large and huge: Dosovitskiy et al. 2021, Table 1. The MLP is 4x wider than the tokens.
+VIT_ARCHS: dict[str, tuple[int, int, int]] = {
+    "vit_tiny": (192, 12, 3),
+    "vit_small": (384, 12, 6),
+    "vit_base": (768, 12, 12),
+    "vit_large": (1024, 24, 16),
+    "vit_huge": (1280, 32, 16),
+}
+MLP_RATIO = 4.0
+
+
+def sincos_pos_embed(dim: int, grid_h: int, grid_w: int) -> torch.Tensor:
+    """Fixed 2-D sine-cosine position embeddings, ``(grid_h * grid_w, dim)`` in row-major order.
+
+    Half of the channels encode the row and half the column, each with the sine/cosine
+    frequencies of Vaswani et al. 2017 (sec. 3.5), as used by MAE (He et al. 2022, appendix A.1).
+    """
+    if dim % 4:
+        raise ValueError(f"sine-cosine position embeddings need a width divisible by 4, got {dim}")
+    quarter = dim // 4
+    omega = 1.0 / 10000 ** (torch.arange(quarter, dtype=torch.float64) / quarter)
+    rows, cols = torch.meshgrid(
+        torch.arange(grid_h, dtype=torch.float64), torch.arange(grid_w, dtype=torch.float64), indexing="ij"
+    )
+
+    def encode(pos: torch.Tensor) -> torch.Tensor:
+        angles = pos.reshape(-1, 1) * omega
+        return torch.cat([angles.sin(), angles.cos()], dim=1)
+
+    return torch.cat([encode(rows), encode(cols)], dim=1).float()
+
+
+class Attention(nn.Module):
+    """Multi-head self-attention through ``scaled_dot_product_attention`` (fused kernels)."""
+
+    def __init__(self, dim: int, num_heads: int) -> None:
+        super().__init__()
+        if dim % num_heads:
+            raise UserError(f"ViT width {dim} is not divisible by {num_heads} heads")
+        self.num_heads = num_heads
+        self.qkv = nn.Linear(dim, 3 * dim)
+        self.proj = nn.Linear(dim, dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, n, d = x.shape
+        q, k, v = self.qkv(x).reshape(b, n, 3, self.num_heads, d // self.num_heads).permute(2, 0, 3, 1, 4)
+        out = F.scaled_dot_product_attention(q, k, v)
+        return self.proj(out.transpose(1, 2).reshape(b, n, d))
+
+
+class Mlp(nn.Module):
+    def __init__(self, dim: int, hidden: int) -> None:
+        super().__init__()
+        self.fc1 = nn.Linear(dim, hidden)
+        self.act = nn.GELU()
+        self.fc2 = nn.Linear(hidden, dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc2(self.act(self.fc1(x)))
+
+
+class Block(nn.Module):
+    """Pre-norm transformer block: ``x + attn(norm(x))`` then ``x + mlp(norm(x))``."""
+
+    def __init__(self, dim: int, num_heads: int, mlp_ratio: float = MLP_RATIO) -> None:
+        super().__init__()
+        self.norm1 = nn.LayerNorm(dim, eps=1e-6)
+        self.attn = Attention(dim, num_heads)
+        self.norm2 = nn.LayerNorm(dim, eps=1e-6)
+        self.mlp = Mlp(dim, int(dim * mlp_ratio))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x + self.attn(self.norm1(x))
+        return x + self.mlp(self.norm2(x))
+
+
+def init_transformer_weights(module: nn.Module) -> None:
+    """Truncated-normal (std 0.02) linear weights and zero biases, the ViT/MAE initialisation."""
+    for m in module.modules():
+        if isinstance(m, nn.Linear):
+            nn.init.trunc_normal_(m.weight, std=0.02)
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+        elif isinstance(m, nn.LayerNorm):
+            nn.init.ones_(m.weight)
+            nn.init.zeros_(m.bias)
+
+
+def gather_tokens(tokens: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+    """Rows ``index[b]`` of ``tokens[b]`` for every sample: ``(B, N, D), (B, K) -> (B, K, D)``."""
+    return torch.gather(tokens, 1, index.unsqueeze(-1).expand(-1, -1, tokens.shape[-1]))
+
+
+class VisionTransformer(Trunk):
+    """ViT: patch embedding, optional class token, position embeddings, blocks, final norm.
+
+    ``forward`` returns the pooled feature (class token after the final norm, or the mean of
+    the patch tokens). Inputs of another size than ``image_size`` get their position
+    embeddings recomputed (sine-cosine) or bicubically interpolated (learned), so DINO's
+    96-pixel local crops and 224-pixel global crops share one network.
+    """
+
+    def __init__(
+        self,
+        arch: str = "vit_base",
+        patch_size: int = 16,
+        image_size: int = 224,
+        pos_embed: str = "sincos",
+        class_token: bool = True,
+        pool: str = "cls",
+        embed_dim: int = 0,
+        depth: int = 0,
+        num_heads: int = 0,
+    ) -> None:
+        super().__init__()
+        if arch not in VIT_ARCHS:
+            raise UserError(f"unknown ViT arch '{arch}'; valid choices: {', '.join(VIT_ARCHS)}")
+        if pool == "cls" and not class_token:
+            raise UserError("trunk.pool=cls needs trunk.class_token=true (or use trunk.pool=mean)")
+        if pos_embed not in ("sincos", "learned"):
+            raise UserError(f"bad value for 'trunk.pos_embed': '{pos_embed}'; valid choices: sincos, learned")
+        table_dim, table_depth, table_heads = VIT_ARCHS[arch]
+        dim = embed_dim or table_dim
+        self.out_dim = self.embed_dim = dim
+        self.num_heads = num_heads or table_heads
+        self.patch_size = patch_size
+        self.grid = image_size // patch_size
+        self.pool = pool
+        self.pos_embed_kind = pos_embed
+        self.patch_embed = nn.Conv2d(3, dim, patch_size, stride=patch_size)
+        self.cls_token = nn.Parameter(torch.zeros(1, 1, dim)) if class_token else None
+        self.num_prefix_tokens = 1 if class_token else 0
+        self.pos_embed = nn.Parameter(torch.zeros(1, self.grid**2, dim)) if pos_embed == "learned" else None
+        self.blocks_list = nn.ModuleList(Block(dim, self.num_heads) for _ in range(depth or table_depth))
+        self.norm = nn.LayerNorm(dim, eps=1e-6)
+        self._init_weights()
+
+    def _init_weights(self) -> None:
+        init_transformer_weights(self)
+        # The patch projection is a linear map of flattened patches (MAE's Xavier initialisation).
+        nn.init.xavier_uniform_(self.patch_embed.weight.view(self.embed_dim, -1))
+        nn.init.zeros_(self.patch_embed.bias)
+        if self.cls_token is not None:
+            nn.init.normal_(self.cls_token, std=0.02)
+        if self.pos_embed is not None:
+            nn.init.trunc_normal_(self.pos_embed, std=0.02)
+
+    def blocks(self) -> list[nn.Module]:
+        return list(self.blocks_list)
+
+    def grid_size(self, images: torch.Tensor) -> tuple[int, int]:
+        """Patches per column and per row for images of this size."""
+        h, w = images.shape[-2:]
+        if h % self.patch_size or w % self.patch_size:
+            raise UserError(f"image size {h}x{w} is not a multiple of trunk.patch_size={self.patch_size}")
+        return h // self.patch_size, w // self.patch_size
+
+    def position_embeddings(self, grid_h: int, grid_w: int) -> torch.Tensor:
+        """``(1, grid_h * grid_w, D)`` position embeddings of the patch tokens for this grid."""
+        if self.pos_embed is None:
+            device = self.patch_embed.weight.device
+            return sincos_pos_embed(self.embed_dim, grid_h, grid_w).to(device).unsqueeze(0)
+        if (grid_h, grid_w) == (self.grid, self.grid):
+            return self.pos_embed
+        square = self.pos_embed.reshape(1, self.grid, self.grid, -1).permute(0, 3, 1, 2)
+        resized = F.interpolate(square, size=(grid_h, grid_w), mode="bicubic", align_corners=False)
+        return resized.permute(0, 2, 3, 1).reshape(1, grid_h * grid_w, -1)
+
+    def patchify(self, images: torch.Tensor) -> torch.Tensor:
+        """``(B, 3, H, W) -> (B, N, p * p * 3)``: each patch's pixels, row-major patches (MAE's targets)."""
+        gh, gw = self.grid_size(images)
+        p = self.patch_size
+        x = images.reshape(images.shape[0], 3, gh, p, gw, p)
+        return x.permute(0, 2, 4, 3, 5, 1).reshape(images.shape[0], gh * gw, p * p * 3)
+
+    def patch_tokens(self, images: torch.Tensor) -> torch.Tensor:
+        """Embedded patches plus their position embeddings, ``(B, N, D)``, without the class token."""
+        gh, gw = self.grid_size(images)
+        tokens = self.patch_embed(images).flatten(2).transpose(1, 2)
+        return tokens + self.position_embeddings(gh, gw).to(tokens.dtype)
+
+    def run_blocks(self, tokens: torch.Tensor) -> torch.Tensor:
+        """Prepend the class token (if any), apply the blocks and the final norm."""
+        if self.cls_token is not None:
+            tokens = torch.cat([self.cls_token.to(tokens.dtype).expand(tokens.shape[0], -1, -1), tokens], dim=1)
+        for block in self.blocks_list:
+            tokens = block(tokens)
+        return self.norm(tokens)
+
+    def encode(self, images: torch.Tensor, keep: torch.Tensor | None = None) -> torch.Tensor:
+        """Token features after the final norm, ``(B, prefix + K, D)``.
+
+        ``keep`` (``(B, K)`` patch indices) encodes only those patches: the others never enter
+        the transformer (MAE's visible-patch encoder, I-JEPA's context encoder).
+        """
+        tokens = self.patch_tokens(images)
+        if keep is not None:
+            tokens = gather_tokens(tokens, keep)
+        return self.run_blocks(tokens)
+
+    def pool_tokens(self, features: torch.Tensor) -> torch.Tensor:
+        """The pooled feature of ``encode``'s output."""
+        if self.pool == "cls":
+            return features[:, 0]
+        return features[:, self.num_prefix_tokens :].mean(dim=1)
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        return self.encode(x)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.pool_tokens(self.encode(x))
