@@ -97,8 +97,13 @@ class DataConfig:
     num_workers: int = 4
     prefetch_factor: int = 2
     persistent_workers: bool = True
+    # Page-locked batches for faster host-to-GPU copies (used only when training on CUDA).
+    pin_memory: bool = True
     drop_last: bool = True
+    # Stop when more than this fraction of the samples read so far were unreadable.
     max_bad_fraction: float = 0.01
+    # shards: samples each loader worker holds for buffer-level shuffling (0: shard order only).
+    shuffle_buffer: int = 1000
     choices: ClassVar[Choices] = {"source": "data_sources"}
 
 
@@ -114,6 +119,8 @@ class MultiCropConfig:
     # "sample": torchvision v2 per image in the loader workers; "batch": the same recipe on whole
     # batches in the training process (CPU or GPU), far cheaper for small images.
     backend: str = "sample"
+    # Image decoding: torchvision.io (libjpeg-turbo; PIL for formats it lacks) or PIL only.
+    decoder: str = "torchvision"
     global_crops: int = 2
     global_size: int = 224
     global_scale: list[float] = field(default_factory=lambda: [0.14, 1.0])
@@ -132,7 +139,7 @@ class MultiCropConfig:
     local_solarize_p: float = 0.0
     mean: list[float] = field(default_factory=lambda: [0.485, 0.456, 0.406])
     std: list[float] = field(default_factory=lambda: [0.229, 0.224, 0.225])
-    choices: ClassVar[Choices] = {"backend": ("sample", "batch")}
+    choices: ClassVar[Choices] = {"backend": ("sample", "batch"), "decoder": ("torchvision", "pil")}
 
 
 @dataclass

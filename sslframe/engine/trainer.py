@@ -28,8 +28,8 @@ from torch.distributed.checkpoint.state_dict import (
 
 from sslframe.config import config_hash, save_config
 from sslframe.data.batch_transforms import BatchMultiCrop
-from sslframe.data.loader import EpochSampler, ViewsDataset, make_loader, sample_seed
-from sslframe.data.sources import build_source
+from sslframe.data.build import build_train_data
+from sslframe.data.loader import sample_seed
 from sslframe.data.transforms import MultiCropTransform
 from sslframe.distributed import checkpoint as ckpt
 from sslframe.distributed.collectives import all_reduce_sum
@@ -109,33 +109,22 @@ class Trainer:
         self.method.set_process_group(self.env.group)
         if cfg.trainer.precision == "fp16" and self.device.type != "cuda":
             raise UserError("trainer.precision=fp16 needs CUDA (use bf16 or fp32 on the CPU)")
-        self.source = build_source(cfg.data)
-        self.method.bind_dataset(len(self.source), self.env.rank, self.env.world_size)
-        self.model: torch.nn.Module = parallelize(self.method, cfg, self.env, self.device)
-
         batched = cfg.transform.backend == "batch"
         self.batch_transform = BatchMultiCrop(cfg.transform) if batched else None
         per_sample = None if batched else MultiCropTransform(cfg.transform)
-        dataset = ViewsDataset(self.source, per_sample, seed=cfg.trainer.seed)
-        self.sampler = EpochSampler(len(self.source), cfg.trainer.seed, self.env.rank, self.env.world_size)
-        self.batch_size = cfg.data.batch_size
-        self.loader = make_loader(
-            dataset,
-            self.sampler,
-            self.batch_size,
-            cfg.data.num_workers,
-            drop_last=cfg.data.drop_last,
-            prefetch_factor=cfg.data.prefetch_factor,
-            persistent_workers=cfg.data.persistent_workers,
-            pin_memory=self.device.type == "cuda",
+        self.data = build_train_data(
+            cfg.data,
+            per_sample,
+            cfg.trainer.seed,
+            self.env.rank,
+            self.env.world_size,
+            self.device.type,
+            cfg.transform.decoder,
         )
-        per_rank = len(self.source) // self.env.world_size
-        self.steps_per_epoch = per_rank // self.batch_size
-        if self.steps_per_epoch == 0:
-            raise UserError(
-                f"the dataset at '{cfg.data.path}' has {len(self.source)} images, fewer than one batch of "
-                f"{self.batch_size} per process (lower data.batch_size)"
-            )
+        self.method.bind_dataset(self.data.num_samples, self.env.rank, self.env.world_size)
+        self.model: torch.nn.Module = parallelize(self.method, cfg, self.env, self.device)
+        self.batch_size = cfg.data.batch_size
+        self.steps_per_epoch = self.data.steps_per_epoch
         # The schedule spans max_epochs; max_steps only stops the run early (a later run with a
         # larger max_steps resumes and continues exactly as if it had never stopped).
         self.total_steps = cfg.trainer.max_epochs * self.steps_per_epoch
@@ -273,12 +262,14 @@ class Trainer:
 
     # ------------------------------------------------------------------------------ loop
     def _batches(self) -> Any:
-        """Batches from the current step on, crossing epochs; the position is derived from
-        ``self.step`` so a resumed run continues mid-epoch at the exact sample."""
+        """Batches from the current step on, crossing epochs. The data position (epoch, batch in
+        epoch) is derived from ``self.step``, which every checkpoint holds; the order of every
+        source (folder, filelist, shards) is a pure function of it, so a resumed run continues
+        mid-epoch at the exact sample."""
         while True:
             epoch, in_epoch = divmod(self.step, self.steps_per_epoch)
-            self.sampler.set_epoch(epoch, start=in_epoch * self.batch_size)
-            for batch in self.loader:
+            self.data.set_position(epoch, in_epoch)
+            for batch in self.data:
                 yield epoch, batch
                 if self.step % self.steps_per_epoch == 0:
                     break
@@ -294,7 +285,7 @@ class Trainer:
 
     def _account_bad(self, batch: Any) -> None:
         for bad in batch.bad:
-            log.warning("skipped unreadable sample %s (%s)", bad.key, bad.reason)
+            log.warning("rank %d skipped unreadable sample %s (%s)", self.env.rank, bad.key, bad.reason)
         self.bad_samples += len(batch.bad)
         self.seen_samples += batch.size + len(batch.bad)
         limit = self.cfg.data.max_bad_fraction
