@@ -48,9 +48,7 @@ class EpochSampler(Sampler[tuple[int, int]]):
     without touching them (resuming mid-epoch).
     """
 
-    def __init__(
-        self, num_samples: int, seed: int, rank: int = 0, world_size: int = 1, shuffle: bool = True
-    ) -> None:
+    def __init__(self, num_samples: int, seed: int, rank: int = 0, world_size: int = 1, shuffle: bool = True) -> None:
         self.num_samples = num_samples
         self.seed = seed
         self.rank = rank
@@ -80,30 +78,55 @@ class EpochSampler(Sampler[tuple[int, int]]):
             yield self.epoch, index
 
 
-class ViewsDataset(Dataset):
-    """Reads, decodes and augments one sample; an unreadable sample becomes a ``BadSample``."""
+def views_item(
+    transform: Callable[[torch.Tensor], Any] | None,
+    seed: int,
+    epoch: int,
+    index: int,
+    key: str,
+    data: bytes,
+    label: int,
+    decoder: str = "torchvision",
+) -> Any:
+    """Decode and augment one sample (augmentation seeded by (seed, epoch, index)), or a
+    ``BadSample`` naming the key and the reason when it cannot be decoded."""
+    try:
+        image = decode(data, decoder)
+        if transform is None:
+            return image, label, index
+        with seeded_rng(sample_seed(seed, epoch, index)):
+            return transform(image), label, index
+    except Exception as exc:  # any unreadable sample is skipped and reported
+        return bad_sample(key, exc)
 
-    def __init__(self, source: Any, transform: Callable[[torch.Tensor], Any] | None, seed: int) -> None:
+
+def bad_sample(key: str, exc: BaseException) -> BadSample:
+    text = str(exc).splitlines()[0] if str(exc) else ""
+    return BadSample(key, f"{type(exc).__name__}: {text}")
+
+
+class ViewsDataset(Dataset):
+    """Reads, decodes and augments one sample of a map-style source; an unreadable sample
+    becomes a ``BadSample``."""
+
+    def __init__(
+        self, source: Any, transform: Callable[[torch.Tensor], Any] | None, seed: int, decoder: str = "torchvision"
+    ) -> None:
         self.source = source
         self.transform = transform
         self.seed = seed
+        self.decoder = decoder
 
     def __len__(self) -> int:
         return len(self.source)
 
     def __getitem__(self, item: tuple[int, int] | int) -> Any:
         epoch, index = item if isinstance(item, tuple) else (0, item)
-        key = str(index)
         try:
             key, data, label = self.source.read(index)
-            image = decode(data)
-            if self.transform is None:
-                return image, label, index
-            with seeded_rng(sample_seed(self.seed, epoch, index)):
-                views = self.transform(image)
-        except Exception as exc:  # noqa: BLE001 - any unreadable sample is skipped and reported
-            return BadSample(key, f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}")
-        return views, label, index
+        except Exception as exc:  # a missing or unreadable file is skipped and reported
+            return bad_sample(self.source.key(index), exc)
+        return views_item(self.transform, self.seed, epoch, index, key, data, label, self.decoder)
 
 
 @dataclass
@@ -125,6 +148,15 @@ class Batch:
     @property
     def size(self) -> int:
         return int(self.labels.shape[0])
+
+    def pin_memory(self) -> Batch:
+        """Page-locked copies (the DataLoader calls this with ``pin_memory=True``), so the
+        host-to-GPU copies can run asynchronously."""
+        self.views = [v.pin_memory() for v in self.views]
+        self.labels = self.labels.pin_memory()
+        if self.indices is not None:
+            self.indices = self.indices.pin_memory()
+        return self
 
 
 def collate_views(items: list[Any]) -> Batch:
@@ -161,7 +193,7 @@ def stack_padded(images: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor
 
 def make_loader(
     dataset: Dataset,
-    sampler: Sampler,
+    sampler: Sampler | None,
     batch_size: int,
     num_workers: int,
     drop_last: bool = True,

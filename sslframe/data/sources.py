@@ -1,4 +1,8 @@
-"""Sources: index a dataset as an ordered list of samples and read each one as raw bytes."""
+"""Sources: index a data set and read its samples as ``(key, bytes, label)``.
+
+``folder`` and ``filelist`` are map-style (sample i read on demand, ordered by the loader's
+sampler); ``shards`` is a stream of tar shards (sslframe/data/shards.py).
+"""
 
 from __future__ import annotations
 
@@ -8,6 +12,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import fsspec
+import numpy as np
+
+from sslframe.data.shards import ShardIndex
 from sslframe.errors import UserError
 from sslframe.registry import Registry
 
@@ -56,9 +64,83 @@ class ImageFolderSource:
     def __len__(self) -> int:
         return len(self.samples)
 
+    def key(self, index: int) -> str:
+        return self.samples[index].key
+
     def read(self, index: int) -> tuple[str, bytes, int]:
         sample = self.samples[index]
         return sample.key, (self.root / sample.key).read_bytes(), sample.label
+
+
+class FileListSource:
+    """Images named by a list, as large labs keep them: a text file with one ``path [label]``
+    per line (blank lines and ``#`` comments skipped), or a ``.npy`` array of paths (1-D), of
+    ``(path, label)`` rows, or with ``path`` and ``label`` fields. Relative paths are resolved
+    against the list's folder; ``scheme://`` paths are read through fsspec. Unlabelled: -1.
+    """
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        self.path = Path(path)
+        if not self.path.is_file():
+            raise UserError(f"file list '{path}' does not exist (set data.path=LIST.txt or LIST.npy)")
+        entries = self._load_npy() if self.path.suffix == ".npy" else self._load_text()
+        if not entries:
+            raise UserError(f"file list '{path}' names no images")
+        self.samples = [Sample(key, label) for key, label in entries]
+        self.classes: list[str] = []
+
+    def _load_text(self) -> list[tuple[str, int]]:
+        entries = []
+        for number, line in enumerate(self.path.read_text(encoding="utf-8").splitlines(), 1):
+            line = line.strip()
+            if not line or line.startswith("#"):
+                continue
+            parts = line.rsplit(maxsplit=1)
+            if len(parts) == 2 and parts[1].lstrip("-").isdigit():
+                entries.append((parts[0], int(parts[1])))
+            else:
+                entries.append((line, -1))
+            if entries[-1][1] < -1:
+                raise UserError(f"file list '{self.path}' line {number}: negative label {entries[-1][1]}")
+        return entries
+
+    def _load_npy(self) -> list[tuple[str, int]]:
+        try:
+            array = np.load(self.path, allow_pickle=False)
+        except ValueError as exc:
+            raise UserError(
+                f"file list '{self.path}' is not a plain .npy array of strings ({str(exc).splitlines()[0]})"
+            ) from None
+        try:
+            if array.dtype.names is not None:
+                return [(_text(p), int(y)) for p, y in zip(array["path"], array["label"], strict=True)]
+            if array.ndim == 1:
+                return [(_text(p), -1) for p in array]
+            if array.ndim == 2 and array.shape[1] == 2:
+                return [(_text(p), int(_text(y))) for p, y in array]
+        except (ValueError, KeyError, TypeError) as exc:
+            raise UserError(f"file list '{self.path}': unreadable entry ({exc})") from None
+        raise UserError(
+            f"file list '{self.path}' has shape {array.shape}; expected N paths, N x 2 (path, label) "
+            "or fields 'path' and 'label'"
+        )
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def key(self, index: int) -> str:
+        return self.samples[index].key
+
+    def read(self, index: int) -> tuple[str, bytes, int]:
+        sample = self.samples[index]
+        if "://" in sample.key:
+            with fsspec.open(sample.key, "rb") as f:
+                return sample.key, f.read(), sample.label
+        return sample.key, (self.path.parent / sample.key).read_bytes(), sample.label
+
+
+def _text(value: Any) -> str:
+    return value.decode("utf-8") if isinstance(value, bytes) else str(value)
 
 
 SOURCES: Registry[Callable[[Any, str], Any]] = Registry("data source")
@@ -69,6 +151,16 @@ def _folder(cfg: Any, path: str) -> ImageFolderSource:
     return ImageFolderSource(path)
 
 
-def build_source(cfg: Any, path: str | None = None) -> ImageFolderSource:
+@SOURCES.register("filelist")
+def _filelist(cfg: Any, path: str) -> FileListSource:
+    return FileListSource(path)
+
+
+@SOURCES.register("shards")
+def _shards(cfg: Any, path: str) -> ShardIndex:
+    return ShardIndex(path)
+
+
+def build_source(cfg: Any, path: str | None = None) -> ImageFolderSource | FileListSource | ShardIndex:
     """The source named by ``cfg.source`` over ``path`` (default ``cfg.path``)."""
     return SOURCES.get(cfg.source)(cfg, path if path is not None else cfg.path)

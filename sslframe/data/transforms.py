@@ -8,18 +8,39 @@ views, solarisation. Multi-crop (SwAV, Caron et al. 2020): N global + M local cr
 
 from __future__ import annotations
 
+import io
 from collections.abc import Sequence
 from typing import Any
 
+import numpy as np
 import torch
+from PIL import Image
 from torchvision.io import ImageReadMode, decode_image
 from torchvision.transforms import v2
 
 
-def decode(data: bytes) -> torch.Tensor:
-    """Bytes of a JPEG/PNG/... image to a uint8 RGB tensor (3 x H x W)."""
-    buffer = torch.frombuffer(bytearray(data), dtype=torch.uint8)
-    return decode_image(buffer, mode=ImageReadMode.RGB)
+def decode(data: bytes, decoder: str = "torchvision") -> torch.Tensor:
+    """Bytes of a JPEG/PNG/... image to a uint8 RGB tensor (3 x H x W).
+
+    ``torchvision`` decodes with torchvision.io (libjpeg-turbo, libpng) and falls back to PIL
+    for what it cannot read (CMYK JPEG, TIFF, ...); ``pil`` decodes with PIL only.
+    """
+    if decoder == "torchvision":
+        try:
+            return decode_image(torch.frombuffer(bytearray(data), dtype=torch.uint8), mode=ImageReadMode.RGB)
+        except (RuntimeError, ValueError) as exc:
+            try:
+                return decode_pil(data)
+            except Exception:  # report torchvision's reason, the primary decoder's
+                raise exc from None
+    return decode_pil(data)
+
+
+def decode_pil(data: bytes) -> torch.Tensor:
+    """PIL decoding to a uint8 RGB tensor (3 x H x W)."""
+    with Image.open(io.BytesIO(data)) as image:
+        pixels = np.asarray(image.convert("RGB"))
+    return torch.from_numpy(pixels.copy()).permute(2, 0, 1).contiguous()
 
 
 def _blur_kernel(size: int) -> int:
