@@ -49,6 +49,40 @@ class RegNetConfig:
 
 
 @dataclass
+class ViTConfig:
+    """Vision Transformer trunks (Dosovitskiy et al. 2021; tiny and small from Touvron et al. 2021)."""
+
+    name: str = "vit"
+    arch: str = "vit_base"
+    patch_size: int = 16
+    # Image side the learned position embeddings are made for; other sides interpolate them.
+    image_size: int = 224
+    # sincos: fixed 2-D sine-cosine (MAE, I-JEPA, MoCo v3); learned: trained parameters.
+    pos_embed: str = "sincos"
+    class_token: bool = True
+    # Pooled feature: the class token after the final norm, or the mean of the patch tokens.
+    pool: str = "cls"
+    # 0 keeps the arch's value (MoCo v3's ViT-S uses 12 heads; tests use tiny widths).
+    embed_dim: int = 0
+    depth: int = 0
+    num_heads: int = 0
+    choices: ClassVar[Choices] = {
+        "arch": ("vit_tiny", "vit_small", "vit_base", "vit_large", "vit_huge"),
+        "pos_embed": ("sincos", "learned"),
+        "pool": ("cls", "mean"),
+    }
+
+
+@dataclass
+class TimmTrunkConfig:
+    """Any timm model, built without pretrained weights (``name`` is the timm model name)."""
+
+    # The trunk registry key: ``name`` is taken by the timm model name here.
+    family: str = "timm"
+    name: str = "resnet18"
+
+
+@dataclass
 class MLPHeadConfig:
     """Projection head: Linear (+BN) + activation per hidden layer, then a Linear output."""
 
@@ -82,6 +116,56 @@ class SimCLRConfig:
 
     name: str = "simclr"
     temperature: float = 0.1
+
+
+@dataclass
+class MoCoV3Config:
+    """MoCo v3 (Chen, Xie, He 2021): symmetric InfoNCE against a momentum encoder, no queue."""
+
+    name: str = "mocov3"
+    temperature: float = 0.2
+    # Base of the cosine momentum schedule (rises to 1 over training).
+    momentum: float = 0.99
+    predictor_hidden_dim: int = 4096
+    # The ViT recipe ends the predictor with batch norm; the ResNet-50 one does not.
+    predictor_last_batch_norm: bool = True
+    # Random, frozen patch projection for ViTs (the paper's stability trick, sec. 4.2).
+    freeze_patch_embed: bool = False
+
+
+@dataclass
+class MAEConfig:
+    """MAE (He et al. 2022): reconstruct randomly masked patches from the visible ones."""
+
+    name: str = "mae"
+    mask_ratio: float = 0.75
+    decoder_dim: int = 512
+    decoder_depth: int = 8
+    decoder_heads: int = 16
+    # Target = pixels of each patch normalised by the patch's own mean and std.
+    norm_pix_loss: bool = True
+
+
+@dataclass
+class IJEPAConfig:
+    """I-JEPA (Assran et al. 2023): predict target-block features of an EMA encoder from a context block."""
+
+    name: str = "ijepa"
+    num_targets: int = 4
+    target_scale: list[float] = field(default_factory=lambda: [0.15, 0.2])
+    target_aspect: list[float] = field(default_factory=lambda: [0.75, 1.5])
+    context_scale: list[float] = field(default_factory=lambda: [0.85, 1.0])
+    context_aspect: list[float] = field(default_factory=lambda: [1.0, 1.0])
+    # Fewest context patches accepted before a block layout is sampled again.
+    min_context: int = 10
+    predictor_dim: int = 384
+    predictor_depth: int = 12
+    predictor_heads: int = 16
+    # EMA momentum of the target encoder, linear from the first value to the second.
+    momentum: list[float] = field(default_factory=lambda: [0.996, 1.0])
+    # l2: squared L2 per patch (paper eq. 1); smooth_l1: the authors' released code.
+    loss: str = "l2"
+    choices: ClassVar[Choices] = {"loss": ("l2", "smooth_l1")}
 
 
 @dataclass
@@ -307,9 +391,15 @@ class EvalConfig:
 
 # group -> option schema name -> dataclass. The option yaml files extend these.
 GROUP_SCHEMAS: dict[str, dict[str, type]] = {
-    "trunk": {"resnet": ResNetConfig, "regnet": RegNetConfig},
+    "trunk": {"resnet": ResNetConfig, "regnet": RegNetConfig, "vit": ViTConfig, "timm": TimmTrunkConfig},
     "head": {"mlp": MLPHeadConfig},
-    "method": {"swav": SwAVConfig, "simclr": SimCLRConfig},
+    "method": {
+        "swav": SwAVConfig,
+        "simclr": SimCLRConfig,
+        "mocov3": MoCoV3Config,
+        "mae": MAEConfig,
+        "ijepa": IJEPAConfig,
+    },
     "data": {"data": DataConfig},
     "transform": {"multicrop": MultiCropConfig},
     "optim": {"optim": OptimConfig},

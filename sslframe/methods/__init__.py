@@ -5,6 +5,9 @@ from __future__ import annotations
 from typing import Any
 
 from sslframe.methods.base import Method, StepContext, StepOutput
+from sslframe.methods.ijepa import IJEPA
+from sslframe.methods.mae import MAE
+from sslframe.methods.mocov3 import MoCoV3
 from sslframe.methods.simclr import SimCLR
 from sslframe.methods.swav import SwAV
 from sslframe.models.trunks import build_trunk
@@ -13,6 +16,9 @@ from sslframe.registry import Registry
 METHODS: Registry[type[Method]] = Registry("method")
 METHODS.register("swav")(SwAV)
 METHODS.register("simclr")(SimCLR)
+METHODS.register("mocov3")(MoCoV3)
+METHODS.register("mae")(MAE)
+METHODS.register("ijepa")(IJEPA)
 
 
 def build_method(cfg: Any) -> Method:
