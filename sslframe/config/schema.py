@@ -119,6 +119,42 @@ class SimCLRConfig:
 
 
 @dataclass
+class BarlowTwinsConfig:
+    """Barlow Twins (Zbontar et al. 2021): cross-correlation of two views pushed to the identity."""
+
+    name: str = "barlowtwins"
+    # Weight of the off-diagonal (redundancy reduction) term, lambda in eq. 1.
+    lambda_offdiag: float = 0.0051
+
+
+@dataclass
+class VICRegConfig:
+    """VICReg (Bardes et al. 2022): invariance + variance hinge + covariance decorrelation (eq. 6)."""
+
+    name: str = "vicreg"
+    # lambda, mu and nu of eq. 6.
+    sim_coeff: float = 25.0
+    std_coeff: float = 25.0
+    cov_coeff: float = 1.0
+    # Target standard deviation of each dimension and the epsilon under the square root (eq. 1).
+    gamma: float = 1.0
+    eps: float = 1e-4
+
+
+@dataclass
+class DeepClusterV2Config:
+    """DeepCluster-v2 (Caron et al. 2020, SwAV paper appendix): predict k-means clusters of last epoch's features."""
+
+    name: str = "deepclusterv2"
+    temperature: float = 0.1
+    # One k-means (and one prototype set) per entry.
+    num_prototypes: list[int] = field(default_factory=lambda: [3000, 3000, 3000])
+    # Crops whose projections fill the memory bank; prototype set j clusters crop j modulo their count.
+    crops_for_assign: list[int] = field(default_factory=lambda: [0, 1])
+    kmeans_iterations: int = 10
+
+
+@dataclass
 class MoCoV3Config:
     """MoCo v3 (Chen, Xie, He 2021): symmetric InfoNCE against a momentum encoder, no queue."""
 

@@ -1,0 +1,38 @@
+"""VICReg: variance-invariance-covariance regularisation (Bardes, Ponce, LeCun 2022)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from sslframe.losses.vicreg import vicreg_loss
+from sslframe.methods.base import Method, StepContext, StepOutput
+from sslframe.models.heads import MLPHead
+from sslframe.models.multicrop import multicrop_forward
+from sslframe.models.trunks import Trunk
+
+
+class VICReg(Method):
+    """Trunk + expander; the two views' embeddings are pulled together (invariance) while a
+    hinge keeps every dimension's standard deviation over the global batch above ``gamma``
+    (variance) and the dimensions are decorrelated (covariance), which prevents collapse."""
+
+    def __init__(self, trunk: Trunk, head_cfg: Any, cfg: Any) -> None:
+        super().__init__()
+        self.trunk = trunk
+        self.head = MLPHead.from_config(trunk.out_dim, head_cfg)
+        # Loss weights lambda, mu, nu of eq. 6, the variance target gamma and its epsilon.
+        self.coeffs = (float(cfg.sim_coeff), float(cfg.std_coeff), float(cfg.cov_coeff))
+        self.gamma = float(cfg.gamma)
+        self.eps = float(cfg.eps)
+
+    def training_step(self, crops: list[torch.Tensor], ctx: StepContext) -> StepOutput:
+        if len(crops) < 2:
+            raise ValueError("VICReg needs two views per image (transform.global_crops=2)")
+        batch = crops[0].shape[0]
+        z = self.head(multicrop_forward(self.trunk, crops[:2]))
+        z1, z2 = z[:batch], z[batch:]
+        loss, terms = vicreg_loss(z1, z2, *self.coeffs, gamma=self.gamma, eps=self.eps, group=self.group)
+        return StepOutput(loss=loss, logs=terms, embeddings=F.normalize(z1.detach().float(), dim=1))
