@@ -155,6 +155,57 @@ class DeepClusterV2Config:
 
 
 @dataclass
+class MoCoV2Config:
+    """MoCo v2 (Chen et al. 2020, "Improved baselines"): InfoNCE against a queue of momentum-encoder keys."""
+
+    name: str = "mocov2"
+    temperature: float = 0.2
+    # Key encoder momentum (constant, He et al. 2020 sec. 3.2).
+    momentum: float = 0.999
+    queue_length: int = 65536
+    # Shuffle the key encoder's batch across ranks so batch norm cannot leak the positive (sec. 3.3).
+    shuffle_bn: bool = True
+
+
+@dataclass
+class BYOLConfig:
+    """BYOL (Grill et al. 2020): predict an EMA target's projection; momentum 0.996 -> 1 (cosine)."""
+
+    name: str = "byol"
+    base_momentum: float = 0.996
+    predictor_hidden_dims: list[int] = field(default_factory=lambda: [4096])
+
+
+@dataclass
+class SimSiamConfig:
+    """SimSiam (Chen & He 2021): predictor + stop-gradient, symmetric negative cosine."""
+
+    name: str = "simsiam"
+    predictor_hidden_dims: list[int] = field(default_factory=lambda: [512])
+
+
+@dataclass
+class DINOConfig:
+    """DINO (Caron et al. 2021): self-distillation to an EMA teacher with centering and sharpening.
+
+    The ``head`` group gives the MLP part of the DINO head (its ``output_dim`` is the bottleneck).
+    """
+
+    name: str = "dino"
+    out_dim: int = 65536
+    # Fix the last layer's weight-norm scale to 1 (False: learn it; the ViT-S recipe).
+    norm_last_layer: bool = True
+    base_momentum: float = 0.996
+    student_temperature: float = 0.1
+    teacher_temperature: float = 0.07
+    warmup_teacher_temperature: float = 0.04
+    warmup_teacher_temperature_epochs: int = 30
+    center_momentum: float = 0.9
+    # The last layer receives no update during these first epochs.
+    freeze_last_layer_epochs: int = 1
+
+
+@dataclass
 class MoCoV3Config:
     """MoCo v3 (Chen, Xie, He 2021): symmetric InfoNCE against a momentum encoder, no queue."""
 
@@ -293,6 +344,9 @@ class ScheduleConfig:
     # Warmup starts at ``warmup_start_factor * peak`` and cosine ends at ``final_factor * peak``.
     warmup_start_factor: float = 0.0
     final_factor: float = 0.0
+    # Weight decay on a half cosine from optim.weight_decay to this value (DINO, I-JEPA);
+    # None keeps optim.weight_decay constant.
+    final_weight_decay: float | None = None
     choices: ClassVar[Choices] = {"name": "schedules"}
 
 
@@ -348,6 +402,37 @@ class LauncherConfig:
     name: str = "local"
     nodes: int = 1
     gpus_per_node: int = 1
+    # Processes on this machine; above 1, torchrun-style processes joined on 127.0.0.1.
+    # 0: one per visible GPU up to gpus_per_node, or a single process without GPUs.
+    procs: int = 0
+
+
+@dataclass
+class SlurmLauncherConfig:
+    """A SLURM job through submitit (SEER-style): ``nodes`` x ``tasks_per_node`` processes, each
+    running the same trainer; preempted or timed-out jobs checkpoint, requeue and resume."""
+
+    name: str = "slurm"
+    nodes: int = 1
+    gpus_per_node: int = 8
+    # Processes per node; 0: one per GPU (one per node when gpus_per_node is 0, a CPU job).
+    tasks_per_node: int = 0
+    cpus_per_task: int = 10
+    # Memory per node in GB (0: the partition's default).
+    mem_gb: int = 0
+    partition: str = ""
+    account: str = ""
+    qos: str = ""
+    constraint: str = ""
+    # Time limit in minutes.
+    time: int = 4320
+    job_name: str = "sslframe"
+    # Further sbatch options, e.g. {exclusive: "", mail-type: END}.
+    sbatch: dict[str, str] = field(default_factory=dict)
+    # Requeues after preemption or the time limit before the job gives up.
+    max_requeues: int = 20
+    # SLURM sends SIGUSR2 this many seconds before the time limit: time to checkpoint.
+    signal_delay_s: int = 120
 
 
 @dataclass
@@ -401,12 +486,9 @@ class PlanRootConfig(TrainConfig):
 
 
 @dataclass
-class KNNEvalConfig:
-    """Weighted kNN on frozen trunk features (Wu et al. 2018 InstDisc; Caron et al. 2021 DINO)."""
+class FeatureEvalConfig:
+    """What every evaluation of a pretrained trunk shares (extraction settings, baseline flag)."""
 
-    name: str = "knn"
-    ks: list[int] = field(default_factory=lambda: [20, 200])
-    temperature: float = 0.07
     batch_size: int = 256
     num_workers: int = 2
     # Resize images to this side before the centre crop (0: the run's global crop size).
@@ -414,7 +496,87 @@ class KNNEvalConfig:
     # Evaluate the same architecture at random initialisation (a baseline).
     random_init: bool = False
     device: str = "auto"
+    # Features of block ``layer`` of trunk.blocks(), average-pooled (-1: the trunk's pooled output).
+    layer: int = -1
+    # Use features written by `tools/eval.py extract` (DIR holding train/ and val/) instead of the images.
+    features: str = ""
     choices: ClassVar[Choices] = {"device": ("auto", "cpu", "cuda")}
+
+
+@dataclass
+class KNNEvalConfig(FeatureEvalConfig):
+    """Weighted kNN on frozen trunk features (Wu et al. 2018 InstDisc; Caron et al. 2021 DINO)."""
+
+    name: str = "knn"
+    ks: list[int] = field(default_factory=lambda: [20, 200])
+    temperature: float = 0.07
+
+
+@dataclass
+class ExtractEvalConfig(FeatureEvalConfig):
+    """Trunk features of data.path (train) and data.val_path (val), sharded across ranks."""
+
+    name: str = "extract"
+    splits: list[str] = field(default_factory=lambda: ["train", "val"])
+    shard_size: int = 8192
+    # Where the features go ("": <run dir>/eval/features).
+    out_dir: str = ""
+
+
+@dataclass
+class LinearEvalConfig(FeatureEvalConfig):
+    """Linear probe on frozen features: SGD (momentum) or LARS, cosine schedule, top-1/top-5."""
+
+    name: str = "linear"
+    epochs: int = 100
+    probe_batch_size: int = 256
+    lr: float = 0.1
+    momentum: float = 0.9
+    weight_decay: float = 0.0
+    optimizer: str = "sgd"
+    # BatchNorm without affine parameters before the linear layer (MAE's linear probing).
+    batch_norm: bool = False
+    # Recompute features every epoch from randomly resized, flipped crops (slower than cached).
+    augment: bool = False
+    crop_scale: list[float] = field(default_factory=lambda: [0.08, 1.0])
+    seed: int = 0
+    choices: ClassVar[Choices] = {"device": ("auto", "cpu", "cuda"), "optimizer": ("sgd", "lars")}
+
+
+@dataclass
+class LowShotEvalConfig(LinearEvalConfig):
+    """Probes on class-balanced subsets: fractions of the labels and N images per class, several seeds."""
+
+    name: str = "lowshot"
+    fractions: list[float] = field(default_factory=lambda: [0.01, 0.1])
+    per_class: list[int] = field(default_factory=lambda: [1, 5])
+    seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
+    probe: str = "linear"
+    # kNN probe settings.
+    k: int = 20
+    temperature: float = 0.07
+    choices: ClassVar[Choices] = {
+        "device": ("auto", "cpu", "cuda"),
+        "optimizer": ("sgd", "lars"),
+        "probe": ("linear", "knn"),
+    }
+
+
+@dataclass
+class FinetuneEvalConfig(FeatureEvalConfig):
+    """Full fine-tuning with a new linear head; layer_decay < 1 turns on layer-wise LR decay."""
+
+    name: str = "finetune"
+    epochs: int = 10
+    optimizer: str = "adamw"
+    lr: float = 1e-3
+    momentum: float = 0.9
+    weight_decay: float = 0.05
+    layer_decay: float = 1.0
+    warmup_epochs: int = 0
+    crop_scale: list[float] = field(default_factory=lambda: [0.08, 1.0])
+    seed: int = 0
+    choices: ClassVar[Choices] = {"device": ("auto", "cpu", "cuda"), "optimizer": ("adamw", "sgd")}
 
 
 @dataclass
@@ -435,6 +597,13 @@ GROUP_SCHEMAS: dict[str, dict[str, type]] = {
         "mocov3": MoCoV3Config,
         "mae": MAEConfig,
         "ijepa": IJEPAConfig,
+        "mocov2": MoCoV2Config,
+        "byol": BYOLConfig,
+        "simsiam": SimSiamConfig,
+        "dino": DINOConfig,
+        "barlowtwins": BarlowTwinsConfig,
+        "vicreg": VICRegConfig,
+        "deepclusterv2": DeepClusterV2Config,
     },
     "data": {"data": DataConfig},
     "transform": {"multicrop": MultiCropConfig},
@@ -442,8 +611,14 @@ GROUP_SCHEMAS: dict[str, dict[str, type]] = {
     "schedule": {"schedule": ScheduleConfig},
     "trainer": {"trainer": TrainerConfig},
     "distributed": {"distributed": DistributedConfig},
-    "launcher": {"local": LauncherConfig},
-    "eval": {"knn": KNNEvalConfig},
+    "launcher": {"local": LauncherConfig, "slurm": SlurmLauncherConfig},
+    "eval": {
+        "knn": KNNEvalConfig,
+        "extract": ExtractEvalConfig,
+        "linear": LinearEvalConfig,
+        "lowshot": LowShotEvalConfig,
+        "finetune": FinetuneEvalConfig,
+    },
 }
 
 PRIMARY_SCHEMAS: dict[str, type] = {

@@ -38,7 +38,13 @@ from sslframe.distributed.parallelize import PRECISION_DTYPES, parallelize
 from sslframe.engine.observers import ConsoleProgress, JSONLinesLog, Observer, TensorBoardLog
 from sslframe.errors import UserError
 from sslframe.methods import Method, StepContext, build_method
-from sslframe.optim.build import build_optimizer, build_schedule, scaled_lr
+from sslframe.optim.build import (
+    build_optimizer,
+    build_schedule,
+    build_weight_decay_schedule,
+    scaled_lr,
+    set_weight_decay,
+)
 
 log = logging.getLogger(__name__)
 
@@ -135,6 +141,7 @@ class Trainer:
         self.peak_lr = scaled_lr(cfg.optim, self.global_batch)
         self.optimizer = build_optimizer(self.method, cfg.optim, self.peak_lr)
         self.lr_schedule = build_schedule(cfg.schedule, self.peak_lr, self.total_steps, self.steps_per_epoch)
+        self.wd_schedule = build_weight_decay_schedule(cfg.optim, cfg.schedule, self.total_steps)
         dtype = PRECISION_DTYPES[cfg.trainer.precision]
         # Under FSDP the mixed-precision policy casts parameters; elsewhere autocast does.
         self.autocast = torch.autocast(self.device.type, dtype=dtype) if dtype and not self.sharded else nullcontext()
@@ -345,6 +352,8 @@ class Trainer:
             lr = float(self.lr_schedule[self.step])
             for group in self.optimizer.param_groups:
                 group["lr"] = lr
+            if self.wd_schedule is not None:
+                set_weight_decay(self.optimizer, float(self.wd_schedule[self.step]))
             crops = self._crops(batch)
             with self.autocast:
                 out = self.model(crops, ctx)

@@ -1,4 +1,4 @@
-"""Projection heads and SwAV prototypes."""
+"""Projection heads, predictors, the DINO head and SwAV prototypes."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 _ACTIVATIONS = {"relu": nn.ReLU, "gelu": nn.GELU}
@@ -73,3 +74,77 @@ class Prototypes(nn.Module):
         """Project every prototype back onto the unit sphere (SwAV, after each optimizer step)."""
         for head in self.heads:
             head.weight.copy_(nn.functional.normalize(head.weight, dim=1))
+
+
+def predictor(dim: int, hidden_dims: Sequence[int]) -> MLPHead:
+    """The predictor of BYOL and SimSiam: ``dim`` -> hidden (Linear, BN, ReLU) -> ``dim``.
+
+    BYOL (Grill et al. 2020, sec. 3.3) uses one 4096-wide hidden layer; SimSiam (Chen & He 2021,
+    sec. 4) a 512-wide bottleneck. The output is not normalised (the loss normalises it).
+    """
+    return MLPHead(dim, hidden_dims, dim, batch_norm=True, last_batch_norm=False, activation="relu")
+
+
+class WeightNormLinear(nn.Module):
+    """Bias-free linear layer with weight normalisation ``w = g * v / ||v||`` per output row
+    (Salimans & Kingma 2016). With ``learn_norm=False`` the norm ``g`` is fixed to 1, as DINO
+    does by default to stabilise training (Caron et al. 2021, appendix "Projection head")."""
+
+    def __init__(self, in_dim: int, out_dim: int, learn_norm: bool = False) -> None:
+        super().__init__()
+        self.weight_v = nn.Parameter(nn.Linear(in_dim, out_dim, bias=False).weight.detach().clone())
+        self.weight_g = nn.Parameter(torch.ones(out_dim, 1)) if learn_norm else None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        weight = F.normalize(self.weight_v, dim=1)
+        if self.weight_g is not None:
+            weight = weight * self.weight_g
+        return F.linear(x, weight)
+
+
+class DINOHead(nn.Module):
+    """DINO's projection head (Caron et al. 2021, sec. 3.1 and appendix): an MLP (hidden 2048,
+    GELU, no batch norm) down to a 256-d bottleneck, L2 normalisation, then a weight-normalised
+    linear layer to ``out_dim`` (65536) scores. ``last_layer`` is what DINO freezes early on."""
+
+    def __init__(
+        self,
+        in_dim: int,
+        hidden_dims: Sequence[int] = (2048, 2048),
+        bottleneck_dim: int = 256,
+        out_dim: int = 65536,
+        norm_last_layer: bool = True,
+        batch_norm: bool = False,
+        activation: str = "gelu",
+    ) -> None:
+        super().__init__()
+        self.mlp = MLPHead(in_dim, hidden_dims, bottleneck_dim, batch_norm=batch_norm, activation=activation)
+        for module in self.mlp.modules():
+            if isinstance(module, nn.Linear):
+                # Truncated normal (std 0.02) and zero biases, as in the authors' head.
+                nn.init.trunc_normal_(module.weight, std=0.02)
+                if module.bias is not None:
+                    nn.init.zeros_(module.bias)
+        self.last_layer = WeightNormLinear(bottleneck_dim, out_dim, learn_norm=not norm_last_layer)
+        self.bottleneck_dim = bottleneck_dim
+        self.output_dim = out_dim
+
+    @classmethod
+    def from_config(cls, in_dim: int, head_cfg: Any, out_dim: int, norm_last_layer: bool) -> DINOHead:
+        """The MLP part from a ``head`` config group (its ``output_dim`` is the bottleneck)."""
+        return cls(
+            in_dim,
+            head_cfg.hidden_dims,
+            head_cfg.output_dim,
+            out_dim,
+            norm_last_layer=norm_last_layer,
+            batch_norm=head_cfg.batch_norm,
+            activation=head_cfg.activation,
+        )
+
+    def bottleneck(self, x: torch.Tensor) -> torch.Tensor:
+        """L2-normalised bottleneck features (what the last layer scores)."""
+        return F.normalize(self.mlp(x), dim=-1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.last_layer(self.bottleneck(x))

@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from sslframe.optim.lars import LARS
-from sslframe.optim.schedules import SCHEDULES
+from sslframe.optim.schedules import SCHEDULES, cosine_weight_decay
 from sslframe.registry import Registry
 
 OPTIMIZERS: Registry[Callable[[list[dict[str, Any]], Any], torch.optim.Optimizer]] = Registry("optimizer")
@@ -43,9 +43,10 @@ def parameter_groups(model: nn.Module, weight_decay: float, exclude_bias_and_nor
         if not param.requires_grad:
             continue
         (excluded if exclude_bias_and_norm and is_bias_or_norm(name, param) else regular).append(param)
-    groups = [{"params": regular, "weight_decay": weight_decay, "lars_exclude": False}]
+    # ``decayed`` marks the group a weight-decay schedule drives (``set_weight_decay``).
+    groups = [{"params": regular, "weight_decay": weight_decay, "lars_exclude": False, "decayed": True}]
     if excluded:
-        groups.append({"params": excluded, "weight_decay": 0.0, "lars_exclude": True})
+        groups.append({"params": excluded, "weight_decay": 0.0, "lars_exclude": True, "decayed": False})
     return groups
 
 
@@ -66,3 +67,19 @@ def build_optimizer(model: nn.Module, cfg: Any, lr: float) -> torch.optim.Optimi
 def build_schedule(cfg: Any, peak_lr: float, total_steps: int, steps_per_epoch: int) -> np.ndarray:
     warmup = int(cfg.warmup_steps + round(cfg.warmup_epochs * steps_per_epoch))
     return SCHEDULES.get(cfg.name)(peak_lr, total_steps, warmup, cfg.warmup_start_factor, cfg.final_factor)
+
+
+def build_weight_decay_schedule(optim_cfg: Any, schedule_cfg: Any, total_steps: int) -> np.ndarray | None:
+    """Per-step weight decay from ``optim.weight_decay`` to ``schedule.final_weight_decay`` (cosine),
+    or ``None`` when the latter is unset and the decay stays constant."""
+    final = schedule_cfg.get("final_weight_decay")
+    if final is None:
+        return None
+    return cosine_weight_decay(optim_cfg.weight_decay, final, total_steps)
+
+
+def set_weight_decay(optimizer: torch.optim.Optimizer, value: float) -> None:
+    """Set the weight decay of the decayed parameter groups (biases and norms keep none)."""
+    for group in optimizer.param_groups:
+        if group.get("decayed", False):
+            group["weight_decay"] = value

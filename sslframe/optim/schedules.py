@@ -1,4 +1,4 @@
-"""Learning-rate schedules precomputed for every iteration (as DINOv2 does)."""
+"""Learning-rate and weight-decay schedules precomputed for every iteration (as DINOv2 does)."""
 
 from __future__ import annotations
 
@@ -36,3 +36,10 @@ def warmup_constant(
     """Linear warmup, then ``peak`` for the rest of training (``final_factor`` is unused)."""
     warmup_steps = min(warmup_steps, total_steps)
     return np.concatenate([_warmup(peak, warmup_steps, start_factor), np.full(total_steps - warmup_steps, peak)])
+
+
+def cosine_weight_decay(base: float, final: float, total_steps: int) -> np.ndarray:
+    """Weight decay on half a cosine from ``base`` at the first step to ``final`` at the last
+    (DINO, Caron et al. 2021 sec. 4.1: 0.04 to 0.4; I-JEPA, Assran et al. 2023 appendix C)."""
+    t = np.arange(total_steps) / max(total_steps - 1, 1)
+    return final + 0.5 * (base - final) * (1 + np.cos(np.pi * t))

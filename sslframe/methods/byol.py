@@ -1,0 +1,53 @@
+"""BYOL: Bootstrap Your Own Latent (Grill et al. 2020)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from sslframe.losses.cosine import byol_regression_loss
+from sslframe.methods.base import Method, StepContext, StepOutput
+from sslframe.models.ema import cosine_momentum, ema_update_, frozen_copy
+from sslframe.models.heads import MLPHead, predictor
+from sslframe.models.trunks import Trunk
+
+
+class BYOL(Method):
+    """Online network (trunk, projector ``head``, ``predictor``) regressing an EMA target
+    (trunk + projector) of the other view; the loss is symmetrised over the two views (eq. 2).
+
+    The target follows the online weights after every optimizer step with momentum
+    tau = 1 - (1 - tau_base)(cos(pi k / K) + 1) / 2 (sec. 3.2). Each view goes through the
+    networks on its own, so batch norm sees one view at a time as in the paper.
+    """
+
+    def __init__(self, trunk: Trunk, head_cfg: Any, cfg: Any) -> None:
+        super().__init__()
+        self.trunk = trunk
+        self.head = MLPHead.from_config(trunk.out_dim, head_cfg)
+        self.predictor = predictor(self.head.output_dim, cfg.predictor_hidden_dims)
+        self.target_trunk = frozen_copy(trunk)
+        self.target_head = frozen_copy(self.head)
+        self.base_momentum = cfg.base_momentum
+
+    def training_step(self, crops: list[torch.Tensor], ctx: StepContext) -> StepOutput:
+        if len(crops) < 2:
+            raise ValueError("BYOL needs two views per image (transform.global_crops=2)")
+        z = [self.head(self.trunk(view)) for view in crops[:2]]
+        p = [self.predictor(zi) for zi in z]
+        with torch.no_grad():
+            targets = [self.target_head(self.target_trunk(view)) for view in crops[:2]]
+        loss = byol_regression_loss(p[0], targets[1]) + byol_regression_loss(p[1], targets[0])
+        momentum = cosine_momentum(self.base_momentum, ctx.step, ctx.total_steps)
+        return StepOutput(
+            loss=loss,
+            logs={"momentum": torch.tensor(momentum)},
+            embeddings=F.normalize(z[0].detach().float(), dim=1),
+        )
+
+    def after_optimizer_step(self, ctx: StepContext) -> None:
+        momentum = cosine_momentum(self.base_momentum, ctx.step, ctx.total_steps)
+        ema_update_(self.target_trunk, self.trunk, momentum)
+        ema_update_(self.target_head, self.head, momentum)

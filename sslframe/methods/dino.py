@@ -1,0 +1,73 @@
+"""DINO: self-distillation with no labels (Caron et al. 2021)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from sslframe.losses.dino import dino_loss, teacher_temperature, updated_center
+from sslframe.methods.base import Method, StepContext, StepOutput
+from sslframe.models.ema import cosine_momentum, ema_update_, frozen_copy
+from sslframe.models.heads import DINOHead
+from sslframe.models.multicrop import multicrop_forward
+from sslframe.models.trunks import Trunk
+
+# The teacher sees the two global crops only (sec. 3.1, multi-crop).
+TEACHER_CROPS = 2
+
+
+class DINO(Method):
+    """Student (trunk + DINO head) distilled from an EMA teacher of the same architecture.
+
+    The student encodes every crop, the teacher the global ones; the loss is the cross-entropy
+    between centred, sharpened teacher outputs and student outputs over all pairs of different
+    crops. Collapse is avoided by centering (which alone would flatten the outputs) balanced by
+    sharpening (a low teacher temperature). The centre is a buffer updated from the teacher
+    outputs of the global batch; the teacher momentum follows a cosine from ``base_momentum`` to
+    1, the teacher temperature warms up linearly over epochs, and the head's last layer is
+    frozen during the first ``freeze_last_layer_epochs`` epochs.
+    """
+
+    def __init__(self, trunk: Trunk, head_cfg: Any, cfg: Any) -> None:
+        super().__init__()
+        self.trunk = trunk
+        self.head = DINOHead.from_config(trunk.out_dim, head_cfg, cfg.out_dim, cfg.norm_last_layer)
+        self.teacher_trunk = frozen_copy(trunk)
+        self.teacher_head = frozen_copy(self.head)
+        self.cfg = cfg
+        self.register_buffer("center", torch.zeros(1, cfg.out_dim))
+
+    def teacher_temperature(self, epoch: int) -> float:
+        cfg = self.cfg
+        return teacher_temperature(
+            epoch, cfg.warmup_teacher_temperature, cfg.teacher_temperature, cfg.warmup_teacher_temperature_epochs
+        )
+
+    def training_step(self, crops: list[torch.Tensor], ctx: StepContext) -> StepOutput:
+        if len(crops) < TEACHER_CROPS:
+            raise ValueError("DINO needs two global crops per image (transform.global_crops=2)")
+        batch = crops[0].shape[0]
+        features = multicrop_forward(self.trunk, crops)
+        student = self.head(features)
+        with torch.no_grad():
+            teacher = self.teacher_head(multicrop_forward(self.teacher_trunk, crops[:TEACHER_CROPS]))
+        temperature = self.teacher_temperature(ctx.epoch)
+        loss = dino_loss(student, teacher, self.center, self.cfg.student_temperature, temperature, TEACHER_CROPS)
+        self.center.copy_(updated_center(self.center, teacher, self.cfg.center_momentum, self.group))
+        return StepOutput(
+            loss=loss,
+            logs={"teacher_temperature": torch.tensor(temperature)},
+            embeddings=F.normalize(features[:batch].detach().float(), dim=1),
+        )
+
+    def before_optimizer_step(self, ctx: StepContext) -> None:
+        if ctx.epoch < self.cfg.freeze_last_layer_epochs:
+            for p in self.head.last_layer.parameters():
+                p.grad = None
+
+    def after_optimizer_step(self, ctx: StepContext) -> None:
+        momentum = cosine_momentum(self.cfg.base_momentum, ctx.step, ctx.total_steps)
+        ema_update_(self.teacher_trunk, self.trunk, momentum)
+        ema_update_(self.teacher_head, self.head, momentum)

@@ -1,0 +1,83 @@
+"""MoCo v2: momentum contrast with an MLP head (He et al. 2020; Chen et al. 2020, "Improved baselines")."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from sslframe.distributed.collectives import gather_with_grad, rank, world_size
+from sslframe.losses.moco import enqueue_, moco_infonce_loss
+from sslframe.methods.base import Method, StepContext, StepOutput
+from sslframe.models.ema import ema_update_, frozen_copy
+from sslframe.models.heads import MLPHead
+from sslframe.models.trunks import Trunk
+
+# Seeds the key-batch permutation of each step; every rank derives the same one.
+_SHUFFLE_SEED = 0x5EED
+
+
+class MoCoV2(Method):
+    """Query encoder (trunk + MLP head), momentum key encoder and a queue of negative keys.
+
+    The first view is the query, the second the key (the paper's asymmetric form). The queue
+    (K x D normalised keys) and its write pointer are buffers in the shared state dict: every
+    rank enqueues the keys of the whole global batch, so the queue is identical on all ranks.
+
+    Shuffle-BN (He et al. 2020, sec. 3.3): the key encoder's batch norm would otherwise see the
+    positive's own sub-batch statistics. Across ranks the global key batch is gathered, permuted
+    with a generator seeded by the step (the same on every rank, no communication), each rank
+    encodes its slice of the permuted batch, and the keys are gathered and un-permuted. In one
+    process batch-norm statistics do not depend on the order of the batch, so there is nothing
+    to shuffle and the keys are computed directly.
+    """
+
+    def __init__(self, trunk: Trunk, head_cfg: Any, cfg: Any) -> None:
+        super().__init__()
+        self.trunk = trunk
+        self.head = MLPHead.from_config(trunk.out_dim, head_cfg)
+        self.key_trunk = frozen_copy(trunk)
+        self.key_head = frozen_copy(self.head)
+        self.temperature = cfg.temperature
+        self.momentum = cfg.momentum
+        self.shuffle_bn = cfg.shuffle_bn
+        self.register_buffer("queue", F.normalize(torch.randn(cfg.queue_length, self.head.output_dim), dim=1))
+        self.register_buffer("queue_pointer", torch.zeros((), dtype=torch.long))
+
+    def _encode_keys(self, x: torch.Tensor) -> torch.Tensor:
+        return F.normalize(self.key_head(self.key_trunk(x)), dim=1)
+
+    @torch.no_grad()
+    def keys(self, x: torch.Tensor, step: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """(this rank's keys, the global batch's keys in rank order), with shuffle-BN across ranks."""
+        world = world_size(self.group)
+        if world == 1:
+            k = self._encode_keys(x)
+            return k, k
+        batch = x.shape[0]
+        mine = slice(rank(self.group) * batch, (rank(self.group) + 1) * batch)
+        if not self.shuffle_bn:
+            k = self._encode_keys(x)
+            return k, gather_with_grad(k, self.group)
+        images = gather_with_grad(x, self.group)
+        order = torch.randperm(images.shape[0], generator=torch.Generator().manual_seed(_SHUFFLE_SEED + step))
+        order = order.to(x.device)
+        shuffled = gather_with_grad(self._encode_keys(images[order[mine]]), self.group)
+        keys = torch.empty_like(shuffled)
+        keys[order] = shuffled
+        return keys[mine], keys
+
+    def training_step(self, crops: list[torch.Tensor], ctx: StepContext) -> StepOutput:
+        if len(crops) < 2:
+            raise ValueError("MoCo v2 needs two views per image (transform.global_crops=2)")
+        q = F.normalize(self.head(self.trunk(crops[0])), dim=1)
+        k, all_keys = self.keys(crops[1], ctx.step)
+        # The loss keeps its own copy of the queue: enqueueing below must not change it.
+        loss = moco_infonce_loss(q, k, self.queue.clone(), self.temperature)
+        enqueue_(self.queue, self.queue_pointer, all_keys.detach())
+        return StepOutput(loss=loss, embeddings=q.detach().float())
+
+    def after_optimizer_step(self, ctx: StepContext) -> None:
+        ema_update_(self.key_trunk, self.trunk, self.momentum)
+        ema_update_(self.key_head, self.head, self.momentum)

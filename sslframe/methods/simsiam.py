@@ -1,0 +1,33 @@
+"""SimSiam: simple Siamese representation learning (Chen & He 2021)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from sslframe.losses.cosine import negative_cosine_similarity
+from sslframe.methods.base import Method, StepContext, StepOutput
+from sslframe.models.heads import MLPHead, predictor
+from sslframe.models.trunks import Trunk
+
+
+class SimSiam(Method):
+    """Trunk + projector (``head``, 3 layers with batch norm on its output) + predictor; the
+    loss D(p1, sg(z2))/2 + D(p2, sg(z1))/2 (eq. 3). No momentum encoder: the stop-gradient
+    and the predictor are what prevent collapse (sec. 4.1). Views are encoded one at a time."""
+
+    def __init__(self, trunk: Trunk, head_cfg: Any, cfg: Any) -> None:
+        super().__init__()
+        self.trunk = trunk
+        self.head = MLPHead.from_config(trunk.out_dim, head_cfg)
+        self.predictor = predictor(self.head.output_dim, cfg.predictor_hidden_dims)
+
+    def training_step(self, crops: list[torch.Tensor], ctx: StepContext) -> StepOutput:
+        if len(crops) < 2:
+            raise ValueError("SimSiam needs two views per image (transform.global_crops=2)")
+        z1, z2 = (self.head(self.trunk(view)) for view in crops[:2])
+        p1, p2 = self.predictor(z1), self.predictor(z2)
+        loss = (negative_cosine_similarity(p1, z2) + negative_cosine_similarity(p2, z1)) / 2
+        return StepOutput(loss=loss, embeddings=F.normalize(z1.detach().float(), dim=1))
