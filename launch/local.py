@@ -1,0 +1,79 @@
+"""``launcher=local``: train in this process, or in ``launcher.procs`` processes on this machine.
+
+Several processes are started torchrun-style (``torch.distributed.run --standalone``: a
+rendezvous on a free local port); each runs tools/train.py with the same overrides and joins the
+process group from torchrun's variables, so the trainer is the same one a single process runs.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from types import FrameType
+
+from omegaconf import DictConfig
+
+from sslframe.errors import UserError
+
+TRAIN_SCRIPT = Path(__file__).resolve().parents[1] / "tools" / "train.py"
+
+
+def local_procs(launcher: DictConfig) -> int:
+    """``launcher.procs``, or one process per visible GPU up to ``gpus_per_node`` when it is 0."""
+    if launcher.procs < 0:
+        raise UserError(f"bad value for 'launcher.procs': {launcher.procs} (0 picks one per GPU)")
+    if launcher.procs:
+        return launcher.procs
+    import torch
+
+    gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    return max(min(gpus, launcher.gpus_per_node), 1)
+
+
+def torchrun_command(procs: int, overrides: Sequence[str]) -> list[str]:
+    return [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        f"--nproc_per_node={procs}",
+        str(TRAIN_SCRIPT),
+        *overrides,
+    ]
+
+
+def run_local(cfg: DictConfig, overrides: Sequence[str]) -> int:
+    """Train here; with several processes, wait for them and return their exit status."""
+    procs = local_procs(cfg.launcher)
+    if procs == 1 or "RANK" in os.environ:
+        # One process, or already one of torchrun's processes.
+        return train_here(cfg)
+    print(f"starting {procs} processes on this machine", flush=True)
+    child = subprocess.Popen(torchrun_command(procs, overrides))
+
+    def forward(signum: int, _frame: FrameType | None) -> None:
+        # torchrun passes SIGTERM on to its workers, which checkpoint and stop.
+        child.send_signal(signum)
+
+    old = signal.signal(signal.SIGTERM, forward)
+    try:
+        return child.wait()
+    finally:
+        signal.signal(signal.SIGTERM, old)
+
+
+def train_here(cfg: DictConfig) -> int:
+    from sslframe.engine.trainer import PREEMPTED_EXIT, train
+
+    result = train(cfg)
+    print(f"run dir: {result.run_dir}")
+    if result.checkpoint is not None:
+        print(f"checkpoint: {result.checkpoint}")
+    if result.preempted:
+        print(f"stopped by a signal at step {result.final_step}; resume with trainer.resume=auto")
+        return PREEMPTED_EXIT
+    return 0

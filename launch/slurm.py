@@ -1,0 +1,102 @@
+"""``launcher=slurm``: submit the training run as a SLURM job through submitit.
+
+The job has ``launcher.nodes`` nodes with ``tasks_per_node`` tasks each (one per GPU); every task
+initialises the process group from SLURM's variables (sslframe/distributed/env.py) and runs the
+same trainer. Logs go to ``<run.dir>/slurm/<job id>/``; ``<run.dir>/launcher.json`` records them.
+"""
+
+from __future__ import annotations
+
+import shlex
+import shutil
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import submitit
+from omegaconf import DictConfig, OmegaConf
+
+from launch.job import TrainJob
+from launch.records import now_iso, record_submission
+from sslframe.errors import UserError
+
+# Put this checkout first on the job's import path, so `launch` and `sslframe` are the ones
+# that submitted it (the job runs `python -m submitit.core._submit` with the same interpreter).
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def tasks_per_node(launcher: DictConfig) -> int:
+    """One task per GPU unless set; a CPU job (``gpus_per_node=0``) runs one task per node."""
+    return launcher.tasks_per_node or max(launcher.gpus_per_node, 1)
+
+
+def sbatch_parameters(launcher: DictConfig) -> dict[str, Any]:
+    """Submitit's SlurmExecutor parameters (named after sbatch's options) for the launcher config."""
+    for key in ("nodes", "cpus_per_task", "time"):
+        if launcher[key] < 1:
+            raise UserError(f"bad value for 'launcher.{key}': {launcher[key]} (must be at least 1)")
+    if launcher.gpus_per_node < 0 or launcher.tasks_per_node < 0 or launcher.max_requeues < 0:
+        raise UserError("launcher.gpus_per_node, launcher.tasks_per_node and launcher.max_requeues cannot be negative")
+    params: dict[str, Any] = {
+        "job_name": launcher.job_name,
+        "nodes": launcher.nodes,
+        "ntasks_per_node": tasks_per_node(launcher),
+        "cpus_per_task": launcher.cpus_per_task,
+        "time": launcher.time,
+        "signal_delay_s": launcher.signal_delay_s,
+        "setup": [f"export PYTHONPATH={shlex.quote(str(ROOT))}${{PYTHONPATH:+:$PYTHONPATH}}"],
+    }
+    if launcher.gpus_per_node > 0:
+        params["gpus_per_node"] = launcher.gpus_per_node
+    if launcher.mem_gb > 0:
+        params["mem"] = f"{launcher.mem_gb}GB"
+    for key in ("partition", "account", "qos", "constraint"):
+        if launcher[key]:
+            params[key] = launcher[key]
+    # Requeueable even where the cluster's default is not (JobRequeue=0); "" marks a bare flag.
+    extra: dict[str, Any] = {"requeue": True}
+    extra.update({str(k): (True if v in ("", None) else str(v)) for k, v in launcher.sbatch.items()})
+    params["additional_parameters"] = extra
+    return params
+
+
+def make_executor(cfg: DictConfig) -> submitit.SlurmExecutor:
+    """A SlurmExecutor writing its files (sbatch script, pickles, logs) to ``<run.dir>/slurm/%j``."""
+    if shutil.which("sbatch") is None:
+        raise UserError("launcher=slurm needs SLURM's sbatch on PATH (run from a cluster's login node)")
+    folder = Path(cfg.run.dir).resolve() / "slurm" / "%j"
+    executor = submitit.SlurmExecutor(folder=folder, max_num_timeout=cfg.launcher.max_requeues)
+    executor.update_parameters(**sbatch_parameters(cfg.launcher))
+    return executor
+
+
+def submit(cfg: DictConfig, overrides: Sequence[str]) -> int:
+    """Submit the run; print and record the job id and where its logs go."""
+    run_dir = Path(cfg.run.dir).resolve()
+    executor = make_executor(cfg)
+    config = OmegaConf.to_container(cfg, resolve=True)
+    config["run"]["dir"] = str(run_dir)
+    try:
+        job = executor.submit(TrainJob(config, cfg.launcher.max_requeues))
+    except submitit.core.utils.FailedJobError as exc:
+        raise UserError(f"sbatch refused the job: {str(exc).strip().splitlines()[-1]}") from None
+    log_dir = run_dir / "slurm" / str(job.job_id)
+    stdout = str(job.paths.stdout).replace("_0_log", "_<rank>_log")
+    record_submission(
+        run_dir,
+        {
+            "launcher": "slurm",
+            "job_id": str(job.job_id),
+            "submitted": now_iso(),
+            "log_dir": str(log_dir),
+            "stdout": stdout,
+            "stderr": stdout.replace("_log.out", "_log.err"),
+            "command": [Path(sys.argv[0]).name, *overrides],
+            "tasks": cfg.launcher.nodes * tasks_per_node(cfg.launcher),
+        },
+    )
+    print(f"submitted job {job.job_id} ({cfg.launcher.nodes} nodes x {tasks_per_node(cfg.launcher)} tasks)")
+    print(f"logs: {stdout}")
+    print(f"run dir: {run_dir}")
+    return 0
