@@ -54,11 +54,20 @@ def sbatch_parameters(launcher: DictConfig) -> dict[str, Any]:
     for key in ("partition", "account", "qos", "constraint"):
         if launcher[key]:
             params[key] = launcher[key]
-    # Requeueable even where the cluster's default is not (JobRequeue=0); "" marks a bare flag.
-    extra: dict[str, Any] = {"requeue": True}
-    extra.update({str(k): (True if v in ("", None) else str(v)) for k, v in launcher.sbatch.items()})
-    params["additional_parameters"] = extra
+    # Requeueable even where the cluster's default is not (JobRequeue=0).
+    params["additional_parameters"] = {"requeue": True, **extra_sbatch_options(launcher.sbatch)}
     return params
+
+
+def extra_sbatch_options(options: Sequence[str]) -> dict[str, Any]:
+    """``[--exclusive, --mail-type=END]`` as submitit's ``{"exclusive": True, "mail-type": "END"}``."""
+    parsed: dict[str, Any] = {}
+    for option in options:
+        if not option.startswith("--") or len(option) < 3:
+            raise UserError(f"bad value in 'launcher.sbatch': '{option}' (options are --name or --name=value)")
+        name, eq, value = option[2:].partition("=")
+        parsed[name] = value if eq else True
+    return parsed
 
 
 def make_executor(cfg: DictConfig) -> submitit.SlurmExecutor:

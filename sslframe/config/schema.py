@@ -427,8 +427,8 @@ class SlurmLauncherConfig:
     # Time limit in minutes.
     time: int = 4320
     job_name: str = "sslframe"
-    # Further sbatch options, e.g. {exclusive: "", mail-type: END}.
-    sbatch: dict[str, str] = field(default_factory=dict)
+    # Further sbatch options: launcher.sbatch=[--exclusive,'--mail-type=END'] (quote those with =).
+    sbatch: list[str] = field(default_factory=list)
     # Requeues after preemption or the time limit before the job gives up.
     max_requeues: int = 20
     # SLURM sends SIGUSR2 this many seconds before the time limit: time to checkpoint.
