@@ -1,0 +1,153 @@
+"""Barlow Twins, VICReg and DeepCluster-v2: short runs on generated images (the loss falls, the
+embeddings do not collapse) and DeepCluster-v2's per-epoch clustering state."""
+
+from __future__ import annotations
+
+import itertools
+import math
+
+import pytest
+import torch
+
+from sslframe.config import compose_config
+from sslframe.methods import Method, StepContext, build_method
+from sslframe.methods.deepclusterv2 import UNASSIGNED, DeepClusterV2
+from sslframe.optim.build import parameter_groups
+from tests.helpers import TINY
+from tests.methods.vit_runs import augment, generated_images
+
+SIZE, IMAGES, BATCH = 16, 32, 8
+STEPS_PER_EPOCH = IMAGES // BATCH
+
+
+def tiny(config: str, *extra: str) -> Method:
+    cfg = compose_config("train", [f"config={config}", *TINY, "data=folder", "data.path=unused", *extra])
+    torch.manual_seed(0)
+    return build_method(cfg)
+
+
+def tiny_deepcluster() -> DeepClusterV2:
+    method = tiny("deepclusterv2_resnet50", "method.num_prototypes=[6,4]", "method.kmeans_iterations=5")
+    assert isinstance(method, DeepClusterV2)
+    method.bind_dataset(IMAGES, 0, 1)
+    return method
+
+
+def run_epochs(method: Method, epochs: int, lr: float, views: int = 2, seed: int = 0) -> dict[str, list]:
+    """Train as the Trainer does (forward, backward, hooks, step, hooks), one shuffled pass over
+    the generated images per epoch; per step: epoch, loss, mean per-dimension embedding std."""
+    data = generated_images(IMAGES, size=SIZE, seed=seed)
+    g = torch.Generator().manual_seed(seed + 1)
+    optimizer = torch.optim.AdamW(parameter_groups(method, 1e-4, True), lr=lr)
+    total = epochs * STEPS_PER_EPOCH
+    record: dict[str, list] = {"epoch": [], "loss": [], "std": []}
+    method.train()
+    for epoch in range(epochs):
+        order = torch.randperm(IMAGES, generator=g)
+        for i in range(STEPS_PER_EPOCH):
+            indices = order[i * BATCH : (i + 1) * BATCH]
+            images = data[indices]
+            ctx = StepContext(epoch * STEPS_PER_EPOCH + i, epoch, STEPS_PER_EPOCH, total, indices)
+            out = method.training_step([augment(images, g) for _ in range(views)], ctx)
+            out.loss.backward()
+            method.before_optimizer_step(ctx)
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+            method.after_optimizer_step(ctx)
+            record["epoch"].append(epoch)
+            record["loss"].append(float(out.loss.detach()))
+            record["std"].append(float(out.embeddings.std(dim=0).mean()))
+    return record
+
+
+def mean(values: list[float]) -> float:
+    return sum(values) / len(values)
+
+
+def assert_not_collapsed(stds: list[float], dim: int) -> None:
+    # Unit vectors spread evenly over ``dim`` dimensions have a per-dimension std of about
+    # 1/sqrt(dim); a collapsed embedding has 0. Require a quarter of the even spread.
+    assert min(stds[-3:]) > 0.25 / math.sqrt(dim), stds
+
+
+@pytest.mark.parametrize("config", ["barlowtwins_resnet50", "vicreg_resnet50"])
+def test_short_run_loss_falls_without_collapse(config: str) -> None:
+    method = tiny(config)
+    record = run_epochs(method, epochs=6, lr=3e-3)
+    losses = record["loss"]
+    assert all(math.isfinite(v) for v in losses)
+    assert mean(losses[-3:]) < 0.8 * mean(losses[:3]), losses
+    assert_not_collapsed(record["std"], method.head.output_dim)
+
+
+@pytest.fixture(scope="module")
+def deepcluster_run() -> tuple[DeepClusterV2, dict[str, list], list[torch.Tensor]]:
+    """Five epochs of DeepCluster-v2, keeping the assignment table after each epoch's clustering."""
+    method = tiny_deepcluster()
+    tables = []
+    original_cluster = method.cluster
+
+    def cluster_and_keep(epoch: int) -> None:
+        original_cluster(epoch)
+        tables.append(method.assignments.clone())
+
+    method.cluster = cluster_and_keep  # type: ignore[method-assign]
+    record = run_epochs(method, epochs=5, lr=3e-3, views=3)
+    return method, record, tables
+
+
+def test_deepcluster_first_epoch_only_fills_the_bank(deepcluster_run: tuple) -> None:
+    _, record, tables = deepcluster_run
+    first = [loss for loss, epoch in zip(record["loss"], record["epoch"], strict=True) if epoch == 0]
+    assert first == [0.0] * STEPS_PER_EPOCH
+    assert bool((tables[0] == UNASSIGNED).all()), "nothing is clustered before the bank holds an epoch"
+    assert all(bool((t != UNASSIGNED).all()) for t in tables[1:]), "every sample seen last epoch is assigned"
+
+
+def test_deepcluster_assignments_are_refreshed_each_epoch(deepcluster_run: tuple) -> None:
+    method, _, tables = deepcluster_run
+    assert len(tables) == 5 and int(method.clustered_epoch) == 4
+    assert any(not torch.equal(a, b) for a, b in itertools.pairwise(tables[1:]))
+    # The last table is the k-means of the bank as it stood at the start of epoch 4: each sample
+    # goes to its nearest prototype (the final centroids), prototype set j using crop j % 2.
+    # The bank has since been overwritten by epoch 4, so recompute from a fresh clustering.
+    method.cluster(5)
+    for j in range(len(method.num_prototypes)):
+        prototypes = method.prototypes(j)
+        torch.testing.assert_close(prototypes.norm(dim=1), torch.ones(prototypes.shape[0]))
+        nearest = (method.bank[j % 2] @ prototypes.t()).argmax(dim=1)
+        assert torch.equal(method.assignments[j, method.bank_index], nearest)
+    assert sorted(method.bank_index.tolist()) == list(range(IMAGES))
+
+
+def test_deepcluster_state_dict_holds_shared_state_and_rank_state_the_bank(deepcluster_run: tuple) -> None:
+    method, _, _ = deepcluster_run
+    state = method.state_dict()
+    assert {"assignments", "clustered_epoch", "prototypes_0", "prototypes_1"} <= set(state)
+    assert "bank" not in state and "bank_index" not in state
+    assert set(method.rank_state_dict()) == {"bank", "bank_index"}
+    fresh = tiny_deepcluster()
+    fresh.load_state_dict(state)
+    fresh.load_rank_state_dict({k: v.clone() for k, v in method.rank_state_dict().items()})
+    assert torch.equal(fresh.assignments, method.assignments) and int(fresh.clustered_epoch) == 5
+    assert torch.equal(fresh.bank, method.bank)
+    fresh.load_rank_state_dict(None)  # a rank without saved state starts with an empty bank
+    assert bool((fresh.bank_index == UNASSIGNED).all())
+
+
+def test_deepcluster_loss_falls_over_epochs(deepcluster_run: tuple) -> None:
+    _, record, _ = deepcluster_run
+    by_epoch = [mean([v for v, e in zip(record["loss"], record["epoch"], strict=True) if e == k]) for k in range(5)]
+    assert by_epoch[-1] < 0.8 * by_epoch[1], by_epoch
+    assert_not_collapsed(record["std"], 16)
+
+
+def test_deepcluster_needs_sample_indices_and_enough_samples() -> None:
+    method = tiny_deepcluster()
+    crops = [torch.randn(BATCH, 3, SIZE, SIZE) for _ in range(2)]
+    with pytest.raises(ValueError, match="dataset index"):
+        method.training_step(crops, StepContext(0, 0, STEPS_PER_EPOCH, STEPS_PER_EPOCH))
+    from sslframe.errors import UserError
+
+    with pytest.raises(UserError, match="num_prototypes"):
+        method.bind_dataset(8, 0, 2)
