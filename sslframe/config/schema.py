@@ -463,6 +463,25 @@ class ModelConfig:
 
 
 @dataclass
+class MonitorConfig:
+    """Observers of pretraining (sslframe/engine/monitors.py); they never change training."""
+
+    # Online kNN top-1 every this many steps (0: off; a multiple of trainer.log_every lines it up
+    # with the logged records): the first knn_val_per_class images of each class of data.val_path
+    # against the first knn_train_per_class of data.path.
+    knn_every: int = 0
+    knn_train_per_class: int = 50
+    knn_val_per_class: int = 20
+    knn_k: int = 20
+    knn_temperature: float = 0.07
+    knn_batch_size: int = 256
+    # Embedding std and effective rank per step, averaged per logging interval; warn below these.
+    collapse: bool = True
+    min_std: float = 0.01
+    min_effective_rank: float = 2.0
+
+
+@dataclass
 class TrainConfig:
     run: RunConfig = field(default_factory=RunConfig)
     trunk: Any = MISSING
@@ -476,6 +495,7 @@ class TrainConfig:
     distributed: Any = MISSING
     launcher: Any = MISSING
     model: ModelConfig = field(default_factory=ModelConfig)
+    monitor: MonitorConfig = field(default_factory=MonitorConfig)
 
 
 @dataclass

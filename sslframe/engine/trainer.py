@@ -35,6 +35,7 @@ from sslframe.distributed import checkpoint as ckpt
 from sslframe.distributed.collectives import all_reduce_sum
 from sslframe.distributed.env import DistEnv, init_distributed, teardown
 from sslframe.distributed.parallelize import PRECISION_DTYPES, parallelize
+from sslframe.engine.monitors import build_monitors
 from sslframe.engine.observers import ConsoleProgress, JSONLinesLog, Observer, TensorBoardLog
 from sslframe.errors import UserError
 from sslframe.methods import Method, StepContext, build_method
@@ -328,6 +329,7 @@ class Trainer:
         observers = self._observers()
         for obs in observers:
             obs.on_start(self.step, self.stop_step)
+        monitors = build_monitors(cfg, self.method.trunk, self.device, self.memory_format)
         log.info(
             "training to step %d of %d (%d per epoch), batch %d per process, global batch %d, peak lr %.4g",
             self.stop_step,
@@ -367,6 +369,8 @@ class Trainer:
             else:
                 self._update(out.loss, ctx)
             self.step += 1
+            for monitor in monitors:
+                monitor.on_step(self.step, out)
             if not nonfinite:
                 loss_sum += out.loss.detach().float()
                 window_steps += 1
@@ -392,6 +396,8 @@ class Trainer:
                 }
                 for key, value in out.logs.items():
                     record[key] = float(value)
+                for monitor in monitors:
+                    record.update(monitor.read())
                 for obs in observers:
                     obs.on_log(record)
                 loss_sum.zero_()

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from omegaconf import OmegaConf
+from torch.utils.data import Sampler
 
-from sslframe.data.loader import EpochSampler, ViewsDataset, make_loader
+from sslframe.data.loader import ViewsDataset, make_loader
 from sslframe.data.sources import build_source
 from sslframe.data.transforms import eval_transform
 from sslframe.distributed import checkpoint as ckpt
@@ -38,7 +41,75 @@ def load_trunk(path: str | Path, random_init: bool = False) -> tuple[Trunk, Any,
     return trunk.eval(), run_cfg, folder
 
 
+class StridedSampler(Sampler[tuple[int, int]]):
+    """Every sample exactly once, rank r taking indices r, r + world, ... (no shuffle, no
+    dropped tail: unlike the training sampler, extraction must cover the whole dataset)."""
+
+    def __init__(self, num_samples: int, rank: int = 0, world_size: int = 1) -> None:
+        self.indices = list(range(rank, num_samples, world_size))
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __iter__(self) -> Iterator[tuple[int, int]]:
+        return ((0, i) for i in self.indices)
+
+
+@contextmanager
+def block_output(trunk: Trunk, layer: int) -> Iterator[list[torch.Tensor]]:
+    """Captures the output of ``trunk.blocks()[layer]`` during forward passes."""
+    captured: list[torch.Tensor] = []
+    handle = trunk.blocks()[layer].register_forward_hook(lambda _m, _i, out: captured.append(out))
+    try:
+        yield captured
+    finally:
+        handle.remove()
+
+
+def pool(features: torch.Tensor) -> torch.Tensor:
+    """Global average over space (N, C, H, W) or tokens (N, T, C); vectors pass through."""
+    if features.dim() == 4:
+        return features.float().mean((2, 3))
+    if features.dim() == 3:
+        return features.float().mean(1)
+    return features.float()
+
+
+def trunk_features(trunk: Trunk, images: torch.Tensor, layer: int | None = None) -> torch.Tensor:
+    """The pooled output (``layer`` None) or the average-pooled output of block ``layer``."""
+    if layer is None:
+        return trunk(images).float()
+    with block_output(trunk, layer) as captured:
+        trunk(images)
+    return pool(captured[-1])
+
+
 @torch.no_grad()
+def iter_features(
+    trunk: Trunk,
+    data_cfg: Any,
+    path: str,
+    transform: Any,
+    batch_size: int,
+    num_workers: int,
+    device: torch.device,
+    layer: int | None = None,
+    rank: int = 0,
+    world_size: int = 1,
+) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+    """(raw features, labels, dataset indices) batch by batch for this rank's share of ``path``."""
+    source = build_source(data_cfg, path)
+    dataset = ViewsDataset(source, transform, seed=0)
+    sampler = StridedSampler(len(source), rank, world_size)
+    loader = make_loader(dataset, sampler, batch_size, num_workers, drop_last=False)
+    trunk = trunk.to(device, memory_format=torch.channels_last).eval()
+    for batch in loader:
+        if batch.size == 0:
+            continue
+        images = batch.views[0].to(device, memory_format=torch.channels_last)
+        yield trunk_features(trunk, images, layer).cpu(), batch.labels, batch.indices
+
+
 def extract_features(
     trunk: Trunk,
     data_cfg: Any,
@@ -49,18 +120,13 @@ def extract_features(
     batch_size: int,
     num_workers: int,
     device: torch.device,
+    layer: int | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """L2-normalised global-average-pooled features and labels for every image under ``path``."""
-    source = build_source(data_cfg, path)
-    dataset = ViewsDataset(source, eval_transform(size, mean, std), seed=0)
-    sampler = EpochSampler(len(source), seed=0, shuffle=False)
-    loader = make_loader(dataset, sampler, batch_size, num_workers, drop_last=False)
-    trunk = trunk.to(device, memory_format=torch.channels_last)
-    feats, labels = [], []
-    for batch in loader:
-        if batch.size == 0:
-            continue
-        images = batch.views[0].to(device, memory_format=torch.channels_last)
-        feats.append(F.normalize(trunk(images).float(), dim=1).cpu())
-        labels.append(batch.labels)
-    return torch.cat(feats), torch.cat(labels)
+    """L2-normalised pooled features and labels for every image under ``path``."""
+    parts = list(
+        iter_features(trunk, data_cfg, path, eval_transform(size, mean, std), batch_size, num_workers, device, layer)
+    )
+    if not parts:
+        raise UserError(f"no readable images under '{path}'")
+    feats = torch.cat([p[0] for p in parts])
+    return F.normalize(feats, dim=1), torch.cat([p[1] for p in parts])

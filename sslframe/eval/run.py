@@ -5,16 +5,29 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import torch
+import torch.nn.functional as F
 from omegaconf import DictConfig
+from torchvision.transforms import v2
 
+from sslframe.data.loader import EpochSampler, ViewsDataset, make_loader
+from sslframe.data.sources import build_source
+from sslframe.data.transforms import eval_transform
+from sslframe.distributed.env import init_distributed
 from sslframe.engine.trainer import pick_device
 from sslframe.errors import UserError
-from sslframe.eval.features import extract_features, load_trunk
+from sslframe.eval.features import iter_features, load_trunk, trunk_features
+from sslframe.eval.finetune import Classifier, build_finetune_optimizer, train_finetune
 from sslframe.eval.knn import knn_accuracy
+from sslframe.eval.linear import EpochBatches, ProbeSettings, evaluate, linear_probe, topk_accuracy, train_linear
+from sslframe.eval.lowshot import lowshot, subset_sizes
+from sslframe.eval.store import FeatureSet, read_features, write_shards
+from sslframe.models.trunks import Trunk
 from sslframe.registry import Registry
 
 log = logging.getLogger(__name__)
@@ -22,25 +35,86 @@ log = logging.getLogger(__name__)
 TASKS: Registry[Callable[[DictConfig], dict[str, Any]]] = Registry("evaluation")
 
 
+@dataclass
+class Pretrained:
+    """The trunk under evaluation and how its run preprocessed images."""
+
+    trunk: Trunk
+    checkpoint: Path
+    size: int
+    mean: list[float]
+    std: list[float]
+    device: torch.device
+
+    @property
+    def run_dir(self) -> Path:
+        return self.checkpoint.parent.parent
+
+
+def _pretrained(cfg: DictConfig) -> Pretrained:
+    ev = cfg.eval
+    trunk, run_cfg, folder = load_trunk(cfg.checkpoint, random_init=ev.random_init)
+    tf = run_cfg.transform
+    size = ev.image_size or tf.global_size
+    return Pretrained(trunk, folder, size, list(tf.mean), list(tf.std), pick_device(ev.device))
+
+
+def _layer(ev: DictConfig) -> int | None:
+    return None if ev.layer < 0 else int(ev.layer)
+
+
+def _split_path(cfg: DictConfig, split: str) -> str:
+    if split == "train":
+        return cfg.data.path
+    if split == "val":
+        if not cfg.data.val_path:
+            raise UserError("this evaluation needs a held-out split: set data.val_path=DIR")
+        return cfg.data.val_path
+    raise UserError(f"unknown split '{split}'; valid choices: train, val")
+
+
+def _fresh_features(cfg: DictConfig, model: Pretrained, split: str) -> FeatureSet:
+    ev = cfg.eval
+    transform = eval_transform(model.size, model.mean, model.std)
+    args = (ev.batch_size, ev.num_workers, model.device, _layer(ev))
+    parts = list(iter_features(model.trunk, cfg.data, _split_path(cfg, split), transform, *args))
+    if not parts:
+        raise UserError(f"no readable images in the {split} split")
+    feats, labels, indices = (torch.cat(p) for p in zip(*parts, strict=True))
+    return FeatureSet(feats, labels, indices, [str(i) for i in indices.tolist()])
+
+
+def _labelled_splits(cfg: DictConfig, model: Pretrained | None) -> tuple[FeatureSet, FeatureSet]:
+    """Train and val features: cached ones from ``eval.features`` or freshly extracted."""
+    if cfg.eval.features:
+        train, val = (read_features(Path(cfg.eval.features) / s) for s in ("train", "val"))
+    else:
+        assert model is not None
+        train, val = (_fresh_features(cfg, model, s) for s in ("train", "val"))
+    if (train.labels < 0).any() or (val.labels < 0).any():
+        raise UserError("this evaluation needs labelled images (class sub-folders) in data.path and data.val_path")
+    return train, val
+
+
+def _source_of(cfg: DictConfig) -> tuple[Pretrained | None, str]:
+    """The trunk (None when cached features are used) and how to name the source in results."""
+    if cfg.eval.features:
+        return None, str(Path(cfg.eval.features).resolve())
+    model = _pretrained(cfg)
+    return model, str(model.checkpoint)
+
+
 @TASKS.register("knn")
 def knn_task(cfg: DictConfig) -> dict[str, Any]:
     ev = cfg.eval
-    if not cfg.data.val_path:
-        raise UserError("kNN needs a held-out split: set data.val_path=DIR (data.path is the memory bank)")
-    trunk, run_cfg, folder = load_trunk(cfg.checkpoint, random_init=ev.random_init)
-    device = pick_device(ev.device)
-    tf = run_cfg.transform
-    size = ev.image_size or tf.global_size
-    args = (size, tf.mean, tf.std, ev.batch_size, ev.num_workers, device)
     start = time.monotonic()
-    train_x, train_y = extract_features(trunk, cfg.data, cfg.data.path, *args)
-    test_x, test_y = extract_features(trunk, cfg.data, cfg.data.val_path, *args)
-    if (train_y < 0).any() or (test_y < 0).any():
-        raise UserError("kNN needs labelled images (class sub-folders) in data.path and data.val_path")
-    acc = knn_accuracy(train_x, train_y, test_x, test_y, list(ev.ks), ev.temperature)
+    model, source = _source_of(cfg)
+    train, test = _labelled_splits(cfg, model)
+    train_x, test_x = F.normalize(train.features, dim=1), F.normalize(test.features, dim=1)
+    acc = knn_accuracy(train_x, train.labels, test_x, test.labels, list(ev.ks), ev.temperature)
     return {
         "task": "knn",
-        "checkpoint": str(folder),
+        "checkpoint": source,
         "random_init": ev.random_init,
         "num_train": int(train_x.shape[0]),
         "num_test": int(test_x.shape[0]),
@@ -52,15 +126,223 @@ def knn_task(cfg: DictConfig) -> dict[str, Any]:
     }
 
 
+@TASKS.register("extract")
+def extract_task(cfg: DictConfig) -> dict[str, Any]:
+    """Each rank (torchrun) extracts its strided share and writes its own shards."""
+    ev = cfg.eval
+    start = time.monotonic()
+    model = _pretrained(cfg)
+    env = init_distributed(model.device.type)
+    out = Path(ev.out_dir) if ev.out_dir else model.run_dir / "eval" / "features"
+    transform = eval_transform(model.size, model.mean, model.std)
+    counts = {}
+    for split in ev.splits:
+        path = _split_path(cfg, split)
+        source = build_source(cfg.data, path)
+        keys = [s.key for s in getattr(source, "samples", [])]
+        batches = iter_features(
+            model.trunk, cfg.data, path, transform, ev.batch_size, ev.num_workers, model.device, _layer(ev),
+            env.rank, env.world_size,
+        )  # fmt: skip
+        meta = {"split": split, "checkpoint": str(model.checkpoint), "layer": ev.layer, "num_samples": len(source)}
+        key_of = keys.__getitem__ if keys else str
+        write_shards(batches, key_of, out / split, env.rank, ev.shard_size, meta, env.world_size)
+        counts[split] = len(source)
+    return {
+        "task": "extract",
+        "checkpoint": str(model.checkpoint),
+        "random_init": ev.random_init,
+        "features": str(out),
+        "num_samples": counts,
+        "world_size": env.world_size,
+        "rank": env.rank,
+        "seconds": round(time.monotonic() - start, 1),
+    }
+
+
+def _probe_settings(ev: DictConfig) -> ProbeSettings:
+    return ProbeSettings(
+        epochs=ev.epochs,
+        batch_size=ev.probe_batch_size,
+        lr=ev.lr,
+        momentum=ev.momentum,
+        weight_decay=ev.weight_decay,
+        optimizer=ev.optimizer,
+        batch_norm=ev.batch_norm,
+        seed=ev.seed,
+    )
+
+
+def train_transform(size: int, scale: Iterable[float], mean: list[float], std: list[float]) -> v2.Compose:
+    """Light augmentation of the linear and fine-tuning protocols: random resized crop and flip."""
+    return v2.Compose(
+        [
+            v2.RandomResizedCrop(size, scale=tuple(scale), antialias=True),
+            v2.RandomHorizontalFlip(),
+            v2.ToDtype(torch.float32, scale=True),
+            v2.Normalize(mean, std),
+        ]
+    )
+
+
+def _image_batches(cfg: DictConfig, model: Pretrained, seed: int) -> tuple[EpochBatches, int]:
+    """Augmented training images, shuffled per epoch; (epoch -> batches, steps per epoch)."""
+    ev = cfg.eval
+    source = build_source(cfg.data, cfg.data.path)
+    transform = train_transform(model.size, ev.crop_scale, model.mean, model.std)
+    sampler = EpochSampler(len(source), seed, shuffle=True)
+    loader = make_loader(ViewsDataset(source, transform, seed=seed), sampler, ev.batch_size, ev.num_workers, False)
+
+    def batches(epoch: int) -> Iterable[tuple[torch.Tensor, torch.Tensor]]:
+        sampler.set_epoch(epoch)
+        for batch in loader:
+            if batch.size:
+                yield batch.views[0].contiguous(memory_format=torch.channels_last), batch.labels
+
+    return batches, -(-len(source) // ev.batch_size)
+
+
+@TASKS.register("linear")
+def linear_task(cfg: DictConfig) -> dict[str, Any]:
+    ev = cfg.eval
+    start = time.monotonic()
+    settings = _probe_settings(ev)
+    if ev.augment and ev.features:
+        raise UserError("eval.augment=true recomputes features from images; drop eval.features")
+    model, source = _source_of(cfg)
+    train, val = _labelled_splits(cfg, model)
+    if ev.augment:
+        assert model is not None
+        images, steps = _image_batches(cfg, model, ev.seed)
+        trunk = model.trunk.to(model.device).eval()
+
+        def frozen(epoch: int) -> Iterable[tuple[torch.Tensor, torch.Tensor]]:
+            for x, y in images(epoch):
+                # Outside the no_grad block at the yield: the probe's own step needs gradients.
+                with torch.no_grad():
+                    feats = trunk_features(trunk, x.to(model.device), _layer(ev)).cpu()
+                yield feats, y
+
+        num_classes = int(max(train.labels.max(), val.labels.max())) + 1
+        probe = train_linear(frozen, steps, train.features.shape[1], num_classes, settings)
+        acc = evaluate(probe, val.features, val.labels)
+    else:
+        acc = linear_probe(train.features, train.labels, val.features, val.labels, settings)
+    return {
+        "task": "linear",
+        "checkpoint": source,
+        "random_init": ev.random_init,
+        "num_train": len(train.labels),
+        "num_val": len(val.labels),
+        "feature_dim": int(train.features.shape[1]),
+        "settings": settings.__dict__,
+        "augment": ev.augment,
+        "top1": acc["top1"],
+        "top5": acc["top5"],
+        "seconds": round(time.monotonic() - start, 1),
+    }
+
+
+@TASKS.register("lowshot")
+def lowshot_task(cfg: DictConfig) -> dict[str, Any]:
+    ev = cfg.eval
+    start = time.monotonic()
+    model, source = _source_of(cfg)
+    train, val = _labelled_splits(cfg, model)
+    settings = _probe_settings(ev)
+
+    def probe(subset: torch.Tensor, seed: int) -> float:
+        x, y = train.features[subset], train.labels[subset]
+        if ev.probe == "knn":
+            tx, vx = F.normalize(x, dim=1), F.normalize(val.features, dim=1)
+            return knn_accuracy(tx, y, vx, val.labels, [ev.k], ev.temperature)["weighted"][str(ev.k)]
+        seeded = ProbeSettings(**{**settings.__dict__, "seed": seed})
+        return linear_probe(x, y, val.features, val.labels, seeded)["top1"]
+
+    sizes = subset_sizes(train.labels, ev.fractions, ev.per_class)
+    results = lowshot(train.labels, sizes, list(ev.seeds), probe)
+    return {
+        "task": "lowshot",
+        "checkpoint": source,
+        "random_init": ev.random_init,
+        "probe": ev.probe,
+        "num_train": len(train.labels),
+        "num_val": len(val.labels),
+        "seeds": list(ev.seeds),
+        "subsets": results,
+        "top1": {name: r["top1_mean"] for name, r in results.items()},
+        "seconds": round(time.monotonic() - start, 1),
+    }
+
+
+@torch.no_grad()
+def _classify(model: Classifier, cfg: DictConfig, pre: Pretrained) -> dict[str, float]:
+    transform = eval_transform(pre.size, pre.mean, pre.std)
+    logits, labels = [], []
+    source = build_source(cfg.data, _split_path(cfg, "val"))
+    loader = make_loader(
+        ViewsDataset(source, transform, seed=0),
+        EpochSampler(len(source), 0, shuffle=False),
+        cfg.eval.batch_size,
+        cfg.eval.num_workers,
+        drop_last=False,
+    )
+    for batch in loader:
+        if batch.size:
+            logits.append(model(batch.views[0].to(pre.device)).float().cpu())
+            labels.append(batch.labels)
+    return topk_accuracy(torch.cat(logits), torch.cat(labels))
+
+
+@TASKS.register("finetune")
+def finetune_task(cfg: DictConfig) -> dict[str, Any]:
+    ev = cfg.eval
+    start = time.monotonic()
+    pre = _pretrained(cfg)
+    source = build_source(cfg.data, cfg.data.path)
+    labels = [s.label for s in getattr(source, "samples", [])]
+    if not labels or min(labels) < 0:
+        raise UserError("fine-tuning needs labelled images (class sub-folders) in data.path")
+    torch.manual_seed(ev.seed)
+    model = Classifier(pre.trunk.train(), max(labels) + 1).to(pre.device)
+    optimizer = build_finetune_optimizer(model, ev.optimizer, ev.lr, ev.weight_decay, ev.layer_decay, ev.momentum)
+    batches, steps = _image_batches(cfg, pre, ev.seed)
+    train_finetune(model, batches, steps, ev.epochs, optimizer, ev.warmup_epochs, pre.device)
+    acc = _classify(model, cfg, pre)
+    return {
+        "task": "finetune",
+        "checkpoint": str(pre.checkpoint),
+        "random_init": ev.random_init,
+        "epochs": ev.epochs,
+        "optimizer": ev.optimizer,
+        "lr": ev.lr,
+        "layer_decay": ev.layer_decay,
+        "top1": acc["top1"],
+        "top5": acc["top5"],
+        "seconds": round(time.monotonic() - start, 1),
+    }
+
+
+def _result_path(cfg: DictConfig, result: dict[str, Any]) -> Path:
+    if cfg.out:
+        return Path(cfg.out)
+    if cfg.eval.get("features"):
+        return Path(cfg.eval.features) / f"{cfg.eval.name}.json"
+    run_dir = Path(result["checkpoint"]).parent.parent
+    suffix = "_random_init" if result.get("random_init") else ""
+    return run_dir / "eval" / f"{cfg.eval.name}{suffix}.json"
+
+
+def summary_line(result: dict[str, Any]) -> str:
+    """One line for the console: the task and its headline numbers."""
+    keys = ("task", "top1", "top5", "features", "num_samples")
+    return json.dumps({k: result[k] for k in keys if k in result})
+
+
 def run_eval(cfg: DictConfig) -> dict[str, Any]:
     result = TASKS.get(cfg.eval.name)(cfg)
-    if cfg.out:
-        path = Path(cfg.out)
-    else:
-        run_dir = Path(result["checkpoint"]).parent.parent
-        suffix = "_random_init" if result.get("random_init") else ""
-        path = run_dir / "eval" / f"{cfg.eval.name}{suffix}.json"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(result, indent=1))
-    summary = {k: result[k] for k in ("task", "top1") if k in result}
-    return {"result": result, "summary": summary, "path": str(path)}
+    path = _result_path(cfg, result)
+    if result.get("rank", 0) == 0:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(result, indent=1))
+    return {"result": result, "summary": summary_line(result), "path": str(path)}

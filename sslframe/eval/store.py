@@ -1,0 +1,100 @@
+"""Features on disk: each rank writes its share in safetensors shards; one index per split.
+
+Layout of ``DIR/<split>/``: ``features_rank_RRRRR_shard_SSSS.safetensors`` (tensors
+``features`` float32, ``labels`` and ``indices`` int64; the sample keys in the file's metadata)
+and ``index.json`` (written by rank 0 once every rank is done). Reading back sorts by dataset
+index, so the result does not depend on the number of ranks that wrote it.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.distributed as dist
+from safetensors import safe_open
+from safetensors.torch import save_file
+
+from sslframe.errors import UserError
+
+
+@dataclass
+class FeatureSet:
+    features: torch.Tensor
+    labels: torch.Tensor
+    indices: torch.Tensor
+    keys: list[str]
+
+
+def _barrier() -> None:
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+
+
+def write_shards(
+    batches: Iterable[tuple[torch.Tensor, torch.Tensor, torch.Tensor]],
+    keys_of: Any,
+    folder: Path,
+    rank: int,
+    shard_size: int,
+    meta: dict[str, Any],
+    world_size: int = 1,
+) -> int:
+    """Write this rank's batches as shards of at most ``shard_size`` samples; rank 0 then writes
+    ``index.json`` listing every shard. ``keys_of(index)`` names a sample. Returns samples written."""
+    folder.mkdir(parents=True, exist_ok=True)
+    buffer: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []
+    shard, count, pending = 0, 0, 0
+
+    def flush() -> None:
+        nonlocal shard, buffer, pending
+        feats, labels, idx = (torch.cat(parts) for parts in zip(*buffer, strict=True))
+        keys = [keys_of(int(i)) for i in idx]
+        path = folder / f"features_rank_{rank:05d}_shard_{shard:04d}.safetensors"
+        tensors = {"features": feats.float().contiguous(), "labels": labels.long(), "indices": idx.long()}
+        save_file(tensors, str(path), metadata={"keys": json.dumps(keys)})
+        shard, buffer, pending = shard + 1, [], 0
+
+    for feats, labels, idx in batches:
+        for start in range(0, len(idx), shard_size):
+            part = tuple(t[start : start + shard_size] for t in (feats, labels, idx))
+            if pending + len(part[2]) > shard_size:
+                flush()
+            buffer.append(part)
+            pending += len(part[2])
+            count += len(part[2])
+    if buffer:
+        flush()
+    _barrier()
+    if rank == 0:
+        shards = sorted(p.name for p in folder.glob("features_rank_*_shard_*.safetensors"))
+        index = {**meta, "world_size": world_size, "shards": shards}
+        (folder / "index.json").write_text(json.dumps(index, indent=1))
+    _barrier()
+    return count
+
+
+def read_features(folder: str | Path) -> FeatureSet:
+    """Every shard listed in ``folder/index.json``, concatenated in dataset order."""
+    folder = Path(folder)
+    index_path = folder / "index.json"
+    if not index_path.is_file():
+        raise UserError(f"'{folder}' holds no extracted features (no index.json); run tools/eval.py extract first")
+    try:
+        index = json.loads(index_path.read_text())
+        parts, keys = [], []
+        for name in index["shards"]:
+            with safe_open(str(folder / Path(name).name), framework="pt") as f:
+                parts.append([f.get_tensor(t) for t in ("features", "labels", "indices")])
+                keys += json.loads(f.metadata()["keys"])
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise UserError(f"features in '{folder}' are unreadable: {str(exc).splitlines()[0]}") from None
+    if not parts:
+        raise UserError(f"'{folder}' lists no feature shards")
+    feats, labels, indices = (torch.cat(p) for p in zip(*parts, strict=True))
+    order = indices.argsort()
+    return FeatureSet(feats[order], labels[order], indices[order], [keys[i] for i in order.tolist()])
