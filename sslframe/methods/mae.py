@@ -87,5 +87,6 @@ class MAE(Method):
         latent = self.trunk.encode(images, keep)
         pred = self.head(latent, keep, grid, self.trunk.num_prefix_tokens)
         loss = masked_patch_loss(pred, self.trunk.patchify(images), mask, self.norm_pix_loss)
-        pooled = self.trunk.pool_tokens(latent.detach()).float()
+        # Mean of the visible tokens: the class token gets no direct training signal in MAE.
+        pooled = latent.detach()[:, self.trunk.num_prefix_tokens :].float().mean(dim=1)
         return StepOutput(loss=loss, embeddings=F.normalize(pooled, dim=1))
