@@ -1,14 +1,23 @@
 #!/usr/bin/env python
 """Evaluate a pretrained checkpoint.
 
-    python tools/eval.py knn checkpoint=RUN_DIR_OR_CHECKPOINT data=fashion_mnist [eval.ks=[20,200]]
+    python tools/eval.py TASK checkpoint=RUN_DIR_OR_CHECKPOINT data=fashion_mnist [eval.KEY=VALUE ...]
 
-Tasks: knn (weighted and majority kNN on frozen trunk features).
+Tasks (configs/eval/TASK.yaml):
+  extract   trunk features of data.path and data.val_path in safetensors shards; under torchrun
+            every rank writes its share (torchrun --nproc_per_node=N tools/eval.py extract ...)
+  knn       weighted kNN top-1 for several k (eval.ks=[20,200])
+  linear    linear probe: SGD/LARS, cosine schedule, eval.batch_norm, eval.augment; top-1 and top-5
+  lowshot   probes on 1%/10%/N-per-class subsets over several seeds (eval.probe=linear|knn)
+  finetune  whole trunk plus a new head (eval.layer_decay < 1: layer-wise learning-rate decay)
+
+knn, linear and lowshot read extracted features with eval.features=DIR instead of images;
+eval.random_init=true evaluates the same architecture untrained (a baseline). Results go to
+RUN_DIR/eval/TASK.json (or out=FILE); one summary line is printed.
 """
 
 from __future__ import annotations
 
-import json
 import sys
 from collections.abc import Sequence
 
@@ -32,7 +41,7 @@ def main(argv: Sequence[str]) -> int:
     from sslframe.eval.run import run_eval
 
     result = run_eval(cfg)
-    print(json.dumps(result["summary"]))
+    print(result["summary"])
     print(f"results: {result['path']}")
     return 0
 

@@ -1,0 +1,140 @@
+"""The evaluation tasks end to end on generated images whose classes are separable by intensity."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from sslframe.errors import UserError
+from tests.distributed.harness import run_distributed
+from tests.helpers import TINY, make_image_folder, run_tool
+
+
+@pytest.fixture(scope="module")
+def pretrained(tmp_path_factory) -> Path:
+    """A one-step tiny run, train (3 x 12 images) and val (3 x 6) folders."""
+    from sslframe.config import compose_config
+    from sslframe.engine.trainer import Trainer
+
+    root = tmp_path_factory.mktemp("eval")
+    make_image_folder(root / "train", classes=3, per_class=12, seed=0)
+    make_image_folder(root / "val", classes=3, per_class=6, seed=1)
+    cfg = compose_config(
+        "train",
+        [
+            "config=quickstart",
+            *TINY,
+            "data=folder",
+            f"data.path={root / 'train'}",
+            f"run.dir={root / 'run'}",
+            "trainer.max_steps=1",
+        ],
+    )
+    Trainer(cfg).fit()
+    return root
+
+
+def _eval(root: Path, task: str, *overrides: str) -> dict:
+    from sslframe.config import compose_config
+    from sslframe.eval.run import run_eval
+
+    cfg = compose_config(
+        "eval",
+        [
+            f"eval={task}",
+            f"checkpoint={root / 'run'}",
+            "data=folder",
+            f"data.path={root / 'train'}",
+            f"data.val_path={root / 'val'}",
+            "eval.num_workers=0",
+            "eval.batch_size=16",
+            *overrides,
+        ],
+    )
+    out = run_eval(cfg)
+    assert json.loads(Path(out["path"]).read_text()) == out["result"]
+    return out["result"]
+
+
+def _extract_share(rank: int, world: int, root: str, out: str) -> int:
+    """One rank of a two-process extraction (the harness made the gloo process group)."""
+    from omegaconf import OmegaConf
+
+    from sslframe.data.sources import build_source
+    from sslframe.data.transforms import eval_transform
+    from sslframe.eval.features import iter_features, load_trunk
+    from sslframe.eval.store import write_shards
+
+    trunk, run_cfg, _ = load_trunk(f"{root}/run")
+    data = OmegaConf.create({"source": "folder"})
+    transform = eval_transform(run_cfg.transform.global_size, run_cfg.transform.mean, run_cfg.transform.std)
+    written = 0
+    for split in ("train", "val"):
+        keys = [s.key for s in build_source(data, f"{root}/{split}").samples]
+        batches = iter_features(
+            trunk, data, f"{root}/{split}", transform, 16, 0, torch.device("cpu"), None, rank, world
+        )
+        written += write_shards(batches, keys.__getitem__, Path(out, split), rank, 5, {"split": split}, world)
+    return written
+
+
+def test_extract_across_two_ranks_matches_one_process(pretrained: Path) -> None:
+    from sslframe.eval.store import read_features
+
+    single = _eval(pretrained, "extract", f"eval.out_dir={pretrained / 'one'}", "eval.shard_size=5")
+    assert single["num_samples"] == {"train": 36, "val": 18}
+    # Strided shares: rank 0 takes 18 + 9 samples, rank 1 the other 18 + 9.
+    assert run_distributed(_extract_share, 2, str(pretrained), str(pretrained / "two")) == [27, 27]
+    for split, n in (("train", 36), ("val", 18)):
+        one, two = read_features(pretrained / "one" / split), read_features(pretrained / "two" / split)
+        index = json.loads((pretrained / "two" / split / "index.json").read_text())
+        assert {name.split("_shard")[0] for name in index["shards"]} == {"features_rank_00000", "features_rank_00001"}
+        assert torch.equal(one.indices, torch.arange(n)) and torch.equal(two.indices, one.indices)
+        assert torch.equal(two.labels, one.labels) and two.keys == one.keys and one.keys[0] == "class_0/000.png"
+        torch.testing.assert_close(two.features, one.features)
+
+
+def test_probes_on_separable_images(pretrained: Path) -> None:
+    features = pretrained / "cached"
+    _eval(pretrained, "extract", f"eval.out_dir={features}")
+    cached = f"eval.features={features}"
+    linear = _eval(pretrained, "linear", cached, "eval.epochs=30", "eval.probe_batch_size=12")
+    # Classes are intensity levels (tests/helpers.py): any trunk's pooled features separate them.
+    assert linear["top1"] >= 0.9 and linear["top5"] == 1.0
+    assert Path(cached.split("=")[1], "linear.json").is_file()
+    knn = _eval(pretrained, "knn", cached, "eval.ks=[1,5]")
+    assert knn["top1"] == _eval(pretrained, "knn", "eval.ks=[1,5]")["top1"]  # cached == fresh features
+    shots = _eval(pretrained, "lowshot", cached, "eval.probe=knn", "eval.k=1", "eval.per_class=[2]", "eval.seeds=[0,1]")
+    # 1% of 36 images over 3 classes rounds to 1 per class (at least one); 10%: round(1.2) = 1.
+    assert {name: r["per_class"] for name, r in shots["subsets"].items()} == {"1%": 1, "10%": 1, "2_per_class": 2}
+    assert all(0.0 <= r["top1_mean"] <= 1.0 and r["top1_std"] >= 0.0 for r in shots["subsets"].values())
+    augmented = _eval(pretrained, "linear", "eval.augment=true", "eval.epochs=2", "eval.batch_norm=true")
+    assert augmented["augment"] and 0.0 <= augmented["top1"] <= 1.0
+    with pytest.raises(UserError, match=r"no index\.json"):
+        _eval(pretrained, "linear", f"eval.features={pretrained / 'nothing'}")
+
+
+def test_finetune_learns_the_classes(pretrained: Path) -> None:
+    result = _eval(pretrained, "finetune", "eval.epochs=4", "eval.batch_size=8", "eval.lr=0.01", "eval.layer_decay=0.8")
+    assert result["top1"] >= 0.6  # chance is 1/3
+
+
+def test_cli_prints_one_summary_line(pretrained: Path) -> None:
+    proc = run_tool(
+        "eval.py",
+        "knn",
+        f"checkpoint={pretrained / 'run'}",
+        "data=folder",
+        f"data.path={pretrained / 'train'}",
+        f"data.val_path={pretrained / 'val'}",
+        "eval.ks=[3]",
+        "eval.num_workers=0",
+        "eval.random_init=true",
+    )
+    assert proc.returncode == 0, proc.stderr
+    summary, where = proc.stdout.strip().splitlines()[-2:]
+    assert json.loads(summary)["task"] == "knn"
+    assert where == f"results: {pretrained / 'run' / 'eval' / 'knn_random_init.json'}"
