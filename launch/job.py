@@ -53,6 +53,8 @@ class TrainJob(submitit.helpers.Checkpointable):
         self.config = config
         self.max_requeues = max_requeues
         self.requeues = requeues
+        # The step the trainer stopped at, once it has checkpointed for a requeue.
+        self.stopped_at: int | None = None
 
     @property
     def run_dir(self) -> Path:
@@ -87,7 +89,7 @@ class TrainJob(submitit.helpers.Checkpointable):
         if not main:
             return summary
         if result.preempted and request.asked and callable(submitit_handler):
-            append_event(self.run_dir, "end", status="requeue", step=result.final_step)
+            self.stopped_at = result.final_step
             # Submitit's protocol: checkpoint() gives the job to requeue; it requeues and exits.
             submitit_handler(sig, None)
         append_event(self.run_dir, "end", status="stopped" if result.preempted else "completed", step=result.final_step)
@@ -98,8 +100,9 @@ class TrainJob(submitit.helpers.Checkpointable):
         The trainer has already written its checkpoint; the requeued job resumes from it."""
         if self.requeues >= self.max_requeues:
             log.warning("not requeued: %d requeues already (launcher.max_requeues)", self.requeues)
-            append_event(self.run_dir, "end", status="gave_up", requeues=self.requeues)
+            append_event(self.run_dir, "end", status="gave_up", step=self.stopped_at, requeues=self.requeues)
             return None
         config = OmegaConf.to_container(OmegaConf.create(self.config))
         config["trainer"]["resume"] = "auto"
+        append_event(self.run_dir, "end", status="requeue", step=self.stopped_at, requeues=self.requeues + 1)
         return submitit.helpers.DelayedSubmission(TrainJob(config, self.max_requeues, self.requeues + 1))

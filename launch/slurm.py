@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import shlex
 import shutil
-import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -101,7 +100,7 @@ def submit(cfg: DictConfig, overrides: Sequence[str]) -> int:
             "log_dir": str(log_dir),
             "stdout": stdout,
             "stderr": stdout.replace("_log.out", "_log.err"),
-            "command": [Path(sys.argv[0]).name, *overrides],
+            "command": ["tools/train.py", *overrides],
             "tasks": cfg.launcher.nodes * tasks_per_node(cfg.launcher),
         },
     )
