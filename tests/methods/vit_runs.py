@@ -82,3 +82,16 @@ def short_run(method: Method, steps: int = 30, batch: int = 16, lr: float = 1e-3
 
 def mean(values: list[float]) -> float:
     return sum(values) / len(values)
+
+
+def collapse_threshold(dim: int) -> float:
+    """L2-normalised embeddings spread over the sphere have a per-dimension std of about
+    1/sqrt(dim), collapsed ones 0 (Chen & He 2021, SimSiam sec. 4.1); a tenth of the spread
+    value separates the two."""
+    return 0.1 / dim**0.5
+
+
+def assert_learns_without_collapse(run: dict) -> None:
+    losses, stds = run["losses"], run["stds"]
+    assert mean(losses[-5:]) < 0.95 * mean(losses[:5]), losses
+    assert min(stds[-5:]) > collapse_threshold(run["dim"]), stds
