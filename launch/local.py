@@ -7,7 +7,6 @@ process group from torchrun's variables, so the trainer is the same one a single
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
 import sys
@@ -48,9 +47,11 @@ def torchrun_command(procs: int, overrides: Sequence[str]) -> list[str]:
 
 def run_local(cfg: DictConfig, overrides: Sequence[str]) -> int:
     """Train here; with several processes, wait for them and return their exit status."""
+    from sslframe.distributed.env import detect_env
+
     procs = local_procs(cfg.launcher)
-    if procs == 1 or "RANK" in os.environ:
-        # One process, or already one of torchrun's processes.
+    if procs == 1 or detect_env().launcher != "none":
+        # One process, or already one of several started by torchrun or srun.
         return train_here(cfg)
     print(f"starting {procs} processes on this machine", flush=True)
     child = subprocess.Popen(torchrun_command(procs, overrides))

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# A one-node SLURM cluster on this machine for the tests in tests/slurm (Debian's slurm-wlm and
+# A one-node SLURM cluster (node localhost) on this machine for the tests in tests/slurm (Debian's slurm-wlm and
 # munge, daemons run as root, no cgroups). Idempotent:
 #   bash tests/slurm/cluster.sh start    install if missing, configure, start, wait for the node
 #   bash tests/slurm/cluster.sh stop     stop slurmd, slurmctld and munged
@@ -9,7 +9,7 @@ set -euo pipefail
 CONF_DIR=/etc/slurm
 SPOOL=/var/spool/sslframe-slurm
 LOGS=/var/log/sslframe-slurm
-NODE=$(hostname -s)
+NODE=localhost
 
 log() { echo "cluster.sh: $*" >&2; }
 
@@ -33,6 +33,10 @@ install_packages() {
 
 write_config() {
   local cpus memory_mb
+  if [[ -f $CONF_DIR/slurm.conf ]] && ! grep -q "^# Written by sslframe" "$CONF_DIR/slurm.conf"; then
+    log "$CONF_DIR/slurm.conf exists and is not ours: this machine has its own SLURM, not touching it"
+    return 1
+  fi
   cpus=$(nproc)
   # A little below the machine's memory, as slurmd refuses a node claiming more than it has.
   memory_mb=$(awk '/MemTotal/ {print int($2 / 1024 * 0.9)}' /proc/meminfo)
@@ -40,7 +44,7 @@ write_config() {
   cat >"$CONF_DIR/slurm.conf" <<CONF
 # Written by sslframe tests/slurm/cluster.sh: one node on this machine.
 ClusterName=sslframe
-SlurmctldHost=$NODE(127.0.0.1)
+SlurmctldHost=localhost
 SlurmUser=root
 SlurmdUser=root
 AuthType=auth/munge

@@ -68,7 +68,9 @@ def preempt_after_first_checkpoint(run_dir: Path, job: str, errors: list[str]) -
     deadline = time.monotonic() + 240
     while time.monotonic() < deadline:
         if ckpt.is_complete(first, verify=False):
-            subprocess.run(["scancel", "--signal=USR2", job], check=True)
+            sent = subprocess.run(["scancel", "--signal=USR2", job], capture_output=True, text=True, check=False)
+            if sent.returncode != 0:
+                errors.append(f"scancel --signal=USR2 {job} failed: {sent.stderr}")
             return
         time.sleep(0.05)
     errors.append(f"no checkpoint at step 3 in {run_dir}")
