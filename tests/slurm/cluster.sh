@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# A one-node SLURM cluster (node localhost) on this machine for the tests in tests/slurm (Debian's slurm-wlm and
-# munge, daemons run as root, no cgroups). Idempotent:
+# A one-node SLURM cluster (node "localhost") on this machine for the tests in tests/slurm
+# (Debian's slurm-wlm and munge, daemons run as root, no cgroups). Idempotent:
 #   bash tests/slurm/cluster.sh start    install if missing, configure, start, wait for the node
 #   bash tests/slurm/cluster.sh stop     stop slurmd, slurmctld and munged
 #   bash tests/slurm/cluster.sh status   exit 0 when the node is up and accepts jobs
