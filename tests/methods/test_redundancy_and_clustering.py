@@ -4,16 +4,19 @@ embeddings do not collapse) and DeepCluster-v2's per-epoch clustering state."""
 from __future__ import annotations
 
 import itertools
+import json
 import math
+from pathlib import Path
 
 import pytest
 import torch
 
 from sslframe.config import compose_config
+from sslframe.engine.trainer import train
 from sslframe.methods import Method, StepContext, build_method
 from sslframe.methods.deepclusterv2 import UNASSIGNED, DeepClusterV2
 from sslframe.optim.build import parameter_groups
-from tests.helpers import TINY
+from tests.helpers import TINY, make_image_folder
 from tests.methods.vit_runs import augment, generated_images
 
 SIZE, IMAGES, BATCH = 16, 32, 8
@@ -151,3 +154,28 @@ def test_deepcluster_needs_sample_indices_and_enough_samples() -> None:
 
     with pytest.raises(UserError, match="num_prototypes"):
         method.bind_dataset(8, 0, 2)
+
+
+def test_deepcluster_run_through_the_trainer_resumes_exactly(tmp_path: Path) -> None:
+    """Stopped mid-epoch after a clustering and resumed, a run repeats the uninterrupted losses:
+    the checkpoint holds the assignment table and the prototypes, and each rank's memory bank,
+    half of which the next epoch's clustering reads from before the interruption."""
+    data = make_image_folder(tmp_path / "images", per_class=8)  # 16 images: 2 steps of 8 per epoch
+
+    def run(name: str, *extra: str) -> list[float]:
+        args = [
+            "config=deepclusterv2_resnet50",
+            *TINY,
+            "data=folder",
+            f"data.path={data}",
+            f"run.dir={tmp_path / name}",
+        ]
+        args += ["method.num_prototypes=[4,3]", "trainer.max_epochs=3", "optim.lr=0.5", "schedule.warmup_epochs=0"]
+        train(compose_config("train", [*args, *extra]))
+        lines = (tmp_path / name / "metrics.jsonl").read_text().splitlines()
+        return [json.loads(line)["loss"] for line in lines]
+
+    full = run("full")
+    assert full[:2] == [0.0] * 2 and all(loss > 0 for loss in full[2:])
+    run("parted", "trainer.max_steps=3")
+    assert run("parted") == full
