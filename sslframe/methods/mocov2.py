@@ -18,6 +18,11 @@ from sslframe.models.trunks import Trunk
 _SHUFFLE_SEED = 0x5EED
 
 
+def shuffle_order(count: int, step: int) -> torch.Tensor:
+    """The permutation of the global key batch at ``step``, identical on every rank."""
+    return torch.randperm(count, generator=torch.Generator().manual_seed(_SHUFFLE_SEED + step))
+
+
 class MoCoV2(Method):
     """Query encoder (trunk + MLP head), momentum key encoder and a queue of negative keys.
 
@@ -45,7 +50,8 @@ class MoCoV2(Method):
         self.register_buffer("queue", F.normalize(torch.randn(cfg.queue_length, self.head.output_dim), dim=1))
         self.register_buffer("queue_pointer", torch.zeros((), dtype=torch.long))
 
-    def _encode_keys(self, x: torch.Tensor) -> torch.Tensor:
+    def encode_keys(self, x: torch.Tensor) -> torch.Tensor:
+        """Normalised key-encoder outputs (batch-norm statistics of ``x`` as one batch)."""
         return F.normalize(self.key_head(self.key_trunk(x)), dim=1)
 
     @torch.no_grad()
@@ -53,17 +59,16 @@ class MoCoV2(Method):
         """(this rank's keys, the global batch's keys in rank order), with shuffle-BN across ranks."""
         world = world_size(self.group)
         if world == 1:
-            k = self._encode_keys(x)
+            k = self.encode_keys(x)
             return k, k
         batch = x.shape[0]
         mine = slice(rank(self.group) * batch, (rank(self.group) + 1) * batch)
         if not self.shuffle_bn:
-            k = self._encode_keys(x)
+            k = self.encode_keys(x)
             return k, gather_with_grad(k, self.group)
         images = gather_with_grad(x, self.group)
-        order = torch.randperm(images.shape[0], generator=torch.Generator().manual_seed(_SHUFFLE_SEED + step))
-        order = order.to(x.device)
-        shuffled = gather_with_grad(self._encode_keys(images[order[mine]]), self.group)
+        order = shuffle_order(images.shape[0], step).to(x.device)
+        shuffled = gather_with_grad(self.encode_keys(images[order[mine]]), self.group)
         keys = torch.empty_like(shuffled)
         keys[order] = shuffled
         return keys[mine], keys
