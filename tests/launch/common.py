@@ -11,7 +11,7 @@ from pathlib import Path
 from types import ModuleType
 
 from sslframe.cli import run_cli
-from tests.helpers import ROOT
+from tests.helpers import ROOT, TINY
 
 TOOLS = ROOT / "tools"
 
@@ -36,8 +36,6 @@ def call_tool(name: str, argv: Sequence[str]) -> tuple[int, str, str]:
 
 def tiny_job(data: Path, run: Path, *extra: str) -> list[str]:
     """Overrides of a tiny CPU run: 32 images, batch 4 per process, a checkpoint every 3 steps."""
-    from tests.helpers import TINY
-
     return [
         "config=quickstart",
         *TINY,
