@@ -83,7 +83,8 @@ def slurm_states(job_ids: Sequence[str]) -> dict[str, str]:
 def event_state(run_dir: Path) -> str:
     events = read_events(run_dir)
     if not events:
-        return "SUBMITTED"
+        # A point run by launcher=local has no job; a submitted one has not started yet.
+        return "SUBMITTED" if read_submissions(run_dir) else "LOCAL"
     last = events[-1]
     if last["event"] == "start":
         return "STARTED"

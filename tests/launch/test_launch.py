@@ -164,19 +164,26 @@ def test_sweep_checks_every_point_before_launching_any(tmp_path: Path) -> None:
 
 
 def test_status_falls_back_to_the_run_dirs_events(tmp_path: Path) -> None:
-    states = {"0_a": ["start", "end:completed"], "1_b": ["start", "end:requeue", "start"], "2_c": []}
+    states = {"0_a": ["start", "end:completed"], "1_b": ["start", "end:requeue", "start"], "2_c": [], "3_d": None}
     for name, events in states.items():
         run = tmp_path / name
+        run.mkdir()
+        if events is None:
+            continue  # run by launcher=local: no job
         record_submission(run, {"launcher": "slurm", "job_id": "999999999"})
         for event in events:
             kind, _, status = event.partition(":")
             append_event(run, kind, **({"status": status} if status else {}))
     (tmp_path / "0_a" / "metrics.jsonl").write_text('{"step": 1, "loss": 2.5}\n{"step": 2, "loss": 2.25}\n')
+    # Without sweep.json the sub-folders of submitted jobs are found.
+    assert [r.name for r in collect(tmp_path)] == ["0_a", "1_b", "2_c"]
+    (tmp_path / SWEEP_FILE).write_text(json.dumps({"points": [{"dir": name} for name in states]}))
     rows = collect(tmp_path)
     assert [(r.name, r.state, r.step, r.loss, r.requeues) for r in rows] == [
         ("0_a", "COMPLETED", 2, 2.25, 0),
         ("1_b", "STARTED", None, None, 1),
         ("2_c", "SUBMITTED", None, None, 0),
+        ("3_d", "LOCAL", None, None, 0),
     ]
     table = format_table(rows).splitlines()
     assert table[1].split() == ["0_a", "999999999", "COMPLETED", "2", "2.2500", "0"]
