@@ -7,6 +7,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from sslframe.errors import UserError
 from sslframe.losses.cosine import byol_regression_loss
 from sslframe.methods.base import Method, StepContext, StepOutput
 from sslframe.models.ema import cosine_momentum, ema_update_, frozen_copy
@@ -33,8 +34,8 @@ class BYOL(Method):
         self.base_momentum = cfg.base_momentum
 
     def training_step(self, crops: list[torch.Tensor], ctx: StepContext) -> StepOutput:
-        if len(crops) < 2:
-            raise ValueError("BYOL needs two views per image (transform.global_crops=2)")
+        if len(crops) < 2 or crops[0].shape != crops[1].shape:
+            raise UserError("BYOL needs two global views per image (transform.global_crops=2)")
         z = [self.head(self.trunk(view)) for view in crops[:2]]
         p = [self.predictor(zi) for zi in z]
         with torch.no_grad():

@@ -7,6 +7,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from sslframe.errors import UserError
 from sslframe.losses.dino import dino_loss, teacher_temperature, updated_center
 from sslframe.methods.base import Method, StepContext, StepOutput
 from sslframe.models.ema import cosine_momentum, ema_update_, frozen_copy
@@ -46,8 +47,8 @@ class DINO(Method):
         )
 
     def training_step(self, crops: list[torch.Tensor], ctx: StepContext) -> StepOutput:
-        if len(crops) < TEACHER_CROPS:
-            raise ValueError("DINO needs two global crops per image (transform.global_crops=2)")
+        if len(crops) < TEACHER_CROPS or crops[0].shape != crops[1].shape:
+            raise UserError("DINO needs two global crops per image (transform.global_crops=2)")
         batch = crops[0].shape[0]
         features = multicrop_forward(self.trunk, crops)
         student = self.head(features)

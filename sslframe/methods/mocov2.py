@@ -8,6 +8,7 @@ import torch
 import torch.nn.functional as F
 
 from sslframe.distributed.collectives import gather_with_grad, rank, world_size
+from sslframe.errors import UserError
 from sslframe.losses.moco import enqueue_, moco_infonce_loss
 from sslframe.methods.base import Method, StepContext, StepOutput
 from sslframe.models.ema import ema_update_, frozen_copy
@@ -47,6 +48,8 @@ class MoCoV2(Method):
         self.temperature = cfg.temperature
         self.momentum = cfg.momentum
         self.shuffle_bn = cfg.shuffle_bn
+        if cfg.queue_length < 1:
+            raise UserError(f"method.queue_length must be at least 1 (got {cfg.queue_length})")
         self.register_buffer("queue", F.normalize(torch.randn(cfg.queue_length, self.head.output_dim), dim=1))
         self.register_buffer("queue_pointer", torch.zeros((), dtype=torch.long))
 
@@ -74,8 +77,8 @@ class MoCoV2(Method):
         return keys[mine], keys
 
     def training_step(self, crops: list[torch.Tensor], ctx: StepContext) -> StepOutput:
-        if len(crops) < 2:
-            raise ValueError("MoCo v2 needs two views per image (transform.global_crops=2)")
+        if len(crops) < 2 or crops[0].shape != crops[1].shape:
+            raise UserError("MoCo v2 needs two global views per image (transform.global_crops=2)")
         q = F.normalize(self.head(self.trunk(crops[0])), dim=1)
         k, all_keys = self.keys(crops[1], ctx.step)
         # The loss keeps its own copy of the queue: enqueueing below must not change it.

@@ -7,6 +7,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from sslframe.errors import UserError
 from sslframe.losses.cosine import negative_cosine_similarity
 from sslframe.methods.base import Method, StepContext, StepOutput
 from sslframe.models.heads import MLPHead, predictor
@@ -25,8 +26,8 @@ class SimSiam(Method):
         self.predictor = predictor(self.head.output_dim, cfg.predictor_hidden_dims)
 
     def training_step(self, crops: list[torch.Tensor], ctx: StepContext) -> StepOutput:
-        if len(crops) < 2:
-            raise ValueError("SimSiam needs two views per image (transform.global_crops=2)")
+        if len(crops) < 2 or crops[0].shape != crops[1].shape:
+            raise UserError("SimSiam needs two global views per image (transform.global_crops=2)")
         z1, z2 = (self.head(self.trunk(view)) for view in crops[:2])
         p1, p2 = self.predictor(z1), self.predictor(z2)
         loss = (negative_cosine_similarity(p1, z2) + negative_cosine_similarity(p2, z1)) / 2

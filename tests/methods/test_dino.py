@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from sslframe.config.schema import DINOConfig, MLPHeadConfig
+from sslframe.errors import UserError
 from sslframe.losses.dino import dino_loss
 from sslframe.methods import StepContext
 from sslframe.methods.dino import DINO
@@ -107,3 +108,8 @@ def test_short_multicrop_run_loss_falls_without_collapse() -> None:
     run = short_run(tiny_dino(batch_norm=True), steps=16, lr=0.05, local_crops=2)
     assert sum(run.losses[-3:]) / 3 < 0.9 * sum(run.losses[:3]) / 3
     assert run.embedding_std > 0.2 / run.embedding_dim**0.5
+
+
+def test_one_global_crop_is_a_user_error() -> None:
+    with pytest.raises(UserError, match=r"transform\.global_crops=2"):
+        tiny_dino().training_step(crops()[1:], StepContext(0, 0, 1, 1))

@@ -10,6 +10,7 @@ import torch
 import torch.nn.functional as F
 
 from sslframe.config.schema import MLPHeadConfig, MoCoV2Config
+from sslframe.errors import UserError
 from sslframe.methods import StepContext
 from sslframe.methods.mocov2 import MoCoV2
 from tests.methods.generated_views import one_thread, short_run, tiny_method
@@ -84,3 +85,10 @@ def test_short_run_loss_falls_without_collapse() -> None:
     # L2-normalised embeddings: about 1/sqrt(d) per dimension when spread out, 0 when collapsed
     # (Chen & He 2021, sec. 4.1 and fig. 2).
     assert run.embedding_std > 0.2 / run.embedding_dim**0.5
+
+
+def test_one_global_view_is_a_user_error() -> None:
+    with pytest.raises(UserError, match=r"transform\.global_crops=2"):
+        tiny_moco().training_step([torch.randn(4, 3, 16, 16), torch.randn(4, 3, 8, 8)], StepContext(0, 0, 1, 1))
+    with pytest.raises(UserError, match="queue_length"):
+        tiny_moco(queue_length=0)
