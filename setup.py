@@ -12,7 +12,7 @@ setup(
     long_description_content_type="text/markdown",
     license="MIT",
     python_requires=">=3.10",
-    packages=find_packages(include=["sslframe", "sslframe.*"]),
+    packages=find_packages(include=["sslframe", "sslframe.*", "launch", "launch.*"]),
     install_requires=[
         "torch>=2.4,<2.15",
         "torchvision>=0.19,<0.30",
