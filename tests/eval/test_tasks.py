@@ -118,7 +118,7 @@ def test_probes_on_separable_images(pretrained: Path) -> None:
 
 
 def test_finetune_learns_the_classes(pretrained: Path) -> None:
-    result = _eval(pretrained, "finetune", "eval.epochs=4", "eval.batch_size=8", "eval.lr=0.01", "eval.layer_decay=0.8")
+    result = _eval(pretrained, "finetune", "eval.epochs=2", "eval.batch_size=8", "eval.lr=0.01", "eval.layer_decay=0.8")
     assert result["top1"] >= 0.6  # chance is 1/3
 
 
@@ -138,3 +138,33 @@ def test_cli_prints_one_summary_line(pretrained: Path) -> None:
     summary, where = proc.stdout.strip().splitlines()[-2:]
     assert json.loads(summary)["task"] == "knn"
     assert where == f"results: {pretrained / 'run' / 'eval' / 'knn_random_init.json'}"
+
+
+def test_export_tool_writes_weights_that_import_back(pretrained: Path) -> None:
+    from sslframe.eval.features import load_trunk
+    from sslframe.eval.interchange import load_trunk_weights
+    from sslframe.models.trunks import build_trunk
+
+    out = pretrained / "trunk.safetensors"
+    proc = run_tool("export.py", "export", str(pretrained / "run"), "--naming", "torchvision", "--out", str(out))
+    assert proc.returncode == 0, proc.stderr
+    trunk, run_cfg, _ = load_trunk(pretrained / "run")
+    fresh = build_trunk(run_cfg.trunk)
+    assert load_trunk_weights(fresh, out, "torchvision").ok
+    for key, value in trunk.state_dict().items():
+        assert torch.equal(fresh.state_dict()[key], value), key
+
+
+def test_plots_of_a_run(pretrained: Path) -> None:
+    from PIL import Image
+
+    from sslframe.eval.plots import plot_run, project_2d
+
+    written = plot_run(pretrained / "run", max_points=12)
+    assert [p.name for p in written] == ["loss_lr.png", "collapse.png", "embeddings.png"]
+    for path in written:
+        assert path.parent == pretrained / "run" / "plots" and Image.open(path).size[0] > 100
+    # The PCA fallback keeps the direction of largest variance on the first axis.
+    points = torch.tensor([[-2.0, 0.0, 0.0], [2.0, 0.0, 0.1], [0.0, 0.5, 0.0], [0.0, -0.5, 0.0]])
+    xy, _ = project_2d(points)
+    assert xy.shape == (4, 2) and xy[:, 0].abs().argmax() in (0, 1)
