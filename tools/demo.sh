@@ -1,11 +1,11 @@
 #!/usr/bin/env bash
 # The demo behind `make demo`: SwAV pretraining on Fashion-MNIST (CPU), then kNN evaluation of
-# the pretrained trunk and of the same trunk at random initialisation.
+# the pretrained trunk and of the same trunk at random initialisation, then the run's pictures.
 set -euo pipefail
 PY=${1:-python}
 RUN=runs/quickstart-$(date +%Y%m%d-%H%M%S)
 echo "== pretraining SwAV (config=quickstart) into $RUN"
-"$PY" tools/train.py config=quickstart run.dir="$RUN"
+"$PY" tools/train.py config=quickstart run.dir="$RUN" monitor.knn_every=100
 echo "== kNN evaluation on the Fashion-MNIST test split"
 "$PY" tools/eval.py knn checkpoint="$RUN" data=fashion_mnist
 "$PY" tools/eval.py knn checkpoint="$RUN" data=fashion_mnist eval.random_init=true
@@ -21,3 +21,5 @@ for k in ours:
 print(f"run dir:      {run}")
 print(f"TensorBoard:  .venv/bin/tensorboard --logdir {run}/tensorboard")
 PYEOF
+echo "== pictures (loss and learning rate, online kNN, collapse monitor, test-set embedding map)"
+"$PY" tools/plot.py "$RUN"
