@@ -127,8 +127,8 @@ def test_preempted_job_requeues_and_matches_an_uninterrupted_run(submitted: Subm
     run, job = submitted.requeued, submitted.job_ids["requeued"]
     assert not submitted.preempt_errors, submitted.preempt_errors
     state = wait_for_job(job)
-    log_tail = (run / "slurm" / job / f"{job}_0_log.err").read_text()[-3000:]
-    assert state == "COMPLETED", log_tail
+    log = (run / "slurm" / job / f"{job}_0_log.err").read_text()
+    assert state == "COMPLETED", log[-3000:]
     events = read_events(run)
     assert [e["event"] for e in events] == ["start", "end", "start", "end"], events
     stopped, resumed = events[1], events[2]
@@ -136,7 +136,7 @@ def test_preempted_job_requeues_and_matches_an_uninterrupted_run(submitted: Subm
     assert stopped["status"] == "requeue" and 3 <= stopped["step"] < STEPS
     assert resumed["job_id"] == job and resumed["restarts"] == 1 and resumed["requeues"] == 1
     assert events[3]["status"] == "completed" and events[3]["step"] == STEPS
-    assert "resumed from" in log_tail
+    assert f"resumed from {run.resolve() / 'checkpoints' / ckpt.checkpoint_name(stopped['step'])}" in log
     wait_for_job(submitted.job_ids["reference"])
     assert losses(run) == losses(submitted.reference)
     reference, requeued = final_model(submitted.reference), final_model(run)
