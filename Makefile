@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 TORCH := torch==2.14.1 torchvision==0.29.1
 DATA := data/fashion_mnist
 
-.PHONY: install data demo test lint bench clean
+.PHONY: install data demo test lint bench bench-deps clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -43,9 +43,14 @@ demo: data
 test: install
 	$(PY) -m pytest
 
-# Benchmarks write bench/results/<name>.json and .md (not timed tests; see bench/).
-bench: install
-	$(PY) bench/strategies.py
+# Benchmarks write bench/results/<name>.json and .md (not timed tests; see bench/); BENCH_QUICK=1
+# for a smoke run. lightly (the peer measured side by side) is a benchmark-only dependency,
+# installed without its dependencies so that torch is never replaced.
+bench-deps: install
+	$(PY) -m pip install --quiet --no-deps 'lightly>=1.5,<2'
+
+bench: bench-deps
+	$(PY) bench/suite.py
 
 lint: install
 	$(VENV)/bin/ruff check .

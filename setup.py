@@ -28,5 +28,7 @@ setup(
         "safetensors>=0.4",
         "matplotlib>=3.7",
     ],
-    extras_require={"dev": ["pytest>=8", "ruff>=0.6"]},
+    # bench: the peer measured by bench/ (never a runtime dependency). `make bench-deps` installs it
+    # with --no-deps: its own requirements would pull pytorch_lightning and could replace torch.
+    extras_require={"dev": ["pytest>=8", "ruff>=0.6"], "bench": ["lightly>=1.5,<2"]},
 )

@@ -1,8 +1,9 @@
-"""Writing benchmark results as JSON and a Markdown table."""
+"""Writing benchmark results as JSON and a Markdown table, and the machine they ran on."""
 
 from __future__ import annotations
 
 import json
+import os
 import platform
 from pathlib import Path
 from typing import Any
@@ -12,25 +13,63 @@ import torch
 RESULTS = Path(__file__).resolve().parent / "results"
 
 
+def quick_mode() -> bool:
+    """``BENCH_QUICK=1``: a smoke run (fewer cases, repeats and steps)."""
+    return os.environ.get("BENCH_QUICK", "0") not in ("", "0")
+
+
+def cpu_flags() -> set[str]:
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return set()
+    for line in text.splitlines():
+        if line.startswith("flags"):
+            return set(line.split(":", 1)[1].split())
+    return set()
+
+
+def native_bf16(device: torch.device) -> bool:
+    """Whether bf16 has hardware support: CUDA with bf16, or a CPU with AVX512-BF16 or AMX.
+    Elsewhere oneDNN emulates it, far slower than fp32."""
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    return bool(cpu_flags() & {"avx512_bf16", "amx_bf16"})
+
+
 def machine() -> dict[str, Any]:
-    return {
+    info = {
         "python": platform.python_version(),
         "torch": torch.__version__,
         "cpu": platform.processor() or "?",
+        "cpu_count": os.cpu_count(),
         "threads": torch.get_num_threads(),
         "cuda": torch.cuda.is_available(),
+        "load_average": os.getloadavg(),
     }
+    if torch.cuda.is_available():
+        info["gpu"] = torch.cuda.get_device_name()
+    return info
 
 
-def write_results(name: str, rows: list[dict[str, Any]], notes: str) -> Path:
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / f"{name}.json").write_text(json.dumps({"machine": machine(), "rows": rows, "notes": notes}, indent=1))
-    keys = list(rows[0])
+def markdown_table(rows: list[dict[str, Any]], columns: list[str] | None = None) -> str:
+    keys = columns or list(rows[0])
     lines = ["| " + " | ".join(keys) + " |", "|" + "---|" * len(keys)]
     for row in rows:
-        lines.append(
-            "| " + " | ".join(f"{row[k]:.3g}" if isinstance(row[k], float) else str(row[k]) for k in keys) + " |"
-        )
+        cells = [row.get(k, "") for k in keys]
+        lines.append("| " + " | ".join(f"{c:.3g}" if isinstance(c, float) else str(c) for c in cells) + " |")
+    return "\n".join(lines)
+
+
+def write_results(
+    name: str, rows: list[dict[str, Any]], notes: str, columns: list[str] | None = None, extra: Any = None
+) -> Path:
+    """``bench/results/<name>.json`` (every field) and ``<name>.md`` (``columns`` of each row)."""
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    payload = {"machine": machine(), "rows": rows, "notes": notes}
+    if extra is not None:
+        payload["extra"] = extra
+    (RESULTS / f"{name}.json").write_text(json.dumps(payload, indent=1))
     path = RESULTS / f"{name}.md"
-    path.write_text(f"# {name}\n\n{notes}\n\n" + "\n".join(lines) + "\n")
+    path.write_text(f"# {name}\n\n{notes}\n\n{markdown_table(rows, columns)}\n")
     return path
