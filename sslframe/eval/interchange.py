@@ -23,6 +23,7 @@ from sslframe.errors import UserError
 from sslframe.models.trunks import Trunk
 from sslframe.models.trunks.regnet import RegNet
 from sslframe.models.trunks.resnet import ResNet
+from sslframe.models.trunks.vit import VisionTransformer
 
 NAMINGS = ("sslframe", "torchvision", "timm", "vissl")
 
@@ -82,6 +83,16 @@ def _resnet_name(key: str, naming: str) -> str:
     return f"_feature_blocks.{key}" if naming == "vissl" else key
 
 
+def _vit_name(key: str, naming: str) -> str:
+    """timm's VisionTransformer (also DINO's and MAE's backbones) calls the blocks ``blocks`` and
+    the patch projection ``patch_embed.proj``."""
+    if naming == "sslframe":
+        return key
+    if naming != "timm":
+        raise UserError(f"no {naming} key map for ViT trunks; use naming timm")
+    return key.replace("blocks_list.", "blocks.", 1).replace("patch_embed.", "patch_embed.proj.", 1)
+
+
 def _identity_name(key: str, naming: str) -> str:
     if naming not in ("sslframe", "timm"):
         raise UserError(f"no {naming} key map for this trunk; use naming sslframe or timm")
@@ -97,13 +108,19 @@ def external_name(trunk: Trunk, key: str, naming: str) -> str:
         rename = _resnet_name
     elif isinstance(trunk, RegNet):
         rename = _regnet_name
+    elif isinstance(trunk, VisionTransformer):
+        rename = _vit_name
     return rename(key, naming)
 
 
 def export_trunk(trunk: Trunk, naming: str = "torchvision") -> dict[str, torch.Tensor]:
     """The trunk's weights under another project's names (loads into its model with only the
-    classifier missing)."""
-    return {external_name(trunk, k, naming): v.detach().cpu().contiguous() for k, v in trunk.state_dict().items()}
+    classifier missing). A ViT with fixed sine-cosine positions exports them as ``pos_embed``
+    for the patch tokens only (timm's ``no_embed_class=True`` layout)."""
+    state = {external_name(trunk, k, naming): v.detach().cpu().contiguous() for k, v in trunk.state_dict().items()}
+    if isinstance(trunk, VisionTransformer) and trunk.pos_embed is None and naming != "sslframe":
+        state["pos_embed"] = trunk.position_embeddings(trunk.grid, trunk.grid).detach().cpu().contiguous()
+    return state
 
 
 @dataclass
@@ -210,12 +227,36 @@ def import_state(trunk: Trunk, obj: Mapping[str, Any], layout: str) -> tuple[dic
         name = _strip(key, spec.prefixes)
         if name in ours:
             state[ours[name]] = value
+        elif name == "pos_embed" and isinstance(trunk, VisionTransformer):
+            state[name] = value  # fixed positions: compared in _vit_positions
         elif name.startswith(spec.heads):
             report.ignored.append(key)
         else:
             report.unexpected.append(key)
+    if isinstance(trunk, VisionTransformer):
+        _vit_positions(trunk, state, report)
     report.missing = [k for k in trunk.state_dict() if k not in state]
     return state, report
+
+
+def _vit_positions(trunk: VisionTransformer, state: dict[str, torch.Tensor], report: LoadReport) -> None:
+    """Adapt ``pos_embed`` to our ViT, which adds positions to the patch tokens only. A class-token
+    position (timm's default, DINO, MAE) is folded into the class token: (cls + p0) is what enters
+    the first block either way. Into fixed sine-cosine positions, only those same values load."""
+    pos = state.get("pos_embed")
+    if pos is None:
+        return
+    if trunk.pos_embed is None:
+        state.pop("pos_embed")
+        fixed = trunk.position_embeddings(trunk.grid, trunk.grid).detach()
+        tokens = pos[:, -fixed.shape[1] :] if pos.shape[1] >= fixed.shape[1] else pos
+        if tokens.shape != fixed.shape or not torch.allclose(tokens, fixed, atol=1e-5):
+            report.unexpected.append("pos_embed (learned positions; set trunk.pos_embed=learned)")
+        return
+    extra = pos.shape[1] - trunk.pos_embed.shape[1]
+    if extra == 1 and "cls_token" in state:
+        state["cls_token"] = state["cls_token"] + pos[:, :1]
+        state["pos_embed"] = pos[:, 1:]
 
 
 def load_trunk_weights(trunk: Trunk, source: str | Path, layout: str, strict: bool = True) -> LoadReport:

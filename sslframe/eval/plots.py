@@ -7,6 +7,7 @@ The map uses UMAP when ``umap-learn`` is installed, else t-SNE from scikit-learn
 from __future__ import annotations
 
 import json
+import logging
 import math
 from pathlib import Path
 from typing import Any
@@ -16,8 +17,11 @@ from matplotlib.figure import Figure
 
 from sslframe.data.sources import build_source
 from sslframe.data.transforms import eval_transform
+from sslframe.distributed import checkpoint as ckpt
 from sslframe.errors import UserError
 from sslframe.eval.features import iter_features, load_trunk
+
+log = logging.getLogger(__name__)
 
 
 def read_metrics(run_dir: Path) -> list[dict[str, Any]]:
@@ -126,5 +130,8 @@ def plot_run(run_dir: Path, max_points: int = 2000) -> list[Path]:
     """Every picture of a run, under ``run_dir/plots``."""
     out_dir = run_dir / "plots"
     written = plot_training(read_metrics(run_dir), out_dir)
-    written.append(plot_embeddings(run_dir, out_dir, max_points))
+    if ckpt.latest_checkpoint(run_dir / "checkpoints") is None:
+        log.warning("%s has no complete checkpoint yet: no embedding map", run_dir)
+    else:
+        written.append(plot_embeddings(run_dir, out_dir, max_points))
     return written

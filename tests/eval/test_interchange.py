@@ -22,6 +22,7 @@ from sslframe.eval.interchange import (
 )
 from sslframe.models.trunks.regnet import RegNet
 from sslframe.models.trunks.resnet import ResNet
+from sslframe.models.trunks.vit import VisionTransformer
 
 
 def _randomise_norms(model: torch.nn.Module, seed: int) -> None:
@@ -203,3 +204,54 @@ def test_crafted_pickle_is_refused(tmp_path: Path, capsys) -> None:
     with pytest.raises(UserError, match="refusing to load"):
         load_trunk_weights(ResNet("resnet18"), path, "torchvision")
     assert "pickled code ran" not in capsys.readouterr().out
+
+
+def _tiny_vit(pos_embed: str) -> VisionTransformer:
+    torch.manual_seed(6)
+    kwargs = {"patch_size": 8, "image_size": 32, "embed_dim": 32, "depth": 2, "num_heads": 2}
+    return VisionTransformer("vit_tiny", pos_embed=pos_embed, **kwargs).eval()
+
+
+def _timm_vit(no_embed_class: bool) -> torch.nn.Module:
+    return timm.create_model(
+        "vit_tiny_patch16_224",
+        pretrained=False,
+        img_size=32,
+        patch_size=8,
+        embed_dim=32,
+        depth=2,
+        num_heads=2,
+        num_classes=0,
+        global_pool="token",
+        no_embed_class=no_embed_class,
+    ).eval()
+
+
+@pytest.mark.parametrize("pos_embed", ["learned", "sincos"])
+def test_vit_exports_to_timm(pos_embed: str, images) -> None:
+    ours = _tiny_vit(pos_embed)
+    tm = _timm_vit(no_embed_class=True)
+    tm.load_state_dict(export_trunk(ours, "timm"), strict=True)
+    torch.testing.assert_close(_features(tm, images), _features(ours, images), rtol=0, atol=1e-5)
+    back = VisionTransformer(
+        "vit_tiny", pos_embed=pos_embed, patch_size=8, image_size=32, embed_dim=32, depth=2, num_heads=2
+    ).eval()
+    state, report = import_state(back, tm.state_dict(), "timm")
+    assert report.ok
+    back.load_state_dict(state)
+    assert torch.equal(_features(back, images), _features(ours, images))
+
+
+def test_vit_imports_dino_layout_with_a_class_position(images) -> None:
+    torch.manual_seed(7)
+    tm = _timm_vit(no_embed_class=False)  # DINO/timm: pos_embed covers the class token too
+    torch.nn.init.normal_(tm.pos_embed, std=0.5)
+    teacher = {f"backbone.{k}": v for k, v in tm.state_dict().items()}
+    teacher["head.last_layer.weight_v"] = torch.zeros(4, 32)
+    ours = _tiny_vit("learned")
+    state, report = import_state(ours, {"teacher": teacher}, "dino")
+    assert report.ok and report.ignored == ["head.last_layer.weight_v"]
+    ours.load_state_dict(state)
+    torch.testing.assert_close(_features(ours, images), _features(tm, images), rtol=0, atol=1e-5)
+    _, into_fixed = import_state(_tiny_vit("sincos"), {"teacher": teacher}, "dino")
+    assert into_fixed.unexpected == ["pos_embed (learned positions; set trunk.pos_embed=learned)"]
