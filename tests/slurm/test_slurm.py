@@ -1,9 +1,10 @@
 """Jobs on a real one-node SLURM cluster (tests/slurm/cluster.sh): a 2-task gloo job, a job
-preempted and requeued through submitit's protocol, and a 3-point sweep.
+interrupted twice that requeues and resumes each time, and a 3-point sweep.
 
-All jobs are submitted by one module fixture so they run side by side; a watcher thread sends
-the preemption warning (SIGUSR2, what ``--signal`` delivers before the time limit) to the requeue
-job as soon as its first checkpoint is complete.
+All jobs are submitted by one module fixture so they run side by side. A watcher thread
+interrupts the requeue job twice: after its first checkpoint with the time-limit warning (SIGUSR2,
+what ``--signal`` delivers; the job requeues itself through submitit's protocol), and after the
+resumed run's first checkpoint with ``scontrol requeue`` (SIGTERM; SLURM requeues it).
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import re
 import subprocess
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -63,17 +65,32 @@ def job_id(out: str) -> str:
     return match.group(1)
 
 
-def preempt_after_first_checkpoint(run_dir: Path, job: str, errors: list[str]) -> None:
-    first = run_dir / "checkpoints" / ckpt.checkpoint_name(3)
-    deadline = time.monotonic() + 240
-    while time.monotonic() < deadline:
-        if ckpt.is_complete(first, verify=False):
-            sent = subprocess.run(["scancel", "--signal=USR2", job], capture_output=True, text=True, check=False)
-            if sent.returncode != 0:
-                errors.append(f"scancel --signal=USR2 {job} failed: {sent.stderr}")
-            return
+def wait_until(condition: Callable[[], bool], what: str, timeout: float = 240) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
         time.sleep(0.05)
-    errors.append(f"no checkpoint at step 3 in {run_dir}")
+
+
+def complete(run_dir: Path, step: int) -> Callable[[], bool]:
+    return lambda: ckpt.is_complete(run_dir / "checkpoints" / ckpt.checkpoint_name(step), verify=False)
+
+
+def interrupt_twice(run_dir: Path, job: str, errors: list[str]) -> None:
+    """SIGUSR2 after the step-3 checkpoint; ``scontrol requeue`` after the resumed run's next one."""
+    try:
+        wait_until(complete(run_dir, 3), "the step-3 checkpoint")
+        subprocess.run(["scancel", "--signal=USR2", job], capture_output=True, text=True, check=True)
+        wait_until(lambda: [e["event"] for e in read_events(run_dir)][:3] == ["start", "end", "start"], "a restart")
+        stopped = read_events(run_dir)[1]["step"]
+        following = (stopped // 3 + 1) * 3
+        if following >= STEPS:
+            raise AssertionError(f"the first interruption came too late (step {stopped})")
+        wait_until(complete(run_dir, following), f"the step-{following} checkpoint")
+        subprocess.run(["scontrol", "requeue", job], capture_output=True, text=True, check=True)
+    except (AssertionError, subprocess.CalledProcessError) as exc:
+        errors.append(f"{exc} {getattr(exc, 'stderr', '')}")
 
 
 @pytest.fixture(scope="module")
@@ -90,9 +107,7 @@ def submitted(tmp_path_factory: pytest.TempPathFactory) -> Submitted:
         sweep = [*TWO_TASKS, "launcher.tasks_per_node=1", "trainer.max_steps=2", f"optim.lr={','.join(SWEEP_LRS)}"]
         sweep_output = submit(["-m", *tiny_job(data, runs["sweep"]), *sweep])
     result = Submitted(runs["reference"], runs["requeued"], runs["sweep"], ids, sweep_output)
-    watcher = threading.Thread(
-        target=preempt_after_first_checkpoint, args=(runs["requeued"], ids["requeued"], result.preempt_errors)
-    )
+    watcher = threading.Thread(target=interrupt_twice, args=(runs["requeued"], ids["requeued"], result.preempt_errors))
     watcher.start()
     for point_id in re.findall(r"submitted job (\d+)", sweep_output):
         wait_for_job(point_id)
@@ -123,20 +138,22 @@ def test_two_task_job_trains_and_writes_its_run_dir(submitted: Submitted) -> Non
     assert read_events(run)[-1]["status"] == "completed"
 
 
-def test_preempted_job_requeues_and_matches_an_uninterrupted_run(submitted: Submitted) -> None:
+def test_interrupted_job_requeues_and_matches_an_uninterrupted_run(submitted: Submitted) -> None:
     run, job = submitted.requeued, submitted.job_ids["requeued"]
     assert not submitted.preempt_errors, submitted.preempt_errors
     state = wait_for_job(job)
     log = (run / "slurm" / job / f"{job}_0_log.err").read_text()
     assert state == "COMPLETED", log[-3000:]
     events = read_events(run)
-    assert [e["event"] for e in events] == ["start", "end", "start", "end"], events
-    stopped, resumed = events[1], events[2]
-    # Stopped after its step-3 checkpoint but before the end; came back as the same job.
-    assert stopped["status"] == "requeue" and 3 <= stopped["step"] < STEPS
-    assert resumed["job_id"] == job and resumed["restarts"] == 1 and resumed["requeues"] == 1
-    assert events[3]["status"] == "completed" and events[3]["step"] == STEPS
-    assert f"resumed from {run.resolve() / 'checkpoints' / ckpt.checkpoint_name(stopped['step'])}" in log
+    assert [e["event"] for e in events] == ["start", "end"] * 3, events
+    starts, ends = events[0::2], events[1::2]
+    # The same job three times: requeued by itself (submitit counts it), then by SLURM.
+    assert [(e["job_id"], e["restarts"], e["requeues"]) for e in starts] == [(job, 0, 0), (job, 1, 1), (job, 2, 1)]
+    assert [e["status"] for e in ends] == ["requeue", "stopped", "completed"]
+    first, second = ends[0]["step"], ends[1]["step"]
+    assert 3 <= first < second < STEPS and ends[2]["step"] == STEPS
+    for step in (first, second):
+        assert f"resumed from {run.resolve() / 'checkpoints' / ckpt.checkpoint_name(step)}" in log
     wait_for_job(submitted.job_ids["reference"])
     assert losses(run) == losses(submitted.reference)
     reference, requeued = final_model(submitted.reference), final_model(run)
