@@ -32,7 +32,9 @@ class MoCoV3(Method):
         if cfg.freeze_patch_embed:
             patch_embed = getattr(trunk, "patch_embed", None)
             if patch_embed is None:
-                raise UserError("method.freeze_patch_embed=true needs a ViT trunk (trunk=vit)")
+                raise UserError(
+                    "method.freeze_patch_embed=true needs a ViT trunk (trunk=vit); set method.freeze_patch_embed=false"
+                )
             patch_embed.requires_grad_(False)
         self.head = MLPHead.from_config(trunk.out_dim, head_cfg)
         dim = self.head.output_dim

@@ -49,6 +49,10 @@ def test_sizes_match_the_paper(arch: str, patch: int, published: float) -> None:
     assert abs(total - published) / published < 0.015
 
 
+def test_config_choices_list_every_arch() -> None:
+    assert ViTConfig.choices["arch"] == tuple(VIT_ARCHS)
+
+
 def test_sincos_embeddings_follow_the_formula() -> None:
     # Channel c < D/4 of the row half is sin(row / 10000^(c / (D/4))); then cos; then the column.
     dim, gh, gw = 16, 3, 5

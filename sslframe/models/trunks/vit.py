@@ -92,7 +92,7 @@ class Block(nn.Module):
 
 
 def init_transformer_weights(module: nn.Module) -> None:
-    """Truncated-normal (std 0.02) linear weights and zero biases, the ViT/MAE initialisation."""
+    """Truncated-normal (std 0.02) linear weights and zero biases (the DeiT/timm ViT initialisation)."""
     for m in module.modules():
         if isinstance(m, nn.Linear):
             nn.init.trunc_normal_(m.weight, std=0.02)
