@@ -113,3 +113,19 @@ def test_short_multicrop_run_loss_falls_without_collapse() -> None:
 def test_one_global_crop_is_a_user_error() -> None:
     with pytest.raises(UserError, match=r"transform\.global_crops=2"):
         tiny_dino().training_step(crops()[1:], StepContext(0, 0, 1, 1))
+
+
+def test_state_dict_holds_the_centre_and_the_teacher() -> None:
+    # A fresh method loaded from the state dict takes the same next step (an exact resume).
+    method = tiny_dino()
+    with torch.no_grad():
+        for p in method.head.parameters():
+            p.add_(0.1 * torch.randn_like(p))
+    for step in range(2):
+        method.training_step(crops(), StepContext(step, 0, 10, 100))
+        method.after_optimizer_step(StepContext(step, 0, 10, 100))
+    fresh = tiny_dino()
+    fresh.load_state_dict(method.state_dict())
+    ctx = StepContext(2, 0, 10, 100)
+    torch.testing.assert_close(fresh.training_step(crops(), ctx).loss, method.training_step(crops(), ctx).loss)
+    torch.testing.assert_close(fresh.center, method.center)

@@ -92,3 +92,17 @@ def test_one_global_view_is_a_user_error() -> None:
         tiny_moco().training_step([torch.randn(4, 3, 16, 16), torch.randn(4, 3, 8, 8)], StepContext(0, 0, 1, 1))
     with pytest.raises(UserError, match="queue_length"):
         tiny_moco(queue_length=0)
+
+
+def test_state_dict_holds_everything_the_next_step_needs() -> None:
+    # Queue, pointer and key encoder live in the state dict: a fresh method loaded from it takes
+    # the same next step (what an exact resume needs).
+    method = tiny_moco()
+    for step in range(2):
+        method.training_step(views(), StepContext(step, 0, 10, 10))
+        method.after_optimizer_step(StepContext(step, 0, 10, 10))
+    fresh = tiny_moco()
+    fresh.load_state_dict(method.state_dict())
+    ctx = StepContext(2, 0, 10, 10)
+    torch.testing.assert_close(fresh.training_step(views(), ctx).loss, method.training_step(views(), ctx).loss)
+    torch.testing.assert_close(fresh.queue, method.queue)
