@@ -8,7 +8,8 @@ the RNG streams forked, so a run is bit-identical with and without it.
 standard deviation (0 when every sample maps to one point; about 1/sqrt(d) for embeddings spread
 over the sphere, Chen & He 2021 SimSiam, section 4.1) and the effective rank (Roy & Vetterli
 2007: exp of the entropy of the normalised singular values; 1 for a collapsed batch, d at most).
-Both are accumulated on the device and read once per logging interval.
+The step only launches device work (the std and a small Gram matrix, no host synchronisation);
+the eigenvalues behind the effective rank are computed when the logging interval is read.
 """
 
 from __future__ import annotations
@@ -57,11 +58,21 @@ def load_images(data_cfg: Any, path: str, per_class: int, size: int, mean: Any, 
     return torch.stack(images), torch.tensor(labels)
 
 
-def effective_rank(z: torch.Tensor) -> torch.Tensor:
-    """exp(H(p)) with p the singular values of ``z`` divided by their sum (Roy & Vetterli 2007, eq. 3-4)."""
-    s = torch.linalg.svdvals(z.float())
+def gram(z: torch.Tensor) -> torch.Tensor:
+    """z^T z or z z^T, whichever is smaller: its eigenvalues are the squared singular values of z."""
+    z = z.float()
+    return z.T @ z if z.shape[1] <= z.shape[0] else z @ z.T
+
+
+def effective_rank_of_gram(g: torch.Tensor) -> torch.Tensor:
+    """exp(H(p)), p the singular values divided by their sum (Roy & Vetterli 2007, eq. 3-4)."""
+    s = torch.linalg.eigvalsh(g.double()).clamp_min(0).sqrt()
     p = s / s.sum().clamp_min(1e-12)
-    return torch.exp(-(p * torch.log(p.clamp_min(1e-12))).sum())
+    return torch.exp(-(p * torch.log(p.clamp_min(1e-30))).sum())
+
+
+def effective_rank(z: torch.Tensor) -> torch.Tensor:
+    return effective_rank_of_gram(gram(z))
 
 
 def embedding_std(z: torch.Tensor) -> torch.Tensor:
@@ -73,23 +84,24 @@ class CollapseMonitor:
     def __init__(self, min_std: float, min_effective_rank: float) -> None:
         self.min_std = min_std
         self.min_effective_rank = min_effective_rank
-        self.total: torch.Tensor | None = None
-        self.count = 0
+        self.std_sum: torch.Tensor | None = None
+        self.grams: list[torch.Tensor] = []
 
     def on_step(self, step: int, out: Any) -> None:
         emb = getattr(out, "embeddings", None)
         if emb is None or emb.shape[0] < 2:
             return
-        z = emb.detach()
-        values = torch.stack([embedding_std(z), effective_rank(F.normalize(z.float(), dim=1))])
-        self.total = values if self.total is None else self.total + values
-        self.count += 1
+        z = F.normalize(emb.detach().float(), dim=1)
+        std = z.std(dim=0).mean()
+        self.std_sum = std if self.std_sum is None else self.std_sum + std
+        self.grams.append(gram(z))
 
     def read(self) -> dict[str, float]:
-        if self.total is None:
+        if self.std_sum is None:
             return {}
-        std, rank = (self.total / self.count).tolist()
-        self.total, self.count = None, 0
+        std = float(self.std_sum) / len(self.grams)
+        rank = sum(float(effective_rank_of_gram(g)) for g in self.grams) / len(self.grams)
+        self.std_sum, self.grams = None, []
         if std < self.min_std or rank < self.min_effective_rank:
             log.warning(
                 "embeddings may be collapsing: std %.4g (warn below %.4g), effective rank %.3g (warn below %.3g)",

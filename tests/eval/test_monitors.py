@@ -24,6 +24,12 @@ def test_collapse_statistics_on_known_embeddings() -> None:
     # Isotropic Gaussian directions: each coordinate of a unit vector has variance 1/d.
     spread = torch.randn(8192, d, generator=torch.Generator().manual_seed(0))
     assert embedding_std(spread).item() == pytest.approx(d**-0.5, rel=0.03)
+    # Through the Gram matrix (either orientation) it equals the definition on singular values.
+    for shape in ((40, 12), (6, 12)):
+        z = torch.randn(*shape, generator=torch.Generator().manual_seed(1))
+        s = torch.linalg.svdvals(z.double())
+        p = s / s.sum()
+        assert effective_rank(z).item() == pytest.approx(torch.exp(-(p * p.log()).sum()).item(), rel=1e-5)
 
 
 def test_collapse_monitor_averages_and_warns(caplog) -> None:
