@@ -1,15 +1,18 @@
-"""MoCo v3: momentum schedule and EMA, the frozen patch projection, a short run, FSDP at world size 2."""
+"""MoCo v3: momentum schedule and EMA, the frozen patch projection, a short run; at world size 2 (real
+gloo processes) its loss equals the whole batch's, and FSDP-sharded ViT blocks train like one process."""
 
 from __future__ import annotations
 
 import math
 
+import pytest
 import torch
 import torch.distributed as dist
 from omegaconf import OmegaConf
 
 from sslframe.config.schema import MLPHeadConfig, MoCoV3Config
 from sslframe.distributed.parallelize import apply_fsdp
+from sslframe.losses.mocov3 import mocov3_contrastive_loss
 from sslframe.methods import StepContext
 from sslframe.methods.mocov3 import MoCoV3
 from sslframe.optim.build import parameter_groups
@@ -80,6 +83,21 @@ def _watched(method: MoCoV3) -> list[torch.Tensor]:
     ]
 
 
+def loss_inputs() -> tuple[torch.Tensor, torch.Tensor]:
+    g = torch.Generator().manual_seed(0)
+    return torch.randn(8, 6, generator=g, dtype=torch.float64), torch.randn(8, 6, generator=g, dtype=torch.float64)
+
+
+def _loss_rank(rank: int, world: int) -> tuple[float, torch.Tensor, torch.Tensor]:
+    q_all, k_all = loss_inputs()
+    rows = slice(rank * 8 // world, (rank + 1) * 8 // world)
+    q = q_all[rows].clone().requires_grad_()
+    k = k_all[rows].clone().requires_grad_()
+    loss = mocov3_contrastive_loss(q, k, 0.2, group=dist.group.WORLD)
+    loss.backward()
+    return float(loss.detach()), q.grad, k.grad
+
+
 def _fsdp_rank(rank: int, world: int, crops: list[torch.Tensor]) -> tuple[float, list[torch.Tensor]]:
     torch.manual_seed(0)
     method = tiny_mocov3(batch_norm=False)
@@ -90,16 +108,43 @@ def _fsdp_rank(rank: int, world: int, crops: list[torch.Tensor]) -> tuple[float,
     return loss, _watched(method)
 
 
-def test_fsdp_sharded_vit_at_world_size_2_equals_one_process_on_the_whole_batch() -> None:
+def _both_checks(rank: int, world: int, crops: list[torch.Tensor]) -> dict:
+    return {"loss": _loss_rank(rank, world), "fsdp": _fsdp_rank(rank, world, crops)}
+
+
+def fsdp_crops() -> list[torch.Tensor]:
+    images = generated_images(8)
+    return [images, images.flip(-1)]
+
+
+@pytest.fixture(scope="module")
+def two_ranks() -> list[dict]:
+    """Both world-size-2 checks in one launch of two gloo processes (process start dominates)."""
+    return run_distributed(_both_checks, 2, fsdp_crops())
+
+
+def test_loss_and_gradients_are_global(two_ranks: list[dict]) -> None:
+    q, k = (t.clone().requires_grad_() for t in loss_inputs())
+    full = mocov3_contrastive_loss(q, k, 0.2)
+    full.backward()
+    ranks = [r["loss"] for r in two_ranks]
+    # Mean of the ranks' losses = loss of the whole batch; rank gradients averaged as DDP does.
+    assert math.isclose(sum(r[0] for r in ranks) / 2, float(full.detach()), rel_tol=1e-12)
+    torch.testing.assert_close(torch.cat([r[1] for r in ranks]) / 2, q.grad, rtol=1e-9, atol=1e-12)
+    torch.testing.assert_close(torch.cat([r[2] for r in ranks]) / 2, k.grad, rtol=1e-9, atol=1e-12)
+    # Guard: negatives from the local half only give another loss.
+    local = mocov3_contrastive_loss(q[:4].detach(), k[:4].detach(), 0.2)
+    assert not math.isclose(float(local), ranks[0][0], rel_tol=1e-6)
+
+
+def test_fsdp_sharded_vit_at_world_size_2_equals_one_process_on_the_whole_batch(two_ranks: list[dict]) -> None:
     # Without batch norm every term is per sample, so 2 ranks x 4 images equal 1 rank x 8 images:
     # loss, weights after one SGD step (FSDP-sharded ViT blocks and head) and the EMA encoder.
-    images = generated_images(8)
-    crops = [images, images.flip(-1)]
     torch.manual_seed(0)
     single = tiny_mocov3(batch_norm=False)
     initial = _watched(single)
-    loss = _one_step(single, crops)
-    ranks = run_distributed(_fsdp_rank, 2, crops)
+    loss = _one_step(single, fsdp_crops())
+    ranks = [r["fsdp"] for r in two_ranks]
     assert math.isclose(sum(r[0] for r in ranks) / 2, loss, rel_tol=1e-5)
     for _, weights in ranks:
         for got, want, start in zip(weights, _watched(single), initial, strict=True):
