@@ -135,7 +135,7 @@ class Contenders:
         self.case = case
         self.device = device
         self.extra = list(extra or [])
-        self.data_path = _image_folder(case.batch)
+        self.data_path = _image_folder(4 * case.batch)
         self.crops = synthetic_crops(case, device)
 
     def config(self, variant: str) -> Any:

@@ -136,7 +136,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--repeats", type=int, default=0, help="timed repeats per contender (default 5, quick 2)")
     parser.add_argument("--steps", type=int, default=1, help="timed steps per repeat")
-    parser.add_argument("--warmup", type=int, default=1, help="untimed steps per contender after the first")
+    parser.add_argument("--warmup", type=int, default=0, help="untimed steps per contender after the first")
     parser.add_argument("--name", default="", help="results name (default throughput_<device>)")
     args = parser.parse_args()
     args.repeats = args.repeats or (2 if args.quick else 5)
@@ -145,11 +145,17 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     device = torch.device(args.device)
     peaks = measure_peaks(device, args.quick)
-    rows = []
+    rows: list[dict[str, Any]] = []
     for case, variants, precisions in cases(device, args.quick):
         print(f"{case.name}: {', '.join(variants)} | lightly {', '.join(precisions)}", flush=True)
         rows += run_case(case, variants, precisions, device, args, peaks)
-    peaks_after = measure_peaks(device, args.quick)
+        # Written after every case, so a run stopped by a time limit keeps what it measured.
+        _write(args, rows, peaks, peaks)
+    path = _write(args, rows, peaks, measure_peaks(device, args.quick))
+    print(path.read_text())
+
+
+def _write(args: argparse.Namespace, rows: list[dict[str, Any]], peaks: dict, peaks_after: dict) -> Path:
     notes = (
         f"{args.device}, torch.set_num_threads({args.threads}); medians of {args.repeats} interleaved repeats of "
         f"{args.steps} step(s) after {args.warmup + 1} warm-up step(s). Peak (matmul, start / end of run): fp32 "
@@ -159,8 +165,7 @@ def main() -> None:
     )
     columns = ["case", "side", "variant", "images_per_s", "vs_lightly", "vs_eager", "mfu", "first_step_s", "best"]
     extra = {"peaks_flops": peaks, "peaks_flops_end": peaks_after, "threads": args.threads}
-    path = write_results(args.name or f"throughput_{args.device}", rows, notes, columns, extra)
-    print(path.read_text())
+    return write_results(args.name or f"throughput_{args.device}", rows, notes, columns, extra)
 
 
 if __name__ == "__main__":
