@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import runpy
 from pathlib import Path
 
 import pytest
@@ -10,7 +11,7 @@ import torch
 
 from sslframe.errors import UserError
 from tests.distributed.harness import run_distributed
-from tests.helpers import TINY, make_image_folder, run_tool
+from tests.helpers import ROOT, TINY, make_image_folder
 
 
 @pytest.fixture(scope="module")
@@ -122,32 +123,32 @@ def test_finetune_learns_the_classes(pretrained: Path) -> None:
     assert result["top1"] >= 0.6  # chance is 1/3
 
 
-def test_cli_prints_one_summary_line(pretrained: Path) -> None:
-    proc = run_tool(
-        "eval.py",
-        "knn",
-        f"checkpoint={pretrained / 'run'}",
-        "data=folder",
-        f"data.path={pretrained / 'train'}",
-        f"data.val_path={pretrained / 'val'}",
-        "eval.ks=[3]",
-        "eval.num_workers=0",
-        "eval.random_init=true",
-    )
-    assert proc.returncode == 0, proc.stderr
-    summary, where = proc.stdout.strip().splitlines()[-2:]
+def _tool(name: str, monkeypatch) -> dict:
+    """A tool script's globals, loaded in this process (its ``main`` runs without a new interpreter)."""
+    monkeypatch.syspath_prepend(str(ROOT / "tools"))
+    return runpy.run_path(str(ROOT / "tools" / name), run_name="tool_under_test")
+
+
+def test_cli_prints_one_summary_line(pretrained: Path, monkeypatch, capsys) -> None:
+    main = _tool("eval.py", monkeypatch)["main"]
+    args = [f"checkpoint={pretrained / 'run'}", "data=folder", f"data.path={pretrained / 'train'}"]
+    args += [f"data.val_path={pretrained / 'val'}", "eval.ks=[3]", "eval.num_workers=0", "eval.random_init=true"]
+    assert main(["knn", *args]) == 0
+    summary, where = capsys.readouterr().out.strip().splitlines()[-2:]
     assert json.loads(summary)["task"] == "knn"
     assert where == f"results: {pretrained / 'run' / 'eval' / 'knn_random_init.json'}"
+    with pytest.raises(UserError, match="unknown evaluation 'probe'; valid choices: extract, finetune, knn"):
+        main(["probe", *args])
 
 
-def test_export_tool_writes_weights_that_import_back(pretrained: Path) -> None:
+def test_export_tool_writes_weights_that_import_back(pretrained: Path, monkeypatch) -> None:
     from sslframe.eval.features import load_trunk
     from sslframe.eval.interchange import load_trunk_weights
     from sslframe.models.trunks import build_trunk
 
     out = pretrained / "trunk.safetensors"
-    proc = run_tool("export.py", "export", str(pretrained / "run"), "--naming", "torchvision", "--out", str(out))
-    assert proc.returncode == 0, proc.stderr
+    main = _tool("export.py", monkeypatch)["main"]
+    assert main(["export", str(pretrained / "run"), "--naming", "torchvision", "--out", str(out)]) == 0
     trunk, run_cfg, _ = load_trunk(pretrained / "run")
     fresh = build_trunk(run_cfg.trunk)
     assert load_trunk_weights(fresh, out, "torchvision").ok
