@@ -23,20 +23,15 @@ from pathlib import Path
 import _path  # noqa: F401
 
 from sslframe.cli import run_cli
-from sslframe.errors import UserError
 from sslframe.eval.features import load_trunk
-from sslframe.eval.interchange import LAYOUTS, NAMINGS, export_trunk, load_trunk_weights, save_state_file
-from sslframe.models.trunks import Trunk
-from sslframe.models.trunks.regnet import REGNET_ARCHS, RegNet
-from sslframe.models.trunks.resnet import RESNET_ARCHS, ResNet
-
-
-def _trunk_for(arch: str) -> Trunk:
-    if arch in RESNET_ARCHS:
-        return ResNet(arch)
-    if arch in REGNET_ARCHS:
-        return RegNet(arch)
-    raise UserError(f"unknown --arch '{arch}'; valid choices: {', '.join([*RESNET_ARCHS, *REGNET_ARCHS])}")
+from sslframe.eval.interchange import (
+    LAYOUTS,
+    NAMINGS,
+    export_trunk,
+    load_trunk_weights,
+    save_state_file,
+    trunk_for_arch,
+)
 
 
 def main(argv: Sequence[str]) -> int:
@@ -58,7 +53,7 @@ def main(argv: Sequence[str]) -> int:
         path = save_state_file(export_trunk(trunk, args.naming), args.out)
         print(f"wrote the trunk of {folder} with {args.naming} names to {path}")
         return 0
-    trunk = _trunk_for(args.arch)
+    trunk = trunk_for_arch(args.arch)
     report = load_trunk_weights(trunk, args.weights, args.layout, strict=not args.non_strict)
     print(f"{args.weights} as {args.layout}: {report.summary()}")
     path = save_state_file(trunk.state_dict(), args.out)

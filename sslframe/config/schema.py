@@ -520,6 +520,11 @@ class FeatureEvalConfig:
     layer: int = -1
     # Use features written by `tools/eval.py extract` (DIR holding train/ and val/) instead of the images.
     features: str = ""
+    # checkpoint= is another project's weights file in this layout (torchvision, timm, swav, dino,
+    # vissl; "": an sslframe run), for the trunk ``arch`` (resnet50, regnet_y_400mf...); images are
+    # then normalised with the ImageNet mean and std at image_size (0: 224).
+    layout: str = ""
+    arch: str = ""
     choices: ClassVar[Choices] = {"device": ("auto", "cpu", "cuda")}
 
 

@@ -21,8 +21,8 @@ import torch
 
 from sslframe.errors import UserError
 from sslframe.models.trunks import Trunk
-from sslframe.models.trunks.regnet import RegNet
-from sslframe.models.trunks.resnet import ResNet
+from sslframe.models.trunks.regnet import REGNET_ARCHS, RegNet
+from sslframe.models.trunks.resnet import RESNET_ARCHS, ResNet
 from sslframe.models.trunks.vit import VisionTransformer
 
 NAMINGS = ("sslframe", "torchvision", "timm", "vissl")
@@ -97,6 +97,17 @@ def _identity_name(key: str, naming: str) -> str:
     if naming not in ("sslframe", "timm"):
         raise UserError(f"no {naming} key map for this trunk; use naming sslframe or timm")
     return key
+
+
+def trunk_for_arch(arch: str) -> Trunk:
+    """A freshly initialised ResNet or RegNet trunk named by its architecture, for imported weights."""
+    if arch in RESNET_ARCHS:
+        return ResNet(arch)
+    if arch in REGNET_ARCHS:
+        return RegNet(arch)
+    raise UserError(
+        f"unknown trunk arch '{arch}' for imported weights; valid choices: {', '.join([*RESNET_ARCHS, *REGNET_ARCHS])}"
+    )
 
 
 def external_name(trunk: Trunk, key: str, naming: str) -> str:

@@ -23,6 +23,7 @@ from sslframe.engine.trainer import pick_device
 from sslframe.errors import UserError
 from sslframe.eval.features import iter_features, load_trunk, trunk_features
 from sslframe.eval.finetune import Classifier, build_finetune_optimizer, train_finetune
+from sslframe.eval.interchange import load_trunk_weights, trunk_for_arch
 from sslframe.eval.knn import knn_accuracy
 from sslframe.eval.linear import EpochBatches, ProbeSettings, evaluate, linear_probe, topk_accuracy, train_linear
 from sslframe.eval.lowshot import lowshot, subset_sizes
@@ -47,12 +48,27 @@ class Pretrained:
     device: torch.device
 
     @property
-    def run_dir(self) -> Path:
-        return self.checkpoint.parent.parent
+    def eval_dir(self) -> Path:
+        """RUN_DIR/eval for a checkpoint of a run; next to an imported weights file otherwise."""
+        if self.checkpoint.is_file():
+            return self.checkpoint.parent / "eval" / self.checkpoint.stem
+        return self.checkpoint.parent.parent / "eval"
+
+
+# Torchvision's ImageNet normalisation, which published torchvision/timm/SwAV/DINO/SEER weights expect.
+IMAGENET_MEAN = [0.485, 0.456, 0.406]
+IMAGENET_STD = [0.229, 0.224, 0.225]
 
 
 def _pretrained(cfg: DictConfig) -> Pretrained:
     ev = cfg.eval
+    if ev.layout:
+        trunk = trunk_for_arch(ev.arch)
+        if not ev.random_init:
+            report = load_trunk_weights(trunk, cfg.checkpoint, ev.layout)
+            log.info("loaded %s as %s: %s", cfg.checkpoint, ev.layout, report.summary())
+        path = Path(cfg.checkpoint).resolve()
+        return Pretrained(trunk.eval(), path, ev.image_size or 224, IMAGENET_MEAN, IMAGENET_STD, pick_device(ev.device))
     trunk, run_cfg, folder = load_trunk(cfg.checkpoint, random_init=ev.random_init)
     tf = run_cfg.transform
     size = ev.image_size or tf.global_size
@@ -133,7 +149,7 @@ def extract_task(cfg: DictConfig) -> dict[str, Any]:
     start = time.monotonic()
     model = _pretrained(cfg)
     env = init_distributed(model.device.type)
-    out = Path(ev.out_dir) if ev.out_dir else model.run_dir / "eval" / "features"
+    out = Path(ev.out_dir) if ev.out_dir else model.eval_dir / "features"
     transform = eval_transform(model.size, model.mean, model.std)
     counts = {}
     for split in ev.splits:
@@ -328,9 +344,10 @@ def _result_path(cfg: DictConfig, result: dict[str, Any]) -> Path:
         return Path(cfg.out)
     if cfg.eval.get("features"):
         return Path(cfg.eval.features) / f"{cfg.eval.name}.json"
-    run_dir = Path(result["checkpoint"]).parent.parent
+    source = Path(result["checkpoint"])
+    eval_dir = source.parent / "eval" / source.stem if source.is_file() else source.parent.parent / "eval"
     suffix = "_random_init" if result.get("random_init") else ""
-    return run_dir / "eval" / f"{cfg.eval.name}{suffix}.json"
+    return eval_dir / f"{cfg.eval.name}{suffix}.json"
 
 
 def summary_line(result: dict[str, Any]) -> str:

@@ -169,3 +169,20 @@ def test_plots_of_a_run(pretrained: Path) -> None:
     points = torch.tensor([[-2.0, 0.0, 0.0], [2.0, 0.0, 0.1], [0.0, 0.5, 0.0], [0.0, -0.5, 0.0]])
     xy, _ = project_2d(points)
     assert xy.shape == (4, 2) and xy[:, 0].abs().argmax() in (0, 1)
+
+
+def test_evaluates_imported_torchvision_weights(pretrained: Path, tmp_path: Path) -> None:
+    import torchvision
+
+    from sslframe.config import compose_config
+    from sslframe.eval.run import run_eval
+
+    torch.manual_seed(0)
+    torch.save(torchvision.models.resnet18().state_dict(), tmp_path / "tv.pth")
+    args = [f"checkpoint={tmp_path / 'tv.pth'}", "data=folder", f"data.path={pretrained / 'train'}"]
+    args += [f"data.val_path={pretrained / 'val'}", "eval.num_workers=0", "eval.layout=torchvision"]
+    args += ["eval.image_size=32", "eval.ks=[1]"]
+    out = run_eval(compose_config("eval", ["eval=knn", *args, "eval.arch=resnet18"]))
+    assert out["path"] == str(tmp_path / "eval" / "tv" / "knn.json") and out["result"]["feature_dim"] == 512
+    with pytest.raises(UserError, match=r"does not match the trunk as layout torchvision: missing \d+"):
+        run_eval(compose_config("eval", ["eval=knn", *args, "eval.arch=resnet34"]))
