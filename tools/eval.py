@@ -12,7 +12,8 @@ Tasks (configs/eval/TASK.yaml):
   finetune  whole trunk plus a new head (eval.layer_decay < 1: layer-wise learning-rate decay)
 
 knn, linear and lowshot read extracted features with eval.features=DIR instead of images;
-eval.random_init=true evaluates the same architecture untrained (a baseline). Results go to
+eval.random_init=true evaluates the same architecture untrained (a baseline);
+checkpoint=FILE eval.layout=dino eval.arch=resnet50 evaluates another project's weights. Results go to
 RUN_DIR/eval/TASK.json (or out=FILE); one summary line is printed.
 """
 
