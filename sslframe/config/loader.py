@@ -103,7 +103,8 @@ def _schema_for(group: str, node: Any) -> type | None:
         return None
     if len(options) == 1:
         return next(iter(options.values()))
-    name = node.get("name")
+    # A trunk family (timm) names its option by ``family``; ``name`` is then the model's own name.
+    name = node.get("family") or node.get("name")
     if name not in options:
         raise UserError(f"unknown {group} '{name}'; valid choices: {', '.join(sorted(options))}")
     return options[name]
