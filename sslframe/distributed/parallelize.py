@@ -58,10 +58,18 @@ def apply_fsdp(method: Method, precision: str, reshard_after_forward: bool) -> N
     fully_shard(method, reshard_after_forward=reshard_after_forward, mp_policy=policy)
 
 
-def rank_local_buffer_names(method: Method) -> list[str]:
-    """Names of the buffers that hold per-rank state (those returned by ``rank_state_dict``)."""
-    local = {id(t) for t in method.rank_state_dict().values() if isinstance(t, torch.Tensor)}
-    return [name for name, buf in method.named_buffers() if id(buf) in local]
+def unbroadcast_buffer_names(method: Method) -> list[str]:
+    """Buffers DDP must not overwrite with rank 0's copy before each forward: everything but
+    batch-norm statistics. Methods' state is either per rank (SwAV's queue, a memory bank of this
+    rank's samples) or kept identical by the method itself (MoCo's queue from gathered keys,
+    DINO's all-reduced centre), so broadcasting it would be wrong or a wasted copy per step."""
+    norm_buffers = {
+        id(buf)
+        for module in method.modules()
+        if isinstance(module, nn.modules.batchnorm._NormBase)
+        for buf in module.buffers(recurse=False)
+    }
+    return [name for name, buf in method.named_buffers() if id(buf) not in norm_buffers]
 
 
 def parallelize(method: Method, cfg: Any, env: DistEnv, device: torch.device) -> nn.Module:
@@ -89,10 +97,9 @@ def parallelize(method: Method, cfg: Any, env: DistEnv, device: torch.device) ->
         apply_fsdp(method, cfg.trainer.precision, dist_cfg.reshard_after_forward)
         return method
     if strategy == "ddp" and env.world_size > 1:
-        # DDP broadcasts rank 0's buffers before every forward; per-rank state (SwAV's queue, a
-        # memory bank of this rank's samples) must keep its own values.
+        # DDP broadcasts rank 0's buffers before every forward: batch-norm statistics only.
         nn.parallel.DistributedDataParallel._set_params_and_buffers_to_ignore_for_model(
-            method, rank_local_buffer_names(method)
+            method, unbroadcast_buffer_names(method)
         )
         # Gradients live in the all-reduce buckets (no second copy of every gradient).
         return nn.parallel.DistributedDataParallel(
