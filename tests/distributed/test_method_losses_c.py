@@ -11,8 +11,9 @@ from typing import Any
 import pytest
 import torch
 import torch.distributed as dist
+from omegaconf import OmegaConf
 
-from sslframe.config import compose_config
+from sslframe.config.schema import DeepClusterV2Config, MLPHeadConfig, ResNetConfig, SwAVConfig
 from sslframe.distributed.env import DistEnv
 from sslframe.distributed.parallelize import parallelize
 from sslframe.losses.barlow import barlow_twins_loss
@@ -20,7 +21,6 @@ from sslframe.losses.kmeans import init_centroids, spherical_kmeans
 from sslframe.losses.vicreg import vicreg_loss
 from sslframe.methods import StepContext, build_method
 from tests.distributed.harness import run_distributed
-from tests.helpers import TINY
 from tests.losses.test_kmeans import K, clustered_points
 
 N, D, WORLD = 8, 6, 2
@@ -34,31 +34,43 @@ def two_views() -> tuple[torch.Tensor, torch.Tensor]:
     return z1, 0.5 * z1 + torch.randn(N, D, generator=g, dtype=torch.float64)
 
 
-def losses(z1: torch.Tensor, z2: torch.Tensor, group: Any) -> dict[str, torch.Tensor]:
-    return {
-        "barlow": barlow_twins_loss(z1, z2, 0.0051, group),
-        # Small scale so the variance hinge is active and its gradient is part of the check.
-        "vicreg": vicreg_loss(0.3 * z1, 0.3 * z2, 25.0, 25.0, 1.0, group=group)[0],
-    }
+def loss(name: str, z1: torch.Tensor, z2: torch.Tensor, group: Any) -> torch.Tensor:
+    if name == "barlow":
+        return barlow_twins_loss(z1, z2, 0.0051, group)
+    # Small scale so the variance hinge is active and its gradient is part of the check.
+    return vicreg_loss(0.3 * z1, 0.3 * z2, 25.0, 25.0, 1.0, group=group)[0]
 
 
 def loss_and_grads(z1: torch.Tensor, z2: torch.Tensor, group: Any) -> dict[str, tuple]:
     out = {}
-    for name, fn in (("barlow", 0), ("vicreg", 1)):
+    for name in ("barlow", "vicreg"):
         a, b = z1.clone().requires_grad_(), z2.clone().requires_grad_()
-        loss = list(losses(a, b, group).values())[fn]
-        loss.backward()
-        out[name] = (loss.detach(), a.grad, b.grad)
+        value = loss(name, a, b, group)
+        value.backward()
+        out[name] = (value.detach(), a.grad, b.grad)
     return out
 
 
-def tiny_cfg(config: str, *extra: str) -> Any:
-    return compose_config("train", [f"config={config}", *TINY, "data=folder", "data.path=unused", *extra])
+def tiny_cfg(method: Any) -> Any:
+    """A tiny training config built from the schemas (composing with Hydra in every spawned
+    process would cost more than the steps)."""
+    trunk = ResNetConfig(arch="resnet18", width_multiplier=0.125, small_images=True)
+    head = MLPHeadConfig(hidden_dims=[32], output_dim=16)
+    return OmegaConf.create(
+        {
+            "trunk": OmegaConf.structured(trunk),
+            "head": OmegaConf.structured(head),
+            "method": OmegaConf.structured(method),
+            "model": {"sync_bn": False},
+            "trainer": {"compile": False, "precision": "fp32"},
+            "distributed": {"strategy": "ddp", "activation_checkpointing": False},
+        }
+    )
 
 
 def swav_queues_under_ddp(rank: int, world: int) -> list[torch.Tensor]:
     """Two SwAV steps under DDP with a queue of two batches per rank; the queue after each step."""
-    cfg = tiny_cfg("quickstart", "method.queue_length=32", "method.queue_start_epoch=0")
+    cfg = tiny_cfg(SwAVConfig(num_prototypes=[10], queue_length=32, queue_start_epoch=0, freeze_prototypes_steps=1))
     torch.manual_seed(0)
     method = build_method(cfg)
     method.set_process_group(dist.group.WORLD)
@@ -81,7 +93,7 @@ def swav_queues_under_ddp(rank: int, world: int) -> list[torch.Tensor]:
 
 def deepcluster_under_ddp(rank: int, world: int) -> dict[str, torch.Tensor]:
     """Two epochs of DeepCluster-v2 on 32 samples split over the ranks; the shared table after."""
-    cfg = tiny_cfg("deepclusterv2_resnet50", "method.num_prototypes=[4,3]", "method.kmeans_iterations=3")
+    cfg = tiny_cfg(DeepClusterV2Config(num_prototypes=[4, 3], kmeans_iterations=3))
     torch.manual_seed(0)
     method = build_method(cfg)
     method.set_process_group(dist.group.WORLD)
@@ -135,8 +147,8 @@ def test_loss_and_gradients_are_global(ranks: list[dict[str, Any]], name: str) -
 def test_local_batch_statistics_would_differ(name: str) -> None:
     # Guard against a test that cannot fail: the loss of half the batch alone is another value.
     z1, z2 = two_views()
-    half = losses(z1[: N // 2], z2[: N // 2], None)[name]
-    assert not torch.isclose(half, losses(z1, z2, None)[name])
+    half = loss(name, z1[: N // 2], z2[: N // 2], None)
+    assert not torch.isclose(half, loss(name, z1, z2, None))
 
 
 def test_distributed_kmeans_equals_kmeans_on_the_concatenated_data(ranks: list[dict[str, Any]]) -> None:
