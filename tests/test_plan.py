@@ -171,6 +171,18 @@ def test_regnety_256gf_has_the_published_parameter_count() -> None:
     )
 
 
+def test_frozen_teacher_costs_its_weights_only() -> None:
+    # BYOL keeps an EMA copy of trunk + projector (Grill et al. 2020, sec. 3.1): its weights take
+    # memory, but it has no gradients and no optimizer state.
+    report = plan_for("config=byol_resnet50", "trunk.arch=resnet18")
+    params = report["parameters"]
+    # The copy is trunk + projector: more than the trunk, less than trunk + projector + predictor.
+    assert params["trunk"] < params["frozen"] < params["total"]
+    ddp = next(s for s in report["memory_per_gpu"] if s["strategy"] == "ddp" and not s["activation_checkpointing"])
+    assert ddp["gb"]["parameters"] == pytest.approx(4 * (params["total"] + params["frozen"]) / GB)
+    assert ddp["gb"]["gradients"] == pytest.approx(4 * params["total"] / GB)
+
+
 def test_tool_prints_a_summary_and_writes_json(tmp_path: Path) -> None:
     out = tmp_path / "plan.json"
     proc = run_tool(

@@ -57,6 +57,9 @@ class ParameterCount:
     # The largest FSDP unit (a trunk block, or all the heads) and the trunk's block count.
     largest_unit: int
     blocks: int
+    # Parameters that are not trained (EMA teachers, momentum encoders): weights only, no
+    # gradients or optimizer state.
+    frozen: int = 0
 
     @property
     def total(self) -> int:
@@ -64,12 +67,14 @@ class ParameterCount:
 
 
 def count_parameters(method: Method) -> ParameterCount:
-    """Parameters of the trunk and of everything else the method trains (heads, prototypes...)."""
+    """Parameters of the trunk and of everything else the method trains (heads, prototypes...),
+    and of the frozen copies it keeps (EMA teacher, momentum encoder)."""
     trunk = sum(p.numel() for p in method.trunk.parameters())
     total = sum(p.numel() for p in method.parameters() if p.requires_grad)
+    frozen = sum(p.numel() for p in method.parameters() if not p.requires_grad)
     blocks = method.trunk.blocks()
     largest_block = max(sum(p.numel() for p in b.parameters()) for b in blocks)
-    return ParameterCount(trunk, total - trunk, max(largest_block, total - trunk), len(blocks))
+    return ParameterCount(trunk, total - trunk, max(largest_block, total - trunk), len(blocks), frozen)
 
 
 @dataclass

@@ -4,6 +4,7 @@ The model is built on the ``meta`` device (no memory), so a 10B-parameter trunk 
 laptop. Counts and activation bytes are measured on the real modules (``measure.py``); the
 rest is bookkeeping of what each strategy keeps per GPU:
 
+- Frozen copies a method keeps (EMA teacher, momentum encoder) count as parameters only.
 - DDP: fp32 parameters, fp32 gradients (the all-reduce buckets hold them: gradient_as_bucket_view),
   optimizer state; under bf16/fp16 autocast also the cast copy of every weight that autocast
   caches for the forward pass.
@@ -88,17 +89,18 @@ def make_plan(cfg: DictConfig) -> dict[str, Any]:
     step = measure_step(method, sizes, batch, dtype)
     per_resolution = {str(s): trunk_forward_flops(method.trunk, s, dtype) for s in sorted(set(sizes), reverse=True)}
 
-    p, unit = params.total, params.largest_unit
+    p, unit, frozen = params.total, params.largest_unit, params.frozen
     overhead = plan.overhead_gb * GB
     activations = {False: step.activation_bytes * batch, True: step.checkpointed_bytes() * batch}
     autocast_cache = p * compute_bytes if precision != "fp32" else 0.0
     scenarios = []
     for ac in (False, True):
-        scenarios.append(Scenario("ddp", ac, 4 * p, 4 * p, 4 * slots * p, autocast_cache, activations[ac], overhead))
+        weights = 4 * (p + frozen)
+        scenarios.append(Scenario("ddp", ac, weights, 4 * p, 4 * slots * p, autocast_cache, activations[ac], overhead))
         working = 2 * unit * compute_bytes + 4 * unit
         scenarios.append(
             Scenario(
-                "fsdp", ac, 4 * p / world, 4 * p / world, 4 * slots * p / world, working, activations[ac], overhead
+                "fsdp", ac, weights / world, 4 * p / world, 4 * slots * p / world, working, activations[ac], overhead
             )
         )
     usable = plan.gpu_memory_gb * GB * (1 - plan.headroom)
@@ -129,6 +131,7 @@ def make_plan(cfg: DictConfig) -> dict[str, Any]:
             "trunk": params.trunk,
             "heads": params.heads,
             "total": params.total,
+            "frozen": params.frozen,
             "largest_fsdp_unit": params.largest_unit,
             "trunk_blocks": params.blocks,
         },
@@ -180,7 +183,8 @@ def summary(report: dict[str, Any]) -> str:
     cfg, params, flops, thr = report["config"], report["parameters"], report["flops"], report["throughput"]
     lines = [
         f"model: {params['total'] / 1e6:,.1f}M parameters (trunk {params['trunk'] / 1e6:,.1f}M, "
-        f"heads {params['heads'] / 1e6:,.1f}M); crops {cfg['crops']}; {cfg['batch_per_gpu']} images per GPU "
+        f"heads {params['heads'] / 1e6:,.1f}M, frozen copies {params['frozen'] / 1e6:,.1f}M); "
+        f"crops {cfg['crops']}; {cfg['batch_per_gpu']} images per GPU "
         f"x {cfg['gpus']} GPUs = {cfg['global_batch']}; {cfg['precision']}",
         "FLOPs: trunk forward per image "
         + ", ".join(f"{s}px {_flops(v)}" for s, v in flops["trunk_forward_per_image"].items())
