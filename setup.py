@@ -27,6 +27,8 @@ setup(
         "tqdm>=4.60",
         "safetensors>=0.4",
         "matplotlib>=3.7",
+        "webdataset>=0.2.86,<2",
+        "fsspec>=2023.1",
     ],
     # bench: the peer measured by bench/ (never a runtime dependency). `make bench-deps` installs it
     # with --no-deps: its own requirements would pull pytorch_lightning and could replace torch.
