@@ -32,7 +32,7 @@ from PIL import Image, ImageFilter
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.common import write_results
+from bench.common import quick_mode, write_results
 
 FASHION = Path(__file__).resolve().parents[1] / "data" / "fashion_mnist" / "train"
 
@@ -109,9 +109,10 @@ def images_per_second(pipeline: Any, jpegs: list[bytes]) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--images", type=int, default=64)
+    quick = quick_mode()  # BENCH_QUICK=1: a smoke run
+    parser.add_argument("--images", type=int, default=16 if quick else 64)
     parser.add_argument("--side", type=int, default=256)
-    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--repeats", type=int, default=2 if quick else 5)
     args = parser.parse_args()
     from omegaconf import OmegaConf
 
