@@ -31,10 +31,9 @@ log = logging.getLogger(__name__)
 
 def first_per_class(source: Any, per_class: int) -> list[int]:
     """Indices of the first ``per_class`` samples of every class, in dataset order (a fixed subset)."""
-    if hasattr(source, "samples"):
-        labels = [s.label for s in source.samples]
-    else:
-        labels = [source.read(i)[2] for i in range(len(source))]
+    if not hasattr(source, "samples"):
+        raise UserError("the online kNN monitor needs an image folder or file list in data.path and data.val_path")
+    labels = [s.label for s in source.samples]
     if any(label < 0 for label in labels):
         raise UserError("the online kNN monitor needs labelled images (class sub-folders) in data.path and val_path")
     taken: dict[int, int] = {}

@@ -12,6 +12,7 @@ import torch.nn.functional as F
 from omegaconf import OmegaConf
 from torch.utils.data import Sampler
 
+from sslframe.data.build import build_eval_loader
 from sslframe.data.loader import ViewsDataset, make_loader
 from sslframe.data.sources import build_source
 from sslframe.data.transforms import eval_transform
@@ -99,9 +100,14 @@ def iter_features(
 ) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
     """(raw features, labels, dataset indices) batch by batch for this rank's share of ``path``."""
     source = build_source(data_cfg, path)
-    dataset = ViewsDataset(source, transform, seed=0)
-    sampler = StridedSampler(len(source), rank, world_size)
-    loader = make_loader(dataset, sampler, batch_size, num_workers, drop_last=False)
+    if hasattr(source, "read"):
+        dataset = ViewsDataset(source, transform, seed=0)
+        sampler = StridedSampler(len(source), rank, world_size)
+        loader = make_loader(dataset, sampler, batch_size, num_workers, drop_last=False)
+    elif world_size == 1:
+        loader = build_eval_loader(data_cfg, path, transform, batch_size, num_workers)
+    else:
+        raise UserError("tar shards are extracted by one process for now; run tools/eval.py extract without torchrun")
     trunk = trunk.to(device, memory_format=torch.channels_last).eval()
     for batch in loader:
         if batch.size == 0:

@@ -155,13 +155,12 @@ def extract_task(cfg: DictConfig) -> dict[str, Any]:
     for split in ev.splits:
         path = _split_path(cfg, split)
         source = build_source(cfg.data, path)
-        keys = [s.key for s in getattr(source, "samples", [])]
         batches = iter_features(
             model.trunk, cfg.data, path, transform, ev.batch_size, ev.num_workers, model.device, _layer(ev),
             env.rank, env.world_size,
         )  # fmt: skip
         meta = {"split": split, "checkpoint": str(model.checkpoint), "layer": ev.layer, "num_samples": len(source)}
-        key_of = keys.__getitem__ if keys else str
+        key_of = source.key if hasattr(source, "key") else str
         write_shards(batches, key_of, out / split, env.rank, ev.shard_size, meta, env.world_size)
         counts[split] = len(source)
     return {
@@ -201,10 +200,18 @@ def train_transform(size: int, scale: Iterable[float], mean: list[float], std: l
     )
 
 
+def _map_style(data_cfg: DictConfig, path: str) -> Any:
+    """A source read by index (image folder, file list): what augmented passes need."""
+    source = build_source(data_cfg, path)
+    if not hasattr(source, "read"):
+        raise UserError("augmented linear probing and fine-tuning need an image folder or file list, not tar shards")
+    return source
+
+
 def _image_batches(cfg: DictConfig, model: Pretrained, seed: int) -> tuple[EpochBatches, int]:
     """Augmented training images, shuffled per epoch; (epoch -> batches, steps per epoch)."""
     ev = cfg.eval
-    source = build_source(cfg.data, cfg.data.path)
+    source = _map_style(cfg.data, cfg.data.path)
     transform = train_transform(model.size, ev.crop_scale, model.mean, model.std)
     sampler = EpochSampler(len(source), seed, shuffle=True)
     loader = make_loader(ViewsDataset(source, transform, seed=seed), sampler, ev.batch_size, ev.num_workers, False)
@@ -295,7 +302,7 @@ def lowshot_task(cfg: DictConfig) -> dict[str, Any]:
 def _classify(model: Classifier, cfg: DictConfig, pre: Pretrained) -> dict[str, float]:
     transform = eval_transform(pre.size, pre.mean, pre.std)
     logits, labels = [], []
-    source = build_source(cfg.data, _split_path(cfg, "val"))
+    source = _map_style(cfg.data, _split_path(cfg, "val"))
     loader = make_loader(
         ViewsDataset(source, transform, seed=0),
         EpochSampler(len(source), 0, shuffle=False),
@@ -315,7 +322,7 @@ def finetune_task(cfg: DictConfig) -> dict[str, Any]:
     ev = cfg.eval
     start = time.monotonic()
     pre = _pretrained(cfg)
-    source = build_source(cfg.data, cfg.data.path)
+    source = _map_style(cfg.data, cfg.data.path)
     labels = [s.label for s in getattr(source, "samples", [])]
     if not labels or min(labels) < 0:
         raise UserError("fine-tuning needs labelled images (class sub-folders) in data.path")

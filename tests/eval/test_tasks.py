@@ -186,3 +186,24 @@ def test_evaluates_imported_torchvision_weights(pretrained: Path, tmp_path: Path
     assert out["path"] == str(tmp_path / "eval" / "tv" / "knn.json") and out["result"]["feature_dim"] == 512
     with pytest.raises(UserError, match=r"does not match the trunk as layout torchvision: missing \d+"):
         run_eval(compose_config("eval", ["eval=knn", *args, "eval.arch=resnet34"]))
+
+
+def test_knn_reads_tar_shards_like_the_folder(pretrained: Path) -> None:
+    from sslframe.data.shard_writer import write_shards
+    from sslframe.data.sources import ImageFolderSource
+
+    for split in ("train", "val"):
+        write_shards(
+            ImageFolderSource(pretrained / split), str(pretrained / f"{split}_shards"), per_shard=10, seed=None
+        )
+    folder = _eval(pretrained, "knn", "eval.ks=[1,3]", "out=" + str(pretrained / "knn_folder.json"))
+    shards = _eval(
+        pretrained,
+        "knn",
+        "eval.ks=[1,3]",
+        "data.source=shards",
+        f"data.path={pretrained / 'train_shards'}",
+        f"data.val_path={pretrained / 'val_shards'}",
+        "out=" + str(pretrained / "knn_shards.json"),
+    )
+    assert shards["top1"] == folder["top1"] and shards["num_train"] == 36
