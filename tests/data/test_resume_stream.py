@@ -11,15 +11,13 @@ from pathlib import Path
 
 import pytest
 import torch
-from omegaconf import OmegaConf
 
 from sslframe.config import compose_config
-from sslframe.config.schema import DataConfig
-from sslframe.data.build import build_train_data
 from sslframe.data.shard_writer import write_shards
 from sslframe.data.sources import ImageFolderSource
 from sslframe.distributed.checkpoint import latest_checkpoint
 from sslframe.engine.trainer import train
+from tests.data.stream_ranks import sequences
 from tests.distributed.harness import run_distributed
 from tests.faults.common import losses, start, wait_for_step
 from tests.helpers import ROOT, TINY, make_image_folder
@@ -36,30 +34,15 @@ def sources(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     return {"folder": folder, "filelist": listing, "shards": root / "shards"}
 
 
-def _sequences(rank: int, world: int, sources: dict[str, str], workers: int) -> dict[str, tuple[list, list]]:
-    """Per source: the indices of an uninterrupted epoch 1 and of a fresh loader set at batch 2."""
-    out = {}
-    for name, path in sources.items():
-        cfg = OmegaConf.structured(DataConfig(source=name, path=path, batch_size=3, shuffle_buffer=4))
-        cfg.num_workers = workers
-        full = build_train_data(cfg, None, 13, rank, world)
-        full.set_position(1, 0)
-        whole = [b.indices.tolist() for b in full]
-        resumed = build_train_data(cfg, None, 13, rank, world)
-        resumed.set_position(1, 2)
-        out[name] = (whole, [b.indices.tolist() for b in resumed])
-    return out
-
-
 @pytest.mark.parametrize("processes", [False, True], ids=["two_workers", "gloo_processes"])
 def test_rebuilt_loader_continues_the_sequence_at_world_size_two(sources: dict[str, Path], processes: bool) -> None:
     paths = {k: str(v) for k, v in sources.items()}
     if processes:
         # Loader workers forked inside the harness's spawned ranks hang on this machine, so the
         # real-process check reads in the ranks themselves; the order does not depend on it.
-        results = run_distributed(_sequences, 2, paths, 0)
+        results = run_distributed(sequences, 2, paths, 0)
     else:
-        results = [_sequences(rank, 2, paths, 2) for rank in range(2)]
+        results = [sequences(rank, 2, paths, 2) for rank in range(2)]
     for name in sources:
         per_rank = [r[name] for r in results]
         for whole, resumed in per_rank:
@@ -80,18 +63,20 @@ def _overrides(shards: Path, run: Path, *extra: str) -> list[str]:
         "data.num_workers=2",
         "data.shuffle_buffer=6",
         "trainer.max_epochs=2",
+        "trainer.max_steps=6",
         "trainer.checkpoint_every=3",
         *extra,
     ]
 
 
 def test_killed_shards_run_resumes_with_the_same_losses(sources: dict[str, Path], tmp_path: Path) -> None:
-    # 32 images, batch 8: 4 steps per epoch, 8 in all, checkpoints at steps 3 and 6 (mid-epoch).
+    # 32 images, batch 8: 4 steps per epoch; 6 steps (the schedule spans 2 epochs), a checkpoint
+    # at step 3, mid-epoch.
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
         reference = train(compose_config("train", _overrides(sources["shards"], tmp_path / "reference")))
-        assert reference.final_step == 8
+        assert reference.final_step == 6
         expected = losses(tmp_path / "reference")
         cut = tmp_path / "cut"
         proc = start([str(ROOT / "tools" / "train.py"), *_overrides(sources["shards"], cut)])
@@ -101,9 +86,9 @@ def test_killed_shards_run_resumes_with_the_same_losses(sources: dict[str, Path]
         newest = latest_checkpoint(cut / "checkpoints")
         assert newest is not None
         resumed_from = int(newest.name.split("_")[1])
-        assert train(compose_config("train", _overrides(sources["shards"], cut))).final_step == 8
+        assert train(compose_config("train", _overrides(sources["shards"], cut))).final_step == 6
     finally:
         torch.set_num_threads(threads)
     after = {s: v for s, v in losses(cut).items() if s > resumed_from}
-    assert sorted(after) == list(range(resumed_from + 1, 9))
+    assert sorted(after) == list(range(resumed_from + 1, 7))
     assert after == {s: expected[s] for s in after}
