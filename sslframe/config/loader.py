@@ -22,7 +22,14 @@ from hydra.errors import HydraException, MissingConfigException
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from sslframe.config.schema import GROUP_SCHEMAS, PRIMARY_SCHEMAS, ModelConfig, PlanConfig, RunConfig
+from sslframe.config.schema import (
+    GROUP_SCHEMAS,
+    PRIMARY_SCHEMAS,
+    ModelConfig,
+    MonitorConfig,
+    PlanConfig,
+    RunConfig,
+)
 from sslframe.errors import UserError
 
 CONFIG_DIR = Path(os.environ.get("SSLFRAME_CONFIG_DIR", Path(__file__).resolve().parents[2] / "configs"))
@@ -34,6 +41,7 @@ SECTION_SCHEMAS: dict[str, dict[str, type]] = {
     "run": {"run": RunConfig},
     "model": {"model": ModelConfig},
     "plan": {"plan": PlanConfig},
+    "monitor": {"monitor": MonitorConfig},
 }
 
 
