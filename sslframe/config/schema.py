@@ -331,6 +331,8 @@ class OptimConfig:
     trust_coefficient: float = 0.001
     # Biases and normalisation parameters get no weight decay and no LARS adaptation.
     exclude_bias_and_norm: bool = True
+    # Their learning rate relative to the weights' (Barlow Twins: 0.0048 / 0.2 = 0.024).
+    bias_lr_factor: float = 1.0
     choices: ClassVar[Choices] = {"name": "optimizers"}
 
 

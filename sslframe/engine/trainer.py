@@ -44,6 +44,7 @@ from sslframe.optim.build import (
     build_schedule,
     build_weight_decay_schedule,
     scaled_lr,
+    set_lr,
     set_weight_decay,
 )
 
@@ -352,8 +353,7 @@ class Trainer:
             indices = batch.indices.to(self.device, non_blocking=True) if batch.indices is not None else None
             ctx = StepContext(self.step, epoch, self.steps_per_epoch, self.total_steps, indices)
             lr = float(self.lr_schedule[self.step])
-            for group in self.optimizer.param_groups:
-                group["lr"] = lr
+            set_lr(self.optimizer, lr)
             if self.wd_schedule is not None:
                 set_weight_decay(self.optimizer, float(self.wd_schedule[self.step]))
             crops = self._crops(batch)

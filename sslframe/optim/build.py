@@ -36,17 +36,30 @@ def is_bias_or_norm(name: str, param: nn.Parameter) -> bool:
     return param.ndim <= 1 or name.endswith(".bias")
 
 
-def parameter_groups(model: nn.Module, weight_decay: float, exclude_bias_and_norm: bool) -> list[dict[str, Any]]:
-    """Two groups: regular weights, and biases/norm parameters (no decay, no LARS adaptation)."""
+def parameter_groups(
+    model: nn.Module, weight_decay: float, exclude_bias_and_norm: bool, bias_lr_factor: float = 1.0
+) -> list[dict[str, Any]]:
+    """Two groups: regular weights, and biases/norm parameters (no decay, no LARS adaptation,
+    learning rate scaled by ``bias_lr_factor``). ``lr_scale`` multiplies the scheduled rate."""
     regular, excluded = [], []
     for name, param in model.named_parameters():
         if not param.requires_grad:
             continue
         (excluded if exclude_bias_and_norm and is_bias_or_norm(name, param) else regular).append(param)
     # ``decayed`` marks the group a weight-decay schedule drives (``set_weight_decay``).
-    groups = [{"params": regular, "weight_decay": weight_decay, "lars_exclude": False, "decayed": True}]
+    groups = [
+        {"params": regular, "weight_decay": weight_decay, "lars_exclude": False, "decayed": True, "lr_scale": 1.0}
+    ]
     if excluded:
-        groups.append({"params": excluded, "weight_decay": 0.0, "lars_exclude": True, "decayed": False})
+        groups.append(
+            {
+                "params": excluded,
+                "weight_decay": 0.0,
+                "lars_exclude": True,
+                "decayed": False,
+                "lr_scale": bias_lr_factor,
+            }
+        )
     return groups
 
 
@@ -57,11 +70,16 @@ def scaled_lr(cfg: Any, global_batch: int) -> float:
 
 def build_optimizer(model: nn.Module, cfg: Any, lr: float) -> torch.optim.Optimizer:
     """SGD and AdamW apply weight decay through the group's ``weight_decay`` (decoupled for AdamW)."""
-    groups = parameter_groups(model, cfg.weight_decay, cfg.exclude_bias_and_norm)
+    groups = parameter_groups(model, cfg.weight_decay, cfg.exclude_bias_and_norm, cfg.get("bias_lr_factor", 1.0))
     optimizer = OPTIMIZERS.get(cfg.name)(groups, cfg)
-    for group in optimizer.param_groups:
-        group["lr"] = lr
+    set_lr(optimizer, lr)
     return optimizer
+
+
+def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
+    """The scheduled rate, times each group's ``lr_scale``."""
+    for group in optimizer.param_groups:
+        group["lr"] = lr * group.get("lr_scale", 1.0)
 
 
 def build_schedule(cfg: Any, peak_lr: float, total_steps: int, steps_per_epoch: int) -> np.ndarray:

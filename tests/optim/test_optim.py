@@ -10,7 +10,7 @@ import torch
 from omegaconf import OmegaConf
 
 from sslframe.config.schema import OptimConfig, ScheduleConfig
-from sslframe.optim.build import build_optimizer, build_schedule, parameter_groups, scaled_lr
+from sslframe.optim.build import build_optimizer, build_schedule, parameter_groups, scaled_lr, set_lr
 from sslframe.optim.lars import LARS
 
 
@@ -49,6 +49,16 @@ def test_bias_and_norm_parameters_get_no_decay() -> None:
     assert groups[1]["weight_decay"] == 0.0 and groups[1]["lars_exclude"]
     all_in_one = parameter_groups(model, 0.1, exclude_bias_and_norm=False)
     assert len(all_in_one) == 1
+
+
+def test_bias_lr_factor_scales_the_scheduled_rate() -> None:
+    # Barlow Twins (Zbontar et al. 2021, sec. 4): weights at lr 0.2, biases and BN at 0.0048.
+    model = torch.nn.Sequential(torch.nn.Linear(4, 4), torch.nn.BatchNorm1d(4))
+    cfg = OmegaConf.structured(OptimConfig(name="lars", lr=0.2, bias_lr_factor=0.0048 / 0.2))
+    opt = build_optimizer(model, cfg, lr=0.2)
+    assert [g["lr"] for g in opt.param_groups] == pytest.approx([0.2, 0.0048])
+    set_lr(opt, 0.1)
+    assert [g["lr"] for g in opt.param_groups] == pytest.approx([0.1, 0.0024])
 
 
 def test_linear_scaling_rule() -> None:
