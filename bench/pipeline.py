@@ -70,7 +70,7 @@ def measure(backend: str, workers: int, steps: int, data: Path, case: Case) -> d
         ctx = StepContext(step, epoch, trainer.steps_per_epoch, trainer.total_steps)
         with trainer.autocast:
             out = trainer.model(crops, ctx)
-        trainer._step_flags(out.loss, signals)
+        trainer._step_flags(out.loss, signals, batch)
         trainer._update(out.loss, ctx)
         waits.append(waited)
         totals.append(time.perf_counter() - start)

@@ -16,6 +16,7 @@ from collections.abc import Callable
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
@@ -155,12 +156,14 @@ class Contenders:
         trainer.model.train()
         signals = StopSignals()
         ctx = StepContext(0, 0, trainer.steps_per_epoch, trainer.total_steps)
+        # What the flags check reads from a loader batch: its size and its unreadable samples.
+        batch = SimpleNamespace(size=self.case.batch, bad=[])
 
         def step() -> torch.Tensor:
             views = [c.contiguous(memory_format=trainer.memory_format) for c in self.crops]
             with trainer.autocast:
                 out = trainer.model(views, ctx)
-            trainer._step_flags(out.loss, signals)
+            trainer._step_flags(out.loss, signals, batch)
             trainer._update(out.loss, ctx)
             return out.loss.detach()
 
