@@ -64,7 +64,10 @@ def gram(z: torch.Tensor) -> torch.Tensor:
 
 
 def effective_rank_of_gram(g: torch.Tensor) -> torch.Tensor:
-    """exp(H(p)), p the singular values divided by their sum (Roy & Vetterli 2007, eq. 3-4)."""
+    """exp(H(p)), p the singular values divided by their sum (Roy & Vetterli 2007, eq. 3-4);
+    NaN for non-finite embeddings (a diverged step must not stop training from the monitor)."""
+    if not bool(torch.isfinite(g).all()):
+        return torch.tensor(float("nan"), dtype=torch.float64)
     s = torch.linalg.eigvalsh(g.double()).clamp_min(0).sqrt()
     p = s / s.sum().clamp_min(1e-12)
     return torch.exp(-(p * torch.log(p.clamp_min(1e-30))).sum())

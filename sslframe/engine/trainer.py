@@ -266,6 +266,13 @@ class Trainer:
         else:
             log.warning("checkpoint %s has no state for rank %d; its RNG and queues start afresh", path, self.env.rank)
         self.method.load_rank_state_dict(own["method"] if own is not None else None)
+        # The counters are global (every rank holds the same); a rank that had no state of its
+        # own (resumed at a larger world size) takes them from the others.
+        counts = torch.tensor([float(self.bad_samples), float(self.seen_samples)], dtype=torch.float64)
+        if self.env.group is not None:
+            counts = counts.to(self.device)
+            torch.distributed.all_reduce(counts, op=torch.distributed.ReduceOp.MAX, group=self.env.group)
+        self.bad_samples, self.seen_samples = (int(v) for v in counts.tolist())
         self.step = int(meta["step"])
         return path
 
@@ -292,11 +299,15 @@ class Trainer:
             ConsoleProgress(enabled=self.cfg.trainer.progress),
         ]
 
-    def _account_bad(self, batch: Any) -> None:
+    def _log_bad(self, batch: Any) -> None:
         for bad in batch.bad:
             log.warning("rank %d skipped unreadable sample %s (%s)", self.env.rank, bad.key, bad.reason)
-        self.bad_samples += len(batch.bad)
-        self.seen_samples += batch.size + len(batch.bad)
+
+    def _account_bad(self, bad: int, seen: int) -> None:
+        """Add one step's unreadable and seen samples, summed over all ranks, and stop (on every
+        rank at once) when the fraction of unreadable samples exceeds the limit."""
+        self.bad_samples += bad
+        self.seen_samples += seen
         limit = self.cfg.data.max_bad_fraction
         if self.seen_samples >= 100 and self.bad_samples > limit * self.seen_samples:
             raise UserError(
@@ -349,7 +360,7 @@ class Trainer:
         stop = False
         while self.step < self.stop_step:
             epoch, batch = next(batches)
-            self._account_bad(batch)
+            self._log_bad(batch)
             indices = batch.indices.to(self.device, non_blocking=True) if batch.indices is not None else None
             ctx = StepContext(self.step, epoch, self.steps_per_epoch, self.total_steps, indices)
             lr = float(self.lr_schedule[self.step])
@@ -359,7 +370,7 @@ class Trainer:
             crops = self._crops(batch)
             with self.autocast:
                 out = self.model(crops, ctx)
-            nonfinite, stop = self._step_flags(out.loss, signals)
+            nonfinite, stop = self._step_flags(out.loss, signals, batch)
             if nonfinite:
                 self.optimizer.zero_grad(set_to_none=True)
                 if cfg.trainer.on_nan == "stop":
@@ -432,15 +443,18 @@ class Trainer:
         self.optimizer.zero_grad(set_to_none=True)
         self.method.after_optimizer_step(ctx)
 
-    def _step_flags(self, loss: torch.Tensor, signals: StopSignals) -> tuple[bool, bool]:
-        """(non-finite loss on any rank, stop signal on any rank): every rank takes the same
-        decision. One two-element all-reduce and one host synchronisation per step."""
-        flags = torch.stack(
-            [(~torch.isfinite(loss.detach())).float(), loss.new_tensor(float(signals.received is not None))]
-        ).float()
+    def _step_flags(self, loss: torch.Tensor, signals: StopSignals, batch: Any) -> tuple[bool, bool]:
+        """(non-finite loss on any rank, stop signal on any rank), and the step's unreadable
+        samples over all ranks: every rank takes the same decisions. One four-element all-reduce
+        and one host synchronisation per step."""
+        local = [float(signals.received is not None), float(len(batch.bad)), float(batch.size + len(batch.bad))]
+        flags = torch.cat(
+            [(~torch.isfinite(loss.detach().float())).double().reshape(1), loss.new_tensor(local, dtype=torch.float64)]
+        )
         if self.env.group is not None:
-            torch.distributed.all_reduce(flags, op=torch.distributed.ReduceOp.MAX, group=self.env.group)
-        nonfinite, stop = flags.tolist()
+            torch.distributed.all_reduce(flags, op=torch.distributed.ReduceOp.SUM, group=self.env.group)
+        nonfinite, stop, bad, seen = flags.tolist()
+        self._account_bad(int(bad), int(seen))
         return nonfinite > 0, stop > 0
 
     def _dump_nonfinite(self, ctx: StepContext, crops: list[torch.Tensor], batch: Any, loss: torch.Tensor) -> None:

@@ -32,6 +32,13 @@ def test_collapse_statistics_on_known_embeddings() -> None:
         assert effective_rank(z).item() == pytest.approx(torch.exp(-(p * p.log()).sum()).item(), rel=1e-5)
 
 
+def test_nonfinite_embeddings_give_nan_not_an_error() -> None:
+    # A diverged step (trainer.on_nan=skip) must not be turned into a crash by an observer.
+    z = torch.eye(8)
+    z[0, 0] = float("nan")
+    assert torch.isnan(effective_rank(z))
+
+
 def test_collapse_monitor_averages_and_warns(caplog) -> None:
     monitor = CollapseMonitor(min_std=0.01, min_effective_rank=2.0)
     monitor.on_step(1, StepOutput(loss=torch.zeros(()), embeddings=torch.eye(8)))
