@@ -18,25 +18,6 @@ def quick_mode() -> bool:
     return os.environ.get("BENCH_QUICK", "0") not in ("", "0")
 
 
-def cpu_flags() -> set[str]:
-    try:
-        text = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return set()
-    for line in text.splitlines():
-        if line.startswith("flags"):
-            return set(line.split(":", 1)[1].split())
-    return set()
-
-
-def native_bf16(device: torch.device) -> bool:
-    """Whether bf16 has hardware support: CUDA with bf16, or a CPU with AVX512-BF16 or AMX.
-    Elsewhere oneDNN emulates it, far slower than fp32."""
-    if device.type == "cuda":
-        return torch.cuda.is_bf16_supported()
-    return bool(cpu_flags() & {"avx512_bf16", "amx_bf16"})
-
-
 def machine() -> dict[str, Any]:
     info = {
         "python": platform.python_version(),

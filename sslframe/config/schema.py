@@ -362,7 +362,9 @@ class TrainerConfig:
     keep_last: int = 3
     # auto: newest complete checkpoint in run.dir/checkpoints; never; or a checkpoint path.
     resume: str = "auto"
-    precision: str = "fp32"
+    # auto: bf16 autocast where the hardware runs bf16 natively (CUDA, CPUs with AVX512-BF16/AMX),
+    # fp32 elsewhere; the resolved value is what config.yaml records.
+    precision: str = "auto"
     log_every: int = 50
     seed: int = 0
     grad_clip: float = 0.0
@@ -370,13 +372,14 @@ class TrainerConfig:
     # step's inputs and state next to the run's checkpoints.
     on_nan: str = "skip"
     device: str = "auto"
-    # Channels-last memory layout for convolutional trunks (faster convolutions on CPU and GPU).
+    # Channels-last memory layout where the trunk is faster with it (``Trunk.channels_last_devices``:
+    # ResNets on CPU and GPU, RegNets and timm conv nets on GPU; bench/throughput.py measures it).
     channels_last: bool = True
     # torch.compile each trunk block.
     compile: bool = False
     progress: bool = True
     choices: ClassVar[Choices] = {
-        "precision": ("fp32", "bf16", "fp16"),
+        "precision": ("auto", "fp32", "bf16", "fp16"),
         "device": ("auto", "cpu", "cuda"),
         "on_nan": ("skip", "stop"),
     }

@@ -35,6 +35,7 @@ from sslframe.distributed import checkpoint as ckpt
 from sslframe.distributed.collectives import all_reduce_sum
 from sslframe.distributed.env import DistEnv, init_distributed, teardown
 from sslframe.distributed.parallelize import PRECISION_DTYPES, parallelize
+from sslframe.engine.hardware import resolve_precision
 from sslframe.engine.monitors import build_monitors
 from sslframe.engine.observers import ConsoleProgress, JSONLinesLog, Observer, TensorBoardLog
 from sslframe.errors import UserError
@@ -103,13 +104,16 @@ class Trainer:
         self.cfg = cfg
         self.run_dir = Path(cfg.run.dir)
         self.device = pick_device(cfg.trainer.device)
+        # Resolved once, so config.yaml and every check below see what the run really uses.
+        cfg.trainer.precision = resolve_precision(cfg.trainer.precision, self.device)
         self.env: DistEnv = init_distributed(self.device.type)
         # Every rank builds identical initial weights (FSDP shards them in place, without the
         # broadcast DDP does); other randomness then differs per rank.
         torch.manual_seed(cfg.trainer.seed)
         self.method: Method = build_method(cfg).to(self.device)
         torch.manual_seed(cfg.trainer.seed + 1000 * self.env.rank + 1)
-        self.memory_format = torch.channels_last if cfg.trainer.channels_last else torch.contiguous_format
+        channels_last = cfg.trainer.channels_last and self.device.type in self.method.trunk.channels_last_devices
+        self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
         self.sharded = cfg.distributed.strategy == "fsdp" and self.env.world_size > 1
         if not self.sharded:
             # FSDP2 shards only contiguous parameters; there the inputs alone are channels-last.

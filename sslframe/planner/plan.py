@@ -76,7 +76,8 @@ def make_plan(cfg: DictConfig) -> dict[str, Any]:
     plan = cfg.plan
     world = cfg.launcher.nodes * cfg.launcher.gpus_per_node
     batch = cfg.data.batch_size
-    precision = cfg.trainer.precision
+    # GPUs plan with bf16 where the run says auto (every GPU of the SEER era but V100 has it).
+    precision = "bf16" if cfg.trainer.precision == "auto" else cfg.trainer.precision
     dtype = COMPUTE_DTYPES[precision]
     compute_bytes = torch.tensor([], dtype=dtype).element_size()
     slots = OPTIMIZER_SLOTS[cfg.optim.name] if (cfg.optim.name == "adamw" or cfg.optim.momentum > 0) else 0

@@ -15,6 +15,9 @@ class Trunk(nn.Module):
     """
 
     out_dim: int
+    # Device types on which channels-last activations make this trunk faster (trainer.channels_last):
+    # convolutions on GPUs by default; subclasses say where else it pays.
+    channels_last_devices: tuple[str, ...] = ("cuda",)
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError

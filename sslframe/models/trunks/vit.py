@@ -117,6 +117,9 @@ class VisionTransformer(Trunk):
     96-pixel local crops and 224-pixel global crops share one network.
     """
 
+    # Only the patch embedding is a convolution: the memory layout does not matter.
+    channels_last_devices = ()
+
     def __init__(
         self,
         arch: str = "vit_base",
