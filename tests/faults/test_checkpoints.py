@@ -8,12 +8,15 @@ import pickle
 import resource
 import shutil
 import signal
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
 from sslframe.distributed.checkpoint import complete_checkpoints, is_complete
 from tests.faults.common import losses, run, train_cmd, trained_run
+from tests.helpers import ROOT
 
 
 def damage(checkpoint: Path, how: str) -> None:
@@ -82,6 +85,35 @@ def test_full_disk_at_checkpoint_time_keeps_the_previous_checkpoint(
     assert is_complete(previous)
     assert [p.name for p in complete_checkpoints(run_dir / "checkpoints")] == ["step_00000003"]
     assert not list((run_dir / "checkpoints").glob(".*tmp*")), "the failed temporary folder is removed"
+
+
+def test_unwritable_checkpoint_folder_keeps_the_previous_checkpoint(
+    fault_data: Path, trained_three_steps: Path, tmp_path: Path
+) -> None:
+    run_dir = tmp_path / "run"
+    shutil.copytree(trained_three_steps, run_dir)
+    folder = run_dir / "checkpoints"
+    folder.chmod(0o555)
+    prefix: list[str] = []
+    if os.geteuid() == 0:
+        # Root ignores permission bits through CAP_DAC_OVERRIDE: run the trainer without it.
+        if shutil.which("setpriv") is None:
+            pytest.skip("running as root without util-linux's setpriv to drop CAP_DAC_OVERRIDE")
+        prefix = ["setpriv", "--bounding-set", "-dac_override,-dac_read_search", "--"]
+    try:
+        args = [*prefix, sys.executable, *train_cmd(fault_data, run_dir, "trainer.max_steps=6")]
+        env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}
+        result = subprocess.run(args, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600, check=False)
+    finally:
+        folder.chmod(0o755)
+    out = result.stdout + result.stderr
+    assert result.returncode == 2, out
+    error_lines = [line for line in out.splitlines() if line.startswith("error:")]
+    assert len(error_lines) == 1 and "could not write checkpoint" in error_lines[0], out
+    assert "Traceback" not in out
+    previous = folder / "step_00000003"
+    assert is_complete(previous)
+    assert [p.name for p in complete_checkpoints(folder)] == ["step_00000003"]
 
 
 class Exploit:
