@@ -68,10 +68,7 @@ def measure(backend: str, workers: int, steps: int, data: Path, case: Case) -> d
         crops = trainer._crops(batch)
         waited = time.perf_counter() - start
         ctx = StepContext(step, epoch, trainer.steps_per_epoch, trainer.total_steps)
-        with trainer.autocast:
-            out = trainer.model(crops, ctx)
-        trainer._step_flags(out.loss, signals, batch)
-        trainer._update(out.loss, ctx)
+        trainer.train_step(crops, ctx, batch, signals)
         waits.append(waited)
         totals.append(time.perf_counter() - start)
     return {

@@ -151,8 +151,9 @@ class Contenders:
         return self.step_for(self.trainer(variant))
 
     def step_for(self, trainer: Trainer) -> Callable[[], torch.Tensor]:
-        """Our step as the trainer runs it: inputs to the trainer's memory format, forward under
-        its autocast, the per-step flags check, then backward, optimizer and method updates."""
+        """Our step as the trainer runs it (``Trainer.train_step``): inputs in the trainer's memory
+        format, forward under its autocast, backward, the per-step flags, optimizer and method
+        updates."""
         trainer.model.train()
         signals = StopSignals()
         ctx = StepContext(0, 0, trainer.steps_per_epoch, trainer.total_steps)
@@ -161,10 +162,7 @@ class Contenders:
 
         def step() -> torch.Tensor:
             views = [c.contiguous(memory_format=trainer.memory_format) for c in self.crops]
-            with trainer.autocast:
-                out = trainer.model(views, ctx)
-            trainer._step_flags(out.loss, signals, batch)
-            trainer._update(out.loss, ctx)
+            out, _, _ = trainer.train_step(views, ctx, batch, signals)
             return out.loss.detach()
 
         return step

@@ -39,7 +39,7 @@ from sslframe.engine.hardware import resolve_precision
 from sslframe.engine.monitors import build_monitors
 from sslframe.engine.observers import ConsoleProgress, JSONLinesLog, Observer, TensorBoardLog
 from sslframe.errors import UserError
-from sslframe.methods import Method, StepContext, build_method
+from sslframe.methods import Method, StepContext, StepOutput, build_method
 from sslframe.optim.build import (
     build_optimizer,
     build_schedule,
@@ -371,18 +371,7 @@ class Trainer:
             set_lr(self.optimizer, lr)
             if self.wd_schedule is not None:
                 set_weight_decay(self.optimizer, float(self.wd_schedule[self.step]))
-            crops = self._crops(batch)
-            with self.autocast:
-                out = self.model(crops, ctx)
-            nonfinite, stop = self._step_flags(out.loss, signals, batch)
-            if nonfinite:
-                self.optimizer.zero_grad(set_to_none=True)
-                if cfg.trainer.on_nan == "stop":
-                    self._dump_nonfinite(ctx, crops, batch, out.loss)
-                self.skipped_steps += 1
-                log.warning("non-finite loss at step %d: update skipped (%d so far)", self.step, self.skipped_steps)
-            else:
-                self._update(out.loss, ctx)
+            out, nonfinite, stop = self.train_step(self._crops(batch), ctx, batch, signals)
             self.step += 1
             for monitor in monitors:
                 monitor.on_step(self.step, out)
@@ -429,13 +418,34 @@ class Trainer:
             self.run_dir, self.step, last_loss, final or last_ckpt, preempted=stop, skipped_steps=self.skipped_steps
         )
 
-    def _update(self, loss: torch.Tensor, ctx: StepContext) -> None:
-        """Backward, gradient clipping, optimizer step and the method's own updates."""
+    def train_step(
+        self, crops: list[torch.Tensor], ctx: StepContext, batch: Any, signals: StopSignals
+    ) -> tuple[StepOutput, bool, bool]:
+        """One step on prepared crops: forward, backward, then the step's flags (non-finite loss
+        or stop signal on any rank, unreadable samples over all ranks) and the update or its skip.
+        Returns (method output, non-finite, stop). The flags are read on the host once per step,
+        after backward, when little work is left queued on an accelerator."""
+        with self.autocast:
+            out = self.model(crops, ctx)
         if self.scaler is not None:
-            self.scaler.scale(loss).backward()
-            self.scaler.unscale_(self.optimizer)
+            self.scaler.scale(out.loss).backward()
         else:
-            loss.backward()
+            out.loss.backward()
+        nonfinite, stop = self._step_flags(out.loss, signals, batch)
+        if nonfinite:
+            self.optimizer.zero_grad(set_to_none=True)
+            if self.cfg.trainer.on_nan == "stop":
+                self._dump_nonfinite(ctx, crops, batch, out.loss)
+            self.skipped_steps += 1
+            log.warning("non-finite loss at step %d: update skipped (%d so far)", self.step, self.skipped_steps)
+        else:
+            self._update(ctx)
+        return out, nonfinite, stop
+
+    def _update(self, ctx: StepContext) -> None:
+        """Gradient clipping, optimizer step and the method's own updates (after backward)."""
+        if self.scaler is not None:
+            self.scaler.unscale_(self.optimizer)
         self.method.before_optimizer_step(ctx)
         if self.cfg.trainer.grad_clip > 0:
             torch.nn.utils.clip_grad_norm_(self.method.parameters(), self.cfg.trainer.grad_clip)
