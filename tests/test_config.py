@@ -37,7 +37,7 @@ def test_override_reaches_the_config() -> None:
         (["trainer.max_steps=1.5"], "bad value for 'trainer.max_steps'"),
         (["method=nope"], NOPE_METHOD),
         (["config=nope"], "unknown option 'nope' for config group 'config'; valid choices:"),
-        (["trainer.precision=fp8"], "bad value for 'trainer.precision': 'fp8'; valid choices: fp32, bf16, fp16"),
+        (["trainer.precision=fp8"], "bad value for 'trainer.precision': 'fp8'; valid choices: auto, fp32, bf16, fp16"),
         (["trunk.arch=resnet7"], "bad value for 'trunk.arch': 'resnet7'; valid choices:"),
         (["optim.name=adam"], "bad value for 'optim.name': 'adam'; valid choices: adamw, lars, sgd"),
         (["data=folder"], "missing value for 'data.path'"),

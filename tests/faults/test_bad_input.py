@@ -37,7 +37,7 @@ def trained(trained_three_steps: Path, tmp_path: Path) -> Path:
     ("extra", "needle"),
     [
         (["optim.lr=fast"], "optim.lr"),
-        (["trainer.precision=fp8"], "valid choices: fp32, bf16, fp16"),
+        (["trainer.precision=fp8"], "valid choices: auto, fp32, bf16, fp16"),
         (["trunk.arch=resnet19"], "trunk.arch"),
         (["trunk._target_=os.system"], "unknown key 'trunk._target_'"),
         (["trainer.resume=/nonexistent/ckpt"], "is not a checkpoint"),
