@@ -32,5 +32,5 @@ setup(
     ],
     # bench: the peer measured by bench/ (never a runtime dependency). `make bench-deps` installs it
     # with --no-deps: its own requirements would pull pytorch_lightning and could replace torch.
-    extras_require={"dev": ["pytest>=8", "ruff>=0.6"], "bench": ["lightly>=1.5,<2"]},
+    extras_require={"dev": ["pytest>=8", "pytest-xdist>=3", "ruff>=0.6"], "bench": ["lightly>=1.5,<2"]},
 )
