@@ -5,9 +5,8 @@
 The SwAV recipe (2x224 + 6x96 crops, SimCLR colour distortion, blur) on the same real JPEGs,
 one process, one thread (what one DataLoader worker does), side by side in one run:
 
-- ours: torchvision.io decoding (libjpeg-turbo) to uint8 tensors, crop and flip with torchvision
-  transforms v2 on uint8, then one conversion to float and the colour ops, blur and normalisation
-  fused in float32, hue rotated in YIQ (sslframe.data.transforms.MultiCropTransform);
+- ours: torchvision.io decoding (libjpeg-turbo) to uint8 tensors, torchvision transforms v2 on
+  uint8, one conversion to float at the end (sslframe.data.transforms.MultiCropTransform);
 - PIL + torchvision transforms v1, as other SSL frameworks (VISSL, solo-learn, lightly) do:
   PIL open, RandomResizedCrop, flip, ColorJitter, RandomGrayscale, PIL Gaussian blur, ToTensor,
   Normalize on PIL images.

@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from torchvision.ops import roi_align
 
-from sslframe.data.colour import LUMA, hue_rotation
+_LUMA = (0.299, 0.587, 0.114)
 
 
 def _uniform(n: int, low: float, high: float, g: torch.Generator) -> torch.Tensor:
@@ -73,7 +73,7 @@ def crop_resize(x: torch.Tensor, boxes: torch.Tensor, size: int) -> torch.Tensor
 
 
 def _gray(x: torch.Tensor) -> torch.Tensor:
-    weights = torch.tensor(LUMA, device=x.device, dtype=x.dtype).view(1, 3, 1, 1)
+    weights = torch.tensor(_LUMA, device=x.device, dtype=x.dtype).view(1, 3, 1, 1)
     return (x * weights).sum(1, keepdim=True)
 
 
@@ -106,7 +106,15 @@ def color_jitter(x: torch.Tensor, amounts: list[float], p: float, g: torch.Gener
 
 def _rotate_hue(x: torch.Tensor, angle: torch.Tensor) -> torch.Tensor:
     """Rotate the chroma plane of YIQ by ``angle`` (per image)."""
-    matrix = hue_rotation(angle.to(x.dtype))  # n x 3 x 3
+    to_yiq = torch.tensor(
+        [[0.299, 0.587, 0.114], [0.596, -0.274, -0.322], [0.211, -0.523, 0.312]], device=x.device, dtype=x.dtype
+    )
+    from_yiq = torch.linalg.inv(to_yiq)
+    cos, sin = angle.cos().to(x.dtype), angle.sin().to(x.dtype)
+    rot = torch.zeros(x.shape[0], 3, 3, device=x.device, dtype=x.dtype)
+    rot[:, 0, 0] = 1
+    rot[:, 1, 1], rot[:, 1, 2], rot[:, 2, 1], rot[:, 2, 2] = cos, -sin, sin, cos
+    matrix = from_yiq @ rot @ to_yiq  # n x 3 x 3
     return torch.einsum("nij,njhw->nihw", matrix, x)
 
 
