@@ -5,8 +5,10 @@
 The SwAV recipe (2x224 + 6x96 crops, SimCLR colour distortion, blur) on the same real JPEGs,
 one process, one thread (what one DataLoader worker does), side by side in one run:
 
-- ours: torchvision.io decoding (libjpeg-turbo) to uint8 tensors, torchvision transforms v2 on
-  uint8, one conversion to float at the end (sslframe.data.transforms.MultiCropTransform);
+- ours: torchvision.io decoding (libjpeg-turbo) to uint8 tensors, crop and flip with torchvision
+  transforms v2 on uint8, then one conversion to float and the colour ops, blur and normalisation
+  fused in float32, hue rotated in YIQ (sslframe.data.transforms.MultiCropTransform), and the
+  same with ``transform.hue_space=hsv`` (torchvision's exact HSV hue shift);
 - PIL + torchvision transforms v1, as other SSL frameworks (VISSL, solo-learn, lightly) do:
   PIL open, RandomResizedCrop, flip, ColorJitter, RandomGrayscale, PIL Gaussian blur, ToTensor,
   Normalize on PIL images.
@@ -28,6 +30,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from omegaconf import OmegaConf
 from PIL import Image, ImageFilter
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -92,10 +95,10 @@ def pil_pipeline(cfg: Any) -> Any:
     return run
 
 
-def ours_pipeline(cfg: Any) -> Any:
+def ours_pipeline(cfg: Any, hue_space: str = "yiq") -> Any:
     from sslframe.data.transforms import MultiCropTransform, decode
 
-    transform = MultiCropTransform(cfg)
+    transform = MultiCropTransform(OmegaConf.merge(cfg, {"hue_space": hue_space}))
     return lambda data: transform(decode(data))
 
 
@@ -114,14 +117,16 @@ def main() -> None:
     parser.add_argument("--side", type=int, default=256)
     parser.add_argument("--repeats", type=int, default=2 if quick else 5)
     args = parser.parse_args()
-    from omegaconf import OmegaConf
-
     from sslframe.config.schema import MultiCropConfig
 
     torch.set_num_threads(1)
     cfg = OmegaConf.structured(MultiCropConfig())  # SwAV defaults: 2x224 + 6x96
     jpegs = make_jpegs(args.images, args.side)
-    pipelines = {"ours (torchvision.io + v2 on uint8)": ours_pipeline(cfg), "PIL + transforms v1": pil_pipeline(cfg)}
+    pipelines = {
+        "ours (default: YIQ hue)": ours_pipeline(cfg),
+        "ours, transform.hue_space=hsv": ours_pipeline(cfg, "hsv"),
+        "PIL + transforms v1": pil_pipeline(cfg),
+    }
     rates: dict[str, list[float]] = {name: [] for name in pipelines}
     for pipeline in pipelines.values():
         pipeline(jpegs[0])  # warm-up

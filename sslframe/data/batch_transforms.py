@@ -7,7 +7,8 @@ batch: random resized crops for all images and views with one ``roi_align`` call
 grayscale, Gaussian blur and solarisation as per-image masked tensor ops. The recipe and its
 probabilities are those of the per-sample pipeline (SimCLR appendix A; SwAV multi-crop), with two
 simplifications: the four jitter ops run in a fixed order (brightness, contrast, saturation, hue)
-rather than a random one, and hue is rotated in YIQ space.
+rather than a random one, and hue is rotated in YIQ space (``hue_space=hsv``: torchvision's HSV
+shift, one image at a time).
 
 Random parameters come from a ``torch.Generator`` the caller seeds per (seed, step, rank), so a
 batch's augmentation is a pure function of its position and a resumed run repeats it exactly.
@@ -21,8 +22,9 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torchvision.ops import roi_align
+from torchvision.transforms.v2 import functional as TF
 
-_LUMA = (0.299, 0.587, 0.114)
+from sslframe.data.colour import LUMA, hue_rotation
 
 
 def _uniform(n: int, low: float, high: float, g: torch.Generator) -> torch.Tensor:
@@ -73,7 +75,7 @@ def crop_resize(x: torch.Tensor, boxes: torch.Tensor, size: int) -> torch.Tensor
 
 
 def _gray(x: torch.Tensor) -> torch.Tensor:
-    weights = torch.tensor(_LUMA, device=x.device, dtype=x.dtype).view(1, 3, 1, 1)
+    weights = torch.tensor(LUMA, device=x.device, dtype=x.dtype).view(1, 3, 1, 1)
     return (x * weights).sum(1, keepdim=True)
 
 
@@ -85,7 +87,9 @@ def _factor(n: int, amount: float, g: torch.Generator, device: torch.device) -> 
     return _uniform(n, max(0.0, 1 - amount), 1 + amount, g).to(device).view(-1, 1, 1, 1)
 
 
-def color_jitter(x: torch.Tensor, amounts: list[float], p: float, g: torch.Generator) -> torch.Tensor:
+def color_jitter(
+    x: torch.Tensor, amounts: list[float], p: float, g: torch.Generator, hue_space: str = "yiq"
+) -> torch.Tensor:
     n, device = x.shape[0], x.device
     brightness, contrast, saturation, hue = amounts
     apply = _bernoulli(n, p, g)
@@ -99,22 +103,17 @@ def color_jitter(x: torch.Tensor, amounts: list[float], p: float, g: torch.Gener
         gray = _gray(out)
         out = ((out - gray) * _factor(n, saturation, g, device) + gray).clamp(0, 1)
     if hue > 0:
-        angle = (_uniform(n, -hue, hue, g) * 2 * math.pi).to(device)
-        out = _rotate_hue(out, angle).clamp(0, 1)
+        shift = _uniform(n, -hue, hue, g)
+        if hue_space == "hsv":
+            out = torch.stack([TF.adjust_hue(image, float(f)) for image, f in zip(out, shift)])
+        else:
+            out = _rotate_hue(out, (shift * 2 * math.pi).to(device)).clamp(0, 1)
     return _select(apply, out, x)
 
 
 def _rotate_hue(x: torch.Tensor, angle: torch.Tensor) -> torch.Tensor:
     """Rotate the chroma plane of YIQ by ``angle`` (per image)."""
-    to_yiq = torch.tensor(
-        [[0.299, 0.587, 0.114], [0.596, -0.274, -0.322], [0.211, -0.523, 0.312]], device=x.device, dtype=x.dtype
-    )
-    from_yiq = torch.linalg.inv(to_yiq)
-    cos, sin = angle.cos().to(x.dtype), angle.sin().to(x.dtype)
-    rot = torch.zeros(x.shape[0], 3, 3, device=x.device, dtype=x.dtype)
-    rot[:, 0, 0] = 1
-    rot[:, 1, 1], rot[:, 1, 2], rot[:, 2, 1], rot[:, 2, 2] = cos, -sin, sin, cos
-    matrix = from_yiq @ rot @ to_yiq  # n x 3 x 3
+    matrix = hue_rotation(angle.to(x.dtype))  # n x 3 x 3
     return torch.einsum("nij,njhw->nihw", matrix, x)
 
 
@@ -171,7 +170,7 @@ class BatchMultiCrop:
         out = _select(_bernoulli(n, cfg.flip_p, g), out.flip(-1), out)
         jitter = [f * cfg.jitter_strength for f in cfg.jitter]
         if cfg.jitter_p > 0 and any(jitter):
-            out = color_jitter(out, jitter, cfg.jitter_p, g)
+            out = color_jitter(out, jitter, cfg.jitter_p, g, cfg.hue_space)
         if cfg.grayscale_p > 0:
             out = _select(_bernoulli(n, cfg.grayscale_p, g), _gray(out).expand_as(out), out)
         if blur_p > 0:
