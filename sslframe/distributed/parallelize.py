@@ -46,10 +46,21 @@ def apply_compile(method: Method) -> None:
 def apply_fsdp(method: Method, precision: str, reshard_after_forward: bool) -> None:
     """FSDP2: shard each trunk block and the projection head as their own units, the rest
     (stem, prototypes, predictors) with the root. Parameters are cast to the training
-    precision for compute; gradients are reduced in float32."""
+    precision for compute; gradients are reduced in float32.
+
+    Batch norms are units of their own that stay in float32 (their running statistics are
+    float32 buffers, which batch norm cannot mix with bf16 weights), taking the block's
+    activations in float32 and handing theirs back in the training precision, as VISSL's
+    ``auto_wrap_bn`` did for SEER."""
     from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
 
-    policy = MixedPrecisionPolicy(param_dtype=PRECISION_DTYPES[precision], reduce_dtype=torch.float32)
+    compute = PRECISION_DTYPES[precision]
+    policy = MixedPrecisionPolicy(param_dtype=compute, reduce_dtype=torch.float32)
+    if compute is not None:
+        norm_policy = MixedPrecisionPolicy(param_dtype=torch.float32, reduce_dtype=torch.float32, output_dtype=compute)
+        for module in method.modules():
+            if isinstance(module, nn.modules.batchnorm._BatchNorm) and any(True for _ in module.parameters()):
+                fully_shard(module, reshard_after_forward=reshard_after_forward, mp_policy=norm_policy)
     for block in method.trunk.blocks():
         fully_shard(block, reshard_after_forward=reshard_after_forward, mp_policy=policy)
     head = getattr(method, "head", None)

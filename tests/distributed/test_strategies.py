@@ -35,6 +35,9 @@ def test_fsdp_matches_ddp(image_folder: Path, tmp_path: Path) -> None:
             "optim=sgd",
             "optim.lr=0.02",
             "trainer.channels_last=false",
+            # bf16 (precision=auto on CPUs with AMX) runs as autocast under DDP and as FSDP's
+            # parameter cast, which round differently; float32 compares the strategies alone.
+            "trainer.precision=fp32",
         )
         finish(torchrun("--nproc_per_node=2", f"--master_port={free_port()}", *args))
         runs[strategy] = run
@@ -48,6 +51,21 @@ def test_fsdp_matches_ddp(image_folder: Path, tmp_path: Path) -> None:
     assert set(a["model"]) == set(b["model"]), "FSDP must not change parameter names"
     for key, value in a["model"].items():
         torch.testing.assert_close(b["model"][key], value, rtol=1e-3, atol=1e-4, msg=key)
+
+
+def test_fsdp_in_bf16_trains_a_batch_norm_trunk(image_folder: Path, tmp_path: Path) -> None:
+    """FSDP's bf16 parameter cast with batch norm (float32 running statistics): the norms are
+    float32 units of their own, so the ResNet trains, and its statistics stay float32."""
+    run = tmp_path / "run"
+    args = train_args(image_folder, run, "distributed.strategy=fsdp", "trainer.precision=bf16", "trainer.max_steps=3")
+    finish(torchrun("--nproc_per_node=2", f"--master_port={free_port()}", *args))
+    records = metrics(run)
+    assert [r["step"] for r in records] == [1, 2, 3]
+    assert all(torch.isfinite(torch.tensor(r["loss"])) for r in records)
+    state, _ = load_checkpoint(latest_checkpoint(run / "checkpoints"), sections=("model",))
+    assert state["model"]["trunk.bn1.weight"].dtype == torch.float32
+    assert state["model"]["trunk.bn1.running_mean"].dtype == torch.float32
+    assert state["model"]["trunk.layer1.0.conv1.weight"].dtype == torch.float32, "sharded weights stay float32"
 
 
 def tiny_method(*extra: str):
