@@ -162,7 +162,7 @@ class Contenders:
 
         def step() -> torch.Tensor:
             views = [c.contiguous(memory_format=trainer.memory_format) for c in self.crops]
-            out, _, _ = trainer.train_step(views, ctx, batch, signals)
+            out, _ = trainer.train_step(views, ctx, batch, signals)
             return out.loss.detach()
 
         return step

@@ -1,6 +1,7 @@
 """Rows 1-3 of ``make bench``: train-step images/s, ours next to lightly's, and MFU.
 
     python bench/throughput.py [--quick] [--device cpu|cuda] [--threads N] [--repeats 5]
+                               [--cases simclr/resnet18,swav/resnet18] [--no-compile]
 
 For each case (method, trunk, batch, crop sides) every contender is built first: our trainer's
 step in several variants (eager fp32, bf16 autocast, channels_last, torch.compile, their
@@ -138,6 +139,8 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=1, help="timed steps per repeat")
     parser.add_argument("--warmup", type=int, default=0, help="untimed steps per contender after the first")
     parser.add_argument("--name", default="", help="results name (default throughput_<device>)")
+    parser.add_argument("--cases", default="", help="comma-separated case prefixes, e.g. simclr/resnet18")
+    parser.add_argument("--no-compile", action="store_true", help="leave out the torch.compile variants")
     args = parser.parse_args()
     args.repeats = args.repeats or (2 if args.quick else 5)
     if args.device == "cuda" and not torch.cuda.is_available():
@@ -146,7 +149,12 @@ def main() -> None:
     device = torch.device(args.device)
     peaks = measure_peaks(device, args.quick)
     rows: list[dict[str, Any]] = []
+    wanted = {c for c in args.cases.split(",") if c}
     for case, variants, precisions in cases(device, args.quick):
+        if wanted and not any(case.name.startswith(w) for w in wanted):
+            continue
+        if args.no_compile:
+            variants = [v for v in variants if "compile" not in v]
         print(f"{case.name}: {', '.join(variants)} | lightly {', '.join(precisions)}", flush=True)
         rows += run_case(case, variants, precisions, device, args)
         # Written after every case, so a run stopped by a time limit keeps what it measured.

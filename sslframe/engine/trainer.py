@@ -35,6 +35,7 @@ from sslframe.distributed import checkpoint as ckpt
 from sslframe.distributed.collectives import all_reduce_sum
 from sslframe.distributed.env import DistEnv, init_distributed, teardown
 from sslframe.distributed.parallelize import PRECISION_DTYPES, parallelize
+from sslframe.engine.flags import FlagQueue, StepFlags, local_flags
 from sslframe.engine.hardware import resolve_precision
 from sslframe.engine.monitors import build_monitors
 from sslframe.engine.observers import ConsoleProgress, JSONLinesLog, Observer, TensorBoardLog
@@ -47,6 +48,7 @@ from sslframe.optim.build import (
     scaled_lr,
     set_lr,
     set_weight_decay,
+    step_unless,
 )
 
 log = logging.getLogger(__name__)
@@ -156,6 +158,7 @@ class Trainer:
         self.skipped_steps = 0
         self.bad_samples = 0
         self.seen_samples = 0
+        self.flags = FlagQueue(self.device)
         self.config_hash = config_hash(cfg)
 
     def _grad_scaler(self) -> Any:
@@ -252,11 +255,16 @@ class Trainer:
         # had a gradient yet (frozen prototypes) have no optimizer state in the checkpoint.
         state = self.state_dict()
         absent = ckpt.load_state(path, state, required=("model",))
+        # Hyperparameters come back with the optimizer state; the kernel choice (fused/foreach,
+        # which depends on this run's strategy, not the saved one's) stays this run's.
+        kernels = [{k: g[k] for k in ("fused", "foreach") if k in g} for g in self.optimizer.param_groups]
         try:
             set_model_state_dict(self.method, state["model"])
             set_optimizer_state_dict(
                 self.method, self.optimizer, state["optimizer"], options=StateDictOptions(strict=False)
             )
+            for group, kernel in zip(self.optimizer.param_groups, kernels, strict=True):
+                group.update(kernel)
             self._drop_optimizer_state(absent)
             if self.scaler is not None and "scaler" in state:
                 self.scaler.load_state_dict(state["scaler"])
@@ -356,8 +364,10 @@ class Trainer:
             self.peak_lr,
         )
         self.model.train()
+        # Summed on the device over the finite steps of a logging window, read at its end.
         loss_sum = torch.zeros((), device=self.device)
-        window_steps, window_images, window_start = 0, 0, time.monotonic()
+        finite_steps = torch.zeros((), device=self.device)
+        window_images, window_start = 0, time.monotonic()
         last_loss = math.nan
         last_ckpt: Path | None = None
         batches = self._batches()
@@ -371,20 +381,24 @@ class Trainer:
             set_lr(self.optimizer, lr)
             if self.wd_schedule is not None:
                 set_weight_decay(self.optimizer, float(self.wd_schedule[self.step]))
-            out, nonfinite, stop = self.train_step(self._crops(batch), ctx, batch, signals)
+            out, flags = self.train_step(self._crops(batch), ctx, batch, signals)
             self.step += 1
             for monitor in monitors:
                 monitor.on_step(self.step, out)
-            if not nonfinite:
-                loss_sum += out.loss.detach().float()
-                window_steps += 1
+            finite = flags[0] == 0
+            loss_sum += torch.where(finite, out.loss.detach().float(), 0.0)
+            finite_steps += finite
             window_images += batch.size * self.env.world_size
-            if self.step % cfg.trainer.log_every == 0 or self.step == self.stop_step:
-                # The mean over every rank's batch (one collective per logging interval; no
-                # host synchronisation inside the step).
-                last_loss = float(
-                    all_reduce_sum(loss_sum.clone(), self.env.group) / max(window_steps * self.env.world_size, 1)
-                )
+            log_now = self.step % cfg.trainer.log_every == 0 or self.step == self.stop_step
+            checkpoint_now = self.step % cfg.trainer.checkpoint_every == 0
+            # The previous step's flags (their copy finished long ago); this step's too where the
+            # loop synchronises anyway, so logs and checkpoints see every step's counts.
+            self.flags.put(self.step - 1, flags)
+            stop = self._take_flags(keep_newest=not (log_now or checkpoint_now)) or stop
+            if log_now:
+                # The mean over every rank's batch (one collective per logging interval).
+                totals = all_reduce_sum(torch.stack([loss_sum, finite_steps]), self.env.group).tolist()
+                last_loss = totals[0] / max(totals[1], 1.0)
                 now = time.monotonic()
                 record = {
                     "step": self.step,
@@ -405,12 +419,14 @@ class Trainer:
                 for obs in observers:
                     obs.on_log(record)
                 loss_sum.zero_()
-                window_steps, window_images, window_start = 0, 0, now
+                finite_steps.zero_()
+                window_images, window_start = 0, now
             if stop:
                 log.warning("signal %s received: checkpointing at step %d and exiting", signals.received, self.step)
                 break
-            if self.step % cfg.trainer.checkpoint_every == 0 and self.step < self.stop_step:
+            if checkpoint_now and self.step < self.stop_step:
                 last_ckpt = self.save()
+        stop = self._take_flags() or stop
         final = self.save() if self.step > start_step else resumed
         for obs in observers:
             obs.on_end()
@@ -418,58 +434,61 @@ class Trainer:
             self.run_dir, self.step, last_loss, final or last_ckpt, preempted=stop, skipped_steps=self.skipped_steps
         )
 
+    def _take_flags(self, keep_newest: bool = False) -> bool:
+        """Apply the flags the host can now read: count skipped steps and unreadable samples
+        (stopping past the bad-sample limit); True if any rank received a stop signal."""
+        stop = False
+        for flags in self.flags.take(keep_newest):
+            stop = self._apply_flags(flags) or stop
+        return stop
+
+    def _apply_flags(self, flags: StepFlags) -> bool:
+        if flags.nonfinite:
+            self.skipped_steps += 1
+            log.warning("non-finite loss at step %d: update skipped (%d so far)", flags.step, self.skipped_steps)
+        self._account_bad(flags.bad, flags.seen)
+        return flags.stop
+
     def train_step(
         self, crops: list[torch.Tensor], ctx: StepContext, batch: Any, signals: StopSignals
-    ) -> tuple[StepOutput, bool, bool]:
-        """One step on prepared crops: forward, backward, then the step's flags (non-finite loss
-        or stop signal on any rank, unreadable samples over all ranks) and the update or its skip.
-        Returns (method output, non-finite, stop). The flags are read on the host once per step,
-        after backward, when little work is left queued on an accelerator."""
+    ) -> tuple[StepOutput, torch.Tensor]:
+        """One step on prepared crops: forward, backward, the step's flags over all ranks, and the
+        update, skipped on the device where any rank's loss is non-finite. Returns the method's
+        output and the flags (``[non-finite, stop, unreadable, samples]``, float64 on the device),
+        which the loop reads later: nothing here waits for the device, except with
+        ``trainer.on_nan=stop``, which reads the non-finite flag at once to stop at this step."""
         with self.autocast:
             out = self.model(crops, ctx)
         if self.scaler is not None:
             self.scaler.scale(out.loss).backward()
         else:
             out.loss.backward()
-        nonfinite, stop = self._step_flags(out.loss, signals, batch)
-        if nonfinite:
-            self.optimizer.zero_grad(set_to_none=True)
-            if self.cfg.trainer.on_nan == "stop":
-                self._dump_nonfinite(ctx, crops, batch, out.loss)
-            self.skipped_steps += 1
-            log.warning("non-finite loss at step %d: update skipped (%d so far)", self.step, self.skipped_steps)
-        else:
-            self._update(ctx)
-        return out, nonfinite, stop
+        seen = batch.size + len(batch.bad)
+        flags = local_flags(out.loss, signals.received is not None, len(batch.bad), seen, self.device)
+        if self.env.group is not None:
+            torch.distributed.all_reduce(flags, op=torch.distributed.ReduceOp.SUM, group=self.env.group)
+        if self.cfg.trainer.on_nan == "stop" and bool(flags[0] > 0):
+            self._dump_nonfinite(ctx, crops, batch, out.loss)
+        self._update(ctx, flags[:1].clamp(max=1).float())
+        return out, flags
 
-    def _update(self, ctx: StepContext) -> None:
-        """Gradient clipping, optimizer step and the method's own updates (after backward)."""
+    def _update(self, ctx: StepContext, skip: torch.Tensor) -> None:
+        """Gradient clipping, optimizer step and the method's own updates (after backward), all
+        no-ops on the device where ``skip`` is 1."""
         if self.scaler is not None:
             self.scaler.unscale_(self.optimizer)
         self.method.before_optimizer_step(ctx)
         if self.cfg.trainer.grad_clip > 0:
-            torch.nn.utils.clip_grad_norm_(self.method.parameters(), self.cfg.trainer.grad_clip)
+            torch.nn.utils.clip_grad_norm_(self.method.parameters(), self.cfg.trainer.grad_clip, foreach=True)
         if self.scaler is not None:
+            # A non-finite loss leaves non-finite gradients, which GradScaler itself skips.
             self.scaler.step(self.optimizer)
             self.scaler.update()
         else:
-            self.optimizer.step()
+            step_unless(self.optimizer, skip)
         self.optimizer.zero_grad(set_to_none=True)
+        ctx.skipped = skip
         self.method.after_optimizer_step(ctx)
-
-    def _step_flags(self, loss: torch.Tensor, signals: StopSignals, batch: Any) -> tuple[bool, bool]:
-        """(non-finite loss on any rank, stop signal on any rank), and the step's unreadable
-        samples over all ranks: every rank takes the same decisions. One four-element all-reduce
-        and one host synchronisation per step."""
-        local = [float(signals.received is not None), float(len(batch.bad)), float(batch.size + len(batch.bad))]
-        flags = torch.cat(
-            [(~torch.isfinite(loss.detach().float())).double().reshape(1), loss.new_tensor(local, dtype=torch.float64)]
-        )
-        if self.env.group is not None:
-            torch.distributed.all_reduce(flags, op=torch.distributed.ReduceOp.SUM, group=self.env.group)
-        nonfinite, stop, bad, seen = flags.tolist()
-        self._account_bad(int(bad), int(seen))
-        return nonfinite > 0, stop > 0
 
     def _dump_nonfinite(self, ctx: StepContext, crops: list[torch.Tensor], batch: Any, loss: torch.Tensor) -> None:
         """trainer.on_nan=stop: save the step's inputs and this rank's state, then stop."""

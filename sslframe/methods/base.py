@@ -21,6 +21,10 @@ class StepContext:
     total_steps: int
     # Dataset index of each sample in the batch (memory banks keyed by sample, DeepCluster-v2).
     indices: torch.Tensor | None = None
+    # Set by the loop before ``after_optimizer_step``: 1 (a float tensor on the device) where the
+    # step's update was skipped (non-finite loss), else 0; the host never waits for it, so
+    # updates that follow the optimizer (EMA targets) are gated with it on the device.
+    skipped: torch.Tensor | None = None
 
 
 @dataclass

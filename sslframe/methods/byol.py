@@ -50,5 +50,5 @@ class BYOL(Method):
 
     def after_optimizer_step(self, ctx: StepContext) -> None:
         momentum = cosine_momentum(self.base_momentum, ctx.step, ctx.total_steps)
-        ema_update_(self.target_trunk, self.trunk, momentum)
-        ema_update_(self.target_head, self.head, momentum)
+        ema_update_(self.target_trunk, self.trunk, momentum, ctx.skipped)
+        ema_update_(self.target_head, self.head, momentum, ctx.skipped)

@@ -70,5 +70,5 @@ class DINO(Method):
 
     def after_optimizer_step(self, ctx: StepContext) -> None:
         momentum = cosine_momentum(self.cfg.base_momentum, ctx.step, ctx.total_steps)
-        ema_update_(self.teacher_trunk, self.trunk, momentum)
-        ema_update_(self.teacher_head, self.head, momentum)
+        ema_update_(self.teacher_trunk, self.trunk, momentum, ctx.skipped)
+        ema_update_(self.teacher_head, self.head, momentum, ctx.skipped)

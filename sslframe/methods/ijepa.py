@@ -178,4 +178,4 @@ class IJEPA(Method):
         return StepOutput(loss=loss, logs=logs, embeddings=F.normalize(z.detach().float().mean(dim=1), dim=1))
 
     def after_optimizer_step(self, ctx: StepContext) -> None:
-        ema_update_(self.target_encoder, self.trunk, self.momentum(ctx.step, ctx.total_steps))
+        ema_update_(self.target_encoder, self.trunk, self.momentum(ctx.step, ctx.total_steps), ctx.skipped)

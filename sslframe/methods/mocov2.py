@@ -87,5 +87,5 @@ class MoCoV2(Method):
         return StepOutput(loss=loss, embeddings=q.detach().float())
 
     def after_optimizer_step(self, ctx: StepContext) -> None:
-        ema_update_(self.key_trunk, self.trunk, self.momentum)
-        ema_update_(self.key_head, self.head, self.momentum)
+        ema_update_(self.key_trunk, self.trunk, self.momentum, ctx.skipped)
+        ema_update_(self.key_head, self.head, self.momentum, ctx.skipped)

@@ -69,5 +69,5 @@ class MoCoV3(Method):
 
     def after_optimizer_step(self, ctx: StepContext) -> None:
         momentum = self.momentum(ctx.step, ctx.total_steps)
-        ema_update_(self.momentum_trunk, self.trunk, momentum)
-        ema_update_(self.momentum_head, self.head, momentum)
+        ema_update_(self.momentum_trunk, self.trunk, momentum, ctx.skipped)
+        ema_update_(self.momentum_head, self.head, momentum, ctx.skipped)

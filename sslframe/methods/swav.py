@@ -41,6 +41,8 @@ class SwAV(Method):
         # Per-rank state: kept out of the shared state dict, saved per rank by the checkpoint.
         self.register_buffer("queue", self._empty_queue(world=1), persistent=False)
         self.register_buffer("queue_filled", torch.zeros((), dtype=torch.long), persistent=False)
+        # The same count on the host, so the step never reads the buffer back from the device.
+        self._queue_filled = 0
 
     def _empty_queue(self, world: int) -> torch.Tensor:
         rows = self.queue_length // world
@@ -51,6 +53,7 @@ class SwAV(Method):
         if self.queue.shape[1] != self._queue_rows():
             self.queue = self._empty_queue(world_size(group)).to(self.queue.device)
             self.queue_filled.zero_()
+            self._queue_filled = 0
 
     def embed(self, crops: list[torch.Tensor]) -> torch.Tensor:
         """L2-normalised projections of all crops, stacked in crop order."""
@@ -66,9 +69,11 @@ class SwAV(Method):
             # Another world size: queue rows per rank differ, so the queue refills from scratch.
             self.queue.zero_()
             self.queue_filled.zero_()
+            self._queue_filled = 0
             return
         self.queue.copy_(state["queue"])
         self.queue_filled.copy_(state["queue_filled"])
+        self._queue_filled = int(state["queue_filled"])
 
     def _queue_rows(self) -> int:
         return self.queue_length // world_size(self.group)
@@ -80,7 +85,7 @@ class SwAV(Method):
         z = self.embed(crops)
         scores_per_set = self.prototypes(z)
         use_queue = self._queue_rows() > 0 and ctx.epoch >= self.queue_start_epoch
-        queue_ready = use_queue and int(self.queue_filled) >= self._queue_rows()
+        queue_ready = use_queue and self._queue_filled >= self._queue_rows()
         loss = z.new_zeros((), dtype=torch.float32)
         for set_index, scores in enumerate(scores_per_set):
             codes = {}
@@ -106,7 +111,8 @@ class SwAV(Method):
         for slot, i in enumerate(assign):
             new = z[i * batch : (i + 1) * batch].float()[-rows:]
             self.queue[slot] = torch.cat([new, self.queue[slot, :keep]])[:rows]
-        self.queue_filled.copy_(torch.clamp(self.queue_filled + batch, max=rows))
+        self._queue_filled = min(self._queue_filled + batch, rows)
+        self.queue_filled.fill_(self._queue_filled)
 
     def before_optimizer_step(self, ctx: StepContext) -> None:
         if ctx.step < self.freeze_prototypes_steps:

@@ -27,15 +27,24 @@ def _local(t: torch.Tensor) -> torch.Tensor:
 
 
 @torch.no_grad()
-def ema_update_(target: nn.Module, online: nn.Module, momentum: float) -> None:
+def ema_update_(target: nn.Module, online: nn.Module, momentum: float, skip: torch.Tensor | None = None) -> None:
     """``target <- momentum * target + (1 - momentum) * online`` for every parameter; buffers
-    (batch-norm statistics) are copied from the online network."""
+    (batch-norm statistics) are copied from the online network. Where ``skip`` (a float tensor,
+    0 or 1, ``StepContext.skipped``) is 1 the target stays as it is, decided on the device."""
     t_params = [_local(p) for p in target.parameters()]
     o_params = [_local(p).to(t.dtype) for p, t in zip(online.parameters(), t_params, strict=True)]
     if t_params:
-        torch._foreach_lerp_(t_params, o_params, 1.0 - momentum)
+        if skip is None:
+            torch._foreach_lerp_(t_params, o_params, 1.0 - momentum)
+        else:
+            weight = (1.0 - skip.to(device=t_params[0].device, dtype=torch.float32).reshape(())) * (1.0 - momentum)
+            torch._foreach_lerp_(t_params, o_params, weight.to(t_params[0].dtype))
     for t_buf, o_buf in zip(target.buffers(), online.buffers(), strict=True):
-        _local(t_buf).copy_(_local(o_buf))
+        t_local, o_local = _local(t_buf), _local(o_buf)
+        if skip is None:
+            t_local.copy_(o_local)
+        else:
+            t_local.copy_(torch.where(skip.to(t_local.device).reshape(()) > 0, t_local, o_local))
 
 
 def cosine_momentum(base: float, step: int, total_steps: int, final: float = 1.0) -> float:

@@ -16,9 +16,25 @@ from sslframe.registry import Registry
 OPTIMIZERS: Registry[Callable[[list[dict[str, Any]], Any], torch.optim.Optimizer]] = Registry("optimizer")
 
 
+def _sharded(groups: list[dict[str, Any]]) -> bool:
+    """FSDP2's parameters are DTensors, for which PyTorch has no fused SGD kernel."""
+    return any(hasattr(p, "to_local") for group in groups for p in group["params"])
+
+
+# SGD and AdamW use PyTorch's fused kernels (one pass over all parameters, on CPU and CUDA), which
+# also take the step's skip flag as a device tensor (see ``step_unless``): no host read per step.
 @OPTIMIZERS.register("sgd")
 def _sgd(groups: list[dict[str, Any]], cfg: Any) -> torch.optim.Optimizer:
-    return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov, foreach=True)
+    if _sharded(groups):
+        return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov, foreach=True)
+    optimizer = torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov, fused=True)
+    if cfg.momentum != 0:
+        # Fused SGD leaves the buffers of a skipped first step uninitialised (torch.empty_like);
+        # zeros give the same first update (buffer = 0 * momentum + gradient) and stay defined.
+        for group in optimizer.param_groups:
+            for p in group["params"]:
+                optimizer.state[p]["momentum_buffer"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+    return optimizer
 
 
 @OPTIMIZERS.register("lars")
@@ -28,7 +44,26 @@ def _lars(groups: list[dict[str, Any]], cfg: Any) -> torch.optim.Optimizer:
 
 @OPTIMIZERS.register("adamw")
 def _adamw(groups: list[dict[str, Any]], cfg: Any) -> torch.optim.Optimizer:
-    return torch.optim.AdamW(groups, lr=cfg.lr, betas=tuple(cfg.betas), eps=cfg.eps, foreach=True)
+    return torch.optim.AdamW(groups, lr=cfg.lr, betas=tuple(cfg.betas), eps=cfg.eps, fused=True)
+
+
+def step_unless(optimizer: torch.optim.Optimizer, skip: torch.Tensor) -> None:
+    """``optimizer.step()``, made a no-op on the device where ``skip`` (a float tensor, 0 or 1)
+    is 1: parameters and optimizer state stay exactly as they were, and the host never reads
+    ``skip``. Optimizers that take a skip flag (``_step_supports_amp_scaling``: PyTorch's fused
+    SGD/Adam/AdamW and our LARS) get it as ``found_inf``, the attribute GradScaler sets; any other
+    optimizer is stepped after one host read of the flag."""
+    fused = all(group.get("fused", True) is not False for group in optimizer.param_groups)
+    if not (getattr(optimizer, "_step_supports_amp_scaling", False) and fused):
+        if not bool(skip):
+            optimizer.step()
+        return
+    optimizer.grad_scale = None  # type: ignore[attr-defined]
+    optimizer.found_inf = skip.reshape(())  # type: ignore[attr-defined]
+    try:
+        optimizer.step()
+    finally:
+        del optimizer.grad_scale, optimizer.found_inf  # type: ignore[attr-defined]
 
 
 def is_bias_or_norm(name: str, param: nn.Parameter) -> bool:

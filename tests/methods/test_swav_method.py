@@ -63,7 +63,6 @@ def test_full_queue_changes_the_codes() -> None:
     batch = crops()
     ctx = StepContext(0, 0, 10, 10)
     without = method.training_step(batch, ctx).loss  # queue empty: codes from the batch alone
-    method.queue.normal_()
-    method.queue_filled.fill_(16)
+    method.load_rank_state_dict({"queue": torch.randn_like(method.queue), "queue_filled": torch.tensor(16)})
     with_queue = method.training_step(batch, ctx).loss
     assert not torch.isclose(without, with_queue)

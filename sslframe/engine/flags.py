@@ -1,0 +1,66 @@
+"""Per-step flags read by the host later than the step that made them.
+
+Every step the loop needs four numbers summed over all ranks: whether the loss was non-finite,
+whether a stop signal arrived, and how many samples were unreadable out of how many. They are
+all-reduced on the device; the update's skip is decided there too (``step_unless``), so nothing
+in the step waits for the host. The host reads the numbers one step later, from a pinned copy
+whose transfer has long finished by then (or at once at logging and checkpoint steps, where
+the loop synchronises anyway). Every rank reads the same numbers at the same step, so they all
+stop, and count, alike.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from typing import NamedTuple
+
+import torch
+
+
+class StepFlags(NamedTuple):
+    step: int
+    nonfinite: bool
+    stop: bool
+    bad: int
+    seen: int
+
+
+def local_flags(loss: torch.Tensor, stop: bool, bad: int, seen: int, device: torch.device) -> torch.Tensor:
+    """This rank's ``[non-finite loss, stop signal, unreadable samples, samples]`` (float64, on
+    the device), built without a synchronous host-to-device copy."""
+    host = torch.tensor([0.0, float(stop), float(bad), float(seen)], dtype=torch.float64)
+    if device.type == "cuda":
+        host = host.pin_memory()
+    flags = host.to(device, non_blocking=True)
+    flags[0] = (~torch.isfinite(loss.detach().float())).to(torch.float64).reshape(())
+    return flags
+
+
+class FlagQueue:
+    """Device flags in, host values out, in step order."""
+
+    def __init__(self, device: torch.device) -> None:
+        self.device = device
+        self.pending: deque[tuple[int, torch.Tensor, torch.cuda.Event | None]] = deque()
+
+    def put(self, step: int, flags: torch.Tensor) -> None:
+        event = None
+        if flags.device.type == "cuda":
+            host = torch.empty(flags.shape, dtype=flags.dtype, pin_memory=True)
+            host.copy_(flags, non_blocking=True)
+            event = torch.cuda.Event()
+            event.record()
+        else:
+            host = flags.detach().clone()
+        self.pending.append((step, host, event))
+
+    def take(self, keep_newest: bool = False) -> list[StepFlags]:
+        """The flags of every pending step, oldest first (all but the newest with ``keep_newest``)."""
+        out = []
+        while len(self.pending) > (1 if keep_newest else 0):
+            step, host, event = self.pending.popleft()
+            if event is not None:
+                event.synchronize()
+            nonfinite, stop, bad, seen = host.tolist()
+            out.append(StepFlags(step, nonfinite > 0, stop > 0, int(bad), int(seen)))
+        return out
