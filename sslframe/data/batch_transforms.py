@@ -126,6 +126,7 @@ def gaussian_blur(x: torch.Tensor, kernel: int, p: float, g: torch.Generator) ->
     t = torch.arange(-half, half + 1, device=x.device, dtype=x.dtype)
     k = torch.exp(-(t[None] ** 2) / (2 * sigma[:, None] ** 2))
     k = k / k.sum(1, keepdim=True)  # n x kernel
+    k = torch.where(k < 1e-12, 0.0, k)  # no subnormal weights (slow, and worth nothing)
     k = k.repeat_interleave(c, 0)  # (n*c) x kernel
     y = x.reshape(1, n * c, h, w)
     pad = min(half, h - 1, w - 1)

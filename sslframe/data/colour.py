@@ -14,12 +14,21 @@ change is as large as torchvision's (within a few percent), at a cosine of about
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torchvision.transforms.v2 import functional as TF
 
 LUMA = (0.299, 0.587, 0.114)
+_LUMA_ROW = torch.tensor([LUMA], dtype=torch.float32)  # 1 x 3
 _TO_YIQ = torch.tensor([[0.299, 0.587, 0.114], [0.596, -0.274, -0.322], [0.211, -0.523, 0.312]], dtype=torch.float64)
 _FROM_YIQ = torch.linalg.inv(_TO_YIQ)
+# The hue rotation by a is FROM @ R(a) @ TO = A + cos(a) B + sin(a) C, with R's constant, cosine
+# and sine parts moved through the colour transforms once, here (for one image at a time).
+_HUE_PARTS = [
+    (_FROM_YIQ @ torch.tensor(part, dtype=torch.float64) @ _TO_YIQ).flatten().tolist()
+    for part in ([[1, 0, 0], [0, 0, 0], [0, 0, 0]], [[0, 0, 0], [0, 1, 0], [0, 0, 1]], [[0, 0, 0], [0, 0, -1], [0, 1, 0]])
+]
 
 
 def hue_rotation(angle: torch.Tensor) -> torch.Tensor:
@@ -37,10 +46,13 @@ def _mix(matrix: torch.Tensor, image: torch.Tensor) -> torch.Tensor:
     return torch.mm(matrix.to(image.dtype), image.reshape(3, -1)).view_as(image).clamp_(0, 1)
 
 
+def _matrix(values: list[float]) -> torch.Tensor:
+    return torch.tensor(values, dtype=torch.float32).view(3, 3)
+
+
 def grayscale(image: torch.Tensor) -> torch.Tensor:
     """Luma (1 x H x W) of an RGB image; expand it to three channels where needed."""
-    weights = torch.tensor(LUMA, dtype=image.dtype).view(1, 3)
-    return torch.mm(weights, image.reshape(3, -1)).view(1, *image.shape[1:])
+    return torch.mm(_LUMA_ROW.to(image.dtype), image.reshape(3, -1)).view(1, *image.shape[1:])
 
 
 def adjust_brightness(image: torch.Tensor, factor: float) -> torch.Tensor:
@@ -50,16 +62,15 @@ def adjust_brightness(image: torch.Tensor, factor: float) -> torch.Tensor:
 
 def adjust_contrast(image: torch.Tensor, factor: float) -> torch.Tensor:
     """Blend with the mean of the grayscale image: ``factor`` 0 gives flat gray, 1 the image."""
-    means = image.reshape(3, -1).mean(1)
-    gray_mean = float(torch.dot(torch.tensor(LUMA, dtype=image.dtype), means))
+    means = image.reshape(3, -1).mean(1).tolist()
+    gray_mean = sum(w * m for w, m in zip(LUMA, means, strict=True))
     return (image * factor).add_((1 - factor) * gray_mean).clamp_(0, 1)
 
 
 def adjust_saturation(image: torch.Tensor, factor: float) -> torch.Tensor:
     """Blend with the grayscale image: ``factor`` 0 gives gray, 1 the image."""
-    matrix = torch.eye(3, dtype=torch.float64) * factor
-    matrix += (1 - factor) * torch.tensor(LUMA, dtype=torch.float64).expand(3, 3)
-    return _mix(matrix, image)
+    rest = 1 - factor
+    return _mix(_matrix([factor * (i == j) + rest * LUMA[j] for i in range(3) for j in range(3)]), image)
 
 
 def adjust_hue(image: torch.Tensor, factor: float, space: str = "yiq") -> torch.Tensor:
@@ -70,7 +81,10 @@ def adjust_hue(image: torch.Tensor, factor: float, space: str = "yiq") -> torch.
         return image.clone()
     if space == "hsv":
         return TF.adjust_hue(image, factor)
-    return _mix(hue_rotation(torch.tensor(-2 * torch.pi * factor, dtype=torch.float64)), image)
+    angle = -2 * math.pi * factor
+    cos, sin = math.cos(angle), math.sin(angle)
+    a, b, c = _HUE_PARTS
+    return _mix(_matrix([x + cos * y + sin * z for x, y, z in zip(a, b, c, strict=True)]), image)
 
 
 def solarize(image: torch.Tensor, threshold: float = 128 / 255) -> torch.Tensor:

@@ -1,4 +1,4 @@
-"""Image decoding and augmentations: geometry on uint8 tensors (torchvision transforms v2), then
+"""Image decoding and augmentations: geometry on uint8 tensors (torchvision v2's resize), then
 the colour ops in float32 in one fused step.
 
 The SimCLR augmentation set (Chen et al. 2020, appendix A): random resized crop, horizontal
@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import functools
 import io
+import math
 from collections.abc import Sequence
 from typing import Any
 
@@ -19,6 +20,7 @@ import torch
 from PIL import Image
 from torchvision.io import ImageReadMode, decode_image
 from torchvision.transforms import v2
+from torchvision.transforms.v2 import functional as TF
 
 from sslframe.data import colour
 
@@ -56,6 +58,10 @@ def gaussian_blur(image: torch.Tensor, kernel_size: int, sigma: float) -> torch.
     x = torch.arange(-half, half + 1, dtype=torch.float32)
     kernel = torch.exp(-0.5 * (x / sigma) ** 2)
     kernel = kernel / kernel.sum()
+    # Weights far below float32 resolution (the tails of a small sigma) become exact zeros: as
+    # subnormal numbers they made the matrix products 10x slower (11 ms instead of 1.2 ms for a
+    # 224 px crop at sigma 0.3) and add nothing.
+    kernel = torch.where(kernel < 1e-12, 0.0, kernel)
     height, width = image.shape[-2:]
     columns = _band(width, kernel)
     rows = columns if height == width else _band(height, kernel)
@@ -147,32 +153,63 @@ class PhotometricAugment:
         return torch.addcmul(self.shift, x, self.scale)
 
 
-def view_transform(
-    size: int,
-    scale: Sequence[float],
-    cfg: Any,
-    blur_p: float,
-    solarize_p: float,
-) -> v2.Compose:
-    """One augmented view: random resized crop and flip on uint8 (so the rest runs on the small
-    crop), then the photometric ops and normalisation in float32."""
-    return v2.Compose(
-        [
-            v2.RandomResizedCrop(size, scale=tuple(scale), antialias=True),
-            v2.RandomHorizontalFlip(cfg.flip_p),
-            PhotometricAugment(
-                [f * cfg.jitter_strength for f in cfg.jitter],
-                cfg.jitter_p,
-                cfg.grayscale_p,
-                _blur_kernel(size),
-                blur_p,
-                solarize_p,
-                cfg.mean,
-                cfg.std,
-                cfg.hue_space,
-            ),
-        ]
-    )
+def random_resized_crop_box(
+    height: int, width: int, scale: Sequence[float], u: list[float], ratio: tuple[float, float] = (3 / 4, 4 / 3)
+) -> tuple[int, int, int, int]:
+    """(top, left, height, width) of a random crop covering ``scale`` of the image area with an
+    aspect ratio log-uniform in ``ratio`` (Szegedy et al. 2015, the recipe of torchvision's
+    RandomResizedCrop): up to 10 tries from the uniform draws ``u`` (4 per try), then the
+    whole image cropped to the nearest allowed ratio."""
+    area = height * width
+    log_low, log_high = math.log(ratio[0]), math.log(ratio[1])
+    for t in range(10):
+        su, ru, tu, lu = u[4 * t : 4 * t + 4]
+        target = area * (scale[0] + su * (scale[1] - scale[0]))
+        aspect = math.exp(log_low + ru * (log_high - log_low))
+        w = round(math.sqrt(target * aspect))
+        h = round(math.sqrt(target / aspect))
+        if 0 < w <= width and 0 < h <= height:
+            return int(tu * (height - h + 1)), int(lu * (width - w + 1)), h, w
+    aspect = width / height
+    if aspect < ratio[0]:
+        w, h = width, round(width / ratio[0])
+    elif aspect > ratio[1]:
+        h, w = height, round(height * ratio[1])
+    else:
+        h, w = height, width
+    return (height - h) // 2, (width - w) // 2, h, w
+
+
+class AugmentedView:
+    """One augmented view: a random resized crop and a horizontal flip of the uint8 image
+    (torchvision v2's antialiased resize), so the rest runs on the small crop, then the
+    photometric ops and normalisation fused in float32 (:class:`PhotometricAugment`). The crop
+    box is drawn here rather than by ``v2.RandomResizedCrop``, whose parameter sampling cost more
+    than the resize of a 96 px crop; all draws come from torch's default generator."""
+
+    def __init__(self, size: int, scale: Sequence[float], cfg: Any, blur_p: float, solarize_p: float) -> None:
+        self.size = [size, size]
+        self.scale = (float(scale[0]), float(scale[1]))
+        self.flip_p = cfg.flip_p
+        self.photometric = PhotometricAugment(
+            [f * cfg.jitter_strength for f in cfg.jitter],
+            cfg.jitter_p,
+            cfg.grayscale_p,
+            _blur_kernel(size),
+            blur_p,
+            solarize_p,
+            cfg.mean,
+            cfg.std,
+            cfg.hue_space,
+        )
+
+    def __call__(self, image: torch.Tensor) -> torch.Tensor:
+        u = torch.rand(41, dtype=torch.float64).tolist()
+        top, left, h, w = random_resized_crop_box(image.shape[-2], image.shape[-1], self.scale, u)
+        crop = TF.resize(image[..., top : top + h, left : left + w], self.size, antialias=True)
+        if u[40] < self.flip_p:
+            crop = crop.flip(-1)
+        return self.photometric(crop)
 
 
 class MultiCropTransform:
@@ -180,7 +217,7 @@ class MultiCropTransform:
 
     def __init__(self, cfg: Any) -> None:
         self.views = [
-            view_transform(
+            AugmentedView(
                 cfg.global_size,
                 cfg.global_scale,
                 cfg,
@@ -189,7 +226,7 @@ class MultiCropTransform:
             )
             for i in range(cfg.global_crops)
         ]
-        local = view_transform(cfg.local_size, cfg.local_scale, cfg, cfg.local_blur_p, cfg.local_solarize_p)
+        local = AugmentedView(cfg.local_size, cfg.local_scale, cfg, cfg.local_blur_p, cfg.local_solarize_p)
         self.views += [local] * cfg.local_crops
 
     def __call__(self, image: torch.Tensor) -> list[torch.Tensor]:
