@@ -32,7 +32,7 @@ from bench.timing import interleaved_step_times, matmul_peak, median
 from sslframe.engine.hardware import native_bf16
 
 
-def cases(device: torch.device, quick: bool) -> list[tuple[Case, list[str], list[str]]]:
+def cases(device: torch.device, quick: bool, side: int = 0) -> list[tuple[Case, list[str], list[str]]]:
     """(case, our variants, lightly precisions). bf16 rows where bf16 is native (on other CPUs
     one row shows what emulated bf16 costs); torch.compile only in the ResNet-18 cases (inductor
     compiles a ResNet in minutes on 2 CPU cores)."""
@@ -40,6 +40,8 @@ def cases(device: torch.device, quick: bool) -> list[tuple[Case, list[str], list
         return [(Case("simclr", "resnet18", 8, (16, 16)), ["eager", "channels_last"], ["fp32"])]
     gpu = device.type == "cuda"
     size, local, batch = (160, 96, 128) if gpu else (32, 16, 16)
+    if side:
+        size, local = side, side // 2
     simclr = (size, size)
     swav = (size, size, local, local, local, local)
     if native_bf16(device):
@@ -141,6 +143,7 @@ def main() -> None:
     parser.add_argument("--name", default="", help="results name (default throughput_<device>)")
     parser.add_argument("--cases", default="", help="comma-separated case prefixes, e.g. simclr/resnet18")
     parser.add_argument("--no-compile", action="store_true", help="leave out the torch.compile variants")
+    parser.add_argument("--side", type=int, default=0, help="global crop side (local: half); default 32 CPU, 160 GPU")
     args = parser.parse_args()
     args.repeats = args.repeats or (2 if args.quick else 5)
     if args.device == "cuda" and not torch.cuda.is_available():
@@ -150,11 +153,12 @@ def main() -> None:
     peaks = measure_peaks(device, args.quick)
     rows: list[dict[str, Any]] = []
     wanted = {c for c in args.cases.split(",") if c}
-    for case, variants, precisions in cases(device, args.quick):
+    for case, variants, precisions in cases(device, args.quick, args.side):
         if wanted and not any(case.name.startswith(w) for w in wanted):
             continue
-        if args.no_compile:
-            variants = [v for v in variants if "compile" not in v]
+        if args.no_compile:  # each compiled combination without its compile, once
+            trimmed = [v.replace("+compile", "") for v in variants if v != "compile"]
+            variants = list(dict.fromkeys(trimmed))
         print(f"{case.name}: {', '.join(variants)} | lightly {', '.join(precisions)}", flush=True)
         rows += run_case(case, variants, precisions, device, args)
         # Written after every case, so a run stopped by a time limit keeps what it measured.
