@@ -15,6 +15,7 @@ import torch
 from torch import nn
 
 from sslframe.distributed.env import DistEnv
+from sslframe.engine.hardware import resolve_precision
 from sslframe.errors import UserError
 from sslframe.methods import Method
 
@@ -105,7 +106,7 @@ def parallelize(method: Method, cfg: Any, env: DistEnv, device: torch.device) ->
         if env.world_size == 1:
             log.info("distributed.strategy=fsdp with one process: nothing to shard, running unsharded")
             return method
-        apply_fsdp(method, cfg.trainer.precision, dist_cfg.reshard_after_forward)
+        apply_fsdp(method, resolve_precision(cfg.trainer.precision, device), dist_cfg.reshard_after_forward)
         return method
     if strategy == "ddp" and env.world_size > 1:
         # DDP broadcasts rank 0's buffers before every forward: batch-norm statistics only.
