@@ -25,14 +25,24 @@ class StepFlags(NamedTuple):
     seen: int
 
 
-def local_flags(loss: torch.Tensor, stop: bool, bad: int, seen: int, device: torch.device) -> torch.Tensor:
-    """This rank's ``[non-finite loss, stop signal, unreadable samples, samples]`` (float64, on
-    the device), built without a synchronous host-to-device copy."""
+def local_flags(
+    loss: torch.Tensor, grads: list[torch.Tensor], stop: bool, bad: int, seen: int, device: torch.device
+) -> torch.Tensor:
+    """This rank's ``[non-finite loss or gradient, stop signal, unreadable samples, samples]``
+    (float64, on the device), built without a synchronous host-to-device copy. ``grads`` are
+    checked too: a finite loss can still leave a NaN or infinite gradient (an overflow in a bf16
+    backward), and the update must then be skipped like any other."""
     host = torch.tensor([0.0, float(stop), float(bad), float(seen)], dtype=torch.float64)
     if device.type == "cuda":
         host = host.pin_memory()
     flags = host.to(device, non_blocking=True)
-    flags[0] = (~torch.isfinite(loss.detach().float())).to(torch.float64).reshape(())
+    finite = torch.isfinite(loss.detach().float()).reshape(())
+    if grads:
+        # FSDP's gradients are sharded: each rank checks its own shards (the flags are summed).
+        local = [g.to_local() if hasattr(g, "to_local") else g for g in grads]
+        norms = torch._foreach_norm([g.detach() for g in local])
+        finite = finite & torch.isfinite(torch.stack([n.float() for n in norms]).sum())
+    flags[0] = (~finite).to(torch.float64)
     return flags
 
 

@@ -445,7 +445,9 @@ class Trainer:
     def _apply_flags(self, flags: StepFlags) -> bool:
         if flags.nonfinite:
             self.skipped_steps += 1
-            log.warning("non-finite loss at step %d: update skipped (%d so far)", flags.step, self.skipped_steps)
+            log.warning(
+                "non-finite loss or gradient at step %d: update skipped (%d so far)", flags.step, self.skipped_steps
+            )
         self._account_bad(flags.bad, flags.seen)
         return flags.stop
 
@@ -464,7 +466,10 @@ class Trainer:
         else:
             out.loss.backward()
         seen = batch.size + len(batch.bad)
-        flags = local_flags(out.loss, signals.received is not None, len(batch.bad), seen, self.device)
+        # With fp16, GradScaler finds overflowing gradients itself (and lowers its scale): only
+        # the loss counts there.
+        grads = [] if self.scaler is not None else [p.grad for p in self.method.parameters() if p.grad is not None]
+        flags = local_flags(out.loss, grads, signals.received is not None, len(batch.bad), seen, self.device)
         if self.env.group is not None:
             torch.distributed.all_reduce(flags, op=torch.distributed.ReduceOp.SUM, group=self.env.group)
         if self.cfg.trainer.on_nan == "stop" and bool(flags[0] > 0):
@@ -506,8 +511,8 @@ class Trainer:
             path,
         )
         raise UserError(
-            f"non-finite loss at step {self.step} (trainer.on_nan=stop); the step's inputs and state are in "
-            f"{path.parent}/nonfinite_step_{self.step:08d}_rank_*.pt; the last checkpoint is untouched"
+            f"non-finite loss or gradient at step {self.step} (trainer.on_nan=stop); the step's inputs and state "
+            f"are in {path.parent}/nonfinite_step_{self.step:08d}_rank_*.pt; the last checkpoint is untouched"
         )
 
 

@@ -68,10 +68,32 @@ def test_nonfinite_loss_is_skipped_and_counted(image_folder: Path, tmp_path: Pat
     assert any(not torch.equal(before[k], v) for k, v in state["model"].items()), "the other steps trained"
 
 
+def test_nonfinite_gradient_under_a_finite_loss_is_skipped(image_folder: Path, tmp_path: Path) -> None:
+    """A finite loss whose gradient is NaN (as a bf16 backward can leave): the update is skipped
+    too, not applied (LARS would otherwise write NaN into the weights)."""
+    trainer = tiny_trainer(image_folder, tmp_path / "run", "trainer.on_nan=skip")
+    original = trainer.method.training_step
+    weight = next(trainer.method.trunk.parameters())
+
+    def step(crops: list[torch.Tensor], ctx: object) -> object:
+        out = original(crops, ctx)
+        if ctx.step == 2:  # type: ignore[attr-defined]
+            # sqrt at 0: value 0, derivative infinite; times 0 it is NaN in the weight's gradient.
+            out.loss = out.loss + torch.sqrt((weight * 0).sum())
+        return out
+
+    trainer.method.training_step = step  # type: ignore[method-assign]
+    result = trainer.fit()
+    assert result.skipped_steps == 1 and result.final_step == 6
+    assert all(math.isfinite(v) for v in losses(tmp_path / "run").values())
+    state, _ = load_checkpoint(latest_checkpoint(tmp_path / "run" / "checkpoints"))
+    assert all(torch.isfinite(v).all() for v in state["model"].values())
+
+
 def test_nonfinite_loss_stops_with_a_dump(image_folder: Path, tmp_path: Path) -> None:
     trainer = tiny_trainer(image_folder, tmp_path / "run", "trainer.on_nan=stop")
     poison(trainer, at_step=4)
-    with pytest.raises(UserError, match="non-finite loss at step 4"):
+    with pytest.raises(UserError, match="non-finite loss or gradient at step 4"):
         trainer.fit()
     dump = torch.load(tmp_path / "run" / "nonfinite_step_00000004_rank_00000.pt", weights_only=True)
     assert dump["step"] == 4 and len(dump["crops"]) == 4 and math.isnan(float(dump["loss"]))
