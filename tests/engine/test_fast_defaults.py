@@ -25,8 +25,11 @@ def test_auto_precision_is_bf16_only_where_the_cpu_runs_it_natively(
         assert resolve_precision(explicit, torch.device("cpu")) == explicit
 
 
-def test_default_precision_is_auto() -> None:
-    assert compose_config("train", []).trainer.precision == "auto"
+@pytest.mark.parametrize("experiment", ["swav_resnet50", "simclr_resnet50", "swav_regnet", "dino_vit_small"])
+def test_default_precision_is_auto(experiment: str) -> None:
+    # The quickstart demos pin fp32 so that they print the README's figures on every CPU.
+    assert compose_config("train", [f"config={experiment}"]).trainer.precision == "auto"
+    assert compose_config("train", ["config=quickstart"]).trainer.precision == "fp32"
 
 
 def test_channels_last_only_where_the_trunk_is_faster_with_it() -> None:
