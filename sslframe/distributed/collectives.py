@@ -23,6 +23,11 @@ def rank(group: ProcessGroup | None) -> int:
     return dist.get_rank(group) if active(group) else 0
 
 
+def local_shard(t: torch.Tensor) -> torch.Tensor:
+    """This rank's part of an FSDP2 (DTensor) tensor; any other tensor itself."""
+    return t.to_local() if hasattr(t, "to_local") else t
+
+
 def all_reduce_sum(x: torch.Tensor, group: ProcessGroup | None) -> torch.Tensor:
     """In-place sum over ranks, no gradient (used inside no-grad algorithms like Sinkhorn)."""
     if active(group):

@@ -16,6 +16,8 @@ from typing import NamedTuple
 
 import torch
 
+from sslframe.distributed.collectives import local_shard
+
 
 class StepFlags(NamedTuple):
     step: int
@@ -39,8 +41,7 @@ def local_flags(
     finite = torch.isfinite(loss.detach().float()).reshape(())
     if grads:
         # FSDP's gradients are sharded: each rank checks its own shards (the flags are summed).
-        local = [g.to_local() if hasattr(g, "to_local") else g for g in grads]
-        norms = torch._foreach_norm([g.detach() for g in local])
+        norms = torch._foreach_norm([local_shard(g).detach() for g in grads])
         finite = finite & torch.isfinite(torch.stack([n.float() for n in norms]).sum())
     flags[0] = (~finite).to(torch.float64)
     return flags
@@ -49,8 +50,7 @@ def local_flags(
 class FlagQueue:
     """Device flags in, host values out, in step order."""
 
-    def __init__(self, device: torch.device) -> None:
-        self.device = device
+    def __init__(self) -> None:
         self.pending: deque[tuple[int, torch.Tensor, torch.cuda.Event | None]] = deque()
 
     def put(self, step: int, flags: torch.Tensor) -> None:

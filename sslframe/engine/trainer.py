@@ -32,7 +32,7 @@ from sslframe.data.build import build_train_data
 from sslframe.data.loader import sample_seed
 from sslframe.data.transforms import MultiCropTransform
 from sslframe.distributed import checkpoint as ckpt
-from sslframe.distributed.collectives import all_reduce_sum
+from sslframe.distributed.collectives import all_reduce_sum, local_shard
 from sslframe.distributed.env import DistEnv, init_distributed, teardown
 from sslframe.distributed.parallelize import PRECISION_DTYPES, parallelize
 from sslframe.engine.flags import FlagQueue, StepFlags, local_flags
@@ -158,7 +158,7 @@ class Trainer:
         self.skipped_steps = 0
         self.bad_samples = 0
         self.seen_samples = 0
-        self.flags = FlagQueue(self.device)
+        self.flags = FlagQueue()
         self.config_hash = config_hash(cfg)
 
     def _grad_scaler(self) -> Any:
@@ -203,10 +203,7 @@ class Trainer:
         }
 
     def _weights_finite(self) -> bool:
-        local = all(
-            bool(torch.isfinite(p.detach().to_local() if hasattr(p, "to_local") else p).all())
-            for p in self.method.parameters()
-        )
+        local = all(bool(torch.isfinite(local_shard(p.detach())).all()) for p in self.method.parameters())
         flag = torch.tensor([0.0 if local else 1.0], device=self.device)
         if self.env.group is not None:
             torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MAX, group=self.env.group)

@@ -12,6 +12,8 @@ import math
 import torch
 from torch import nn
 
+from sslframe.distributed.collectives import local_shard
+
 
 def frozen_copy(module: nn.Module) -> nn.Module:
     """A deep copy of ``module`` that receives no gradients (the EMA target starts equal)."""
@@ -21,18 +23,14 @@ def frozen_copy(module: nn.Module) -> nn.Module:
     return target
 
 
-def _local(t: torch.Tensor) -> torch.Tensor:
-    # FSDP2 parameters are DTensors; online and target are sharded alike, so shards pair up.
-    return t.to_local() if hasattr(t, "to_local") else t
-
-
 @torch.no_grad()
 def ema_update_(target: nn.Module, online: nn.Module, momentum: float, skip: torch.Tensor | None = None) -> None:
     """``target <- momentum * target + (1 - momentum) * online`` for every parameter; buffers
     (batch-norm statistics) are copied from the online network. Where ``skip`` (a float tensor,
     0 or 1, ``StepContext.skipped``) is 1 the target stays as it is, decided on the device."""
-    t_params = [_local(p) for p in target.parameters()]
-    o_params = [_local(p).to(t.dtype) for p, t in zip(online.parameters(), t_params, strict=True)]
+    # Under FSDP2 online and target are sharded alike, so their local shards pair up.
+    t_params = [local_shard(p) for p in target.parameters()]
+    o_params = [local_shard(p).to(t.dtype) for p, t in zip(online.parameters(), t_params, strict=True)]
     if t_params:
         if skip is None:
             torch._foreach_lerp_(t_params, o_params, 1.0 - momentum)
@@ -40,7 +38,7 @@ def ema_update_(target: nn.Module, online: nn.Module, momentum: float, skip: tor
             weight = (1.0 - skip.to(device=t_params[0].device, dtype=torch.float32).reshape(())) * (1.0 - momentum)
             torch._foreach_lerp_(t_params, o_params, weight.to(t_params[0].dtype))
     for t_buf, o_buf in zip(target.buffers(), online.buffers(), strict=True):
-        t_local, o_local = _local(t_buf), _local(o_buf)
+        t_local, o_local = local_shard(t_buf), local_shard(o_buf)
         if skip is None:
             t_local.copy_(o_local)
         else:

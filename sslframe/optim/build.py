@@ -9,6 +9,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from sslframe.distributed.collectives import local_shard
 from sslframe.optim.lars import LARS
 from sslframe.optim.schedules import SCHEDULES, cosine_weight_decay
 from sslframe.registry import Registry
@@ -18,7 +19,7 @@ OPTIMIZERS: Registry[Callable[[list[dict[str, Any]], Any], torch.optim.Optimizer
 
 def _sharded(groups: list[dict[str, Any]]) -> bool:
     """FSDP2's parameters are DTensors, for which PyTorch has no fused SGD kernel."""
-    return any(hasattr(p, "to_local") for group in groups for p in group["params"])
+    return any(local_shard(p) is not p for group in groups for p in group["params"])
 
 
 # SGD and AdamW use PyTorch's fused kernels (one pass over all parameters, on CPU and CUDA), which

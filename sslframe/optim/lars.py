@@ -18,6 +18,8 @@ from typing import Any
 
 import torch
 
+from sslframe.distributed.collectives import local_shard
+
 
 class LARS(torch.optim.Optimizer):
     _step_supports_amp_scaling = True
@@ -99,11 +101,7 @@ class LARS(torch.optim.Optimizer):
             state = self.state[p]
             if "momentum_buffer" not in state:
                 state["momentum_buffer"] = torch.zeros_like(p)
-            p_local, g_local, buf = _local(p), _local(g), _local(state["momentum_buffer"])
+            p_local, g_local, buf = local_shard(p), local_shard(g), local_shard(state["momentum_buffer"])
             new = torch.add(g_local, buf, alpha=momentum) if momentum != 0 else g_local
             buf.copy_(torch.where(skip, buf, new))
             p_local.copy_(torch.where(skip, p_local, p_local - lr * buf))
-
-
-def _local(t: torch.Tensor) -> torch.Tensor:
-    return t.to_local() if hasattr(t, "to_local") else t
