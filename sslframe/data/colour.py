@@ -24,21 +24,21 @@ _LUMA_ROW = torch.tensor([LUMA], dtype=torch.float32)  # 1 x 3
 _TO_YIQ = torch.tensor([[0.299, 0.587, 0.114], [0.596, -0.274, -0.322], [0.211, -0.523, 0.312]], dtype=torch.float64)
 _FROM_YIQ = torch.linalg.inv(_TO_YIQ)
 # The hue rotation by a is FROM @ R(a) @ TO = A + cos(a) B + sin(a) C, with R's constant, cosine
-# and sine parts moved through the colour transforms once, here (for one image at a time).
-_HUE_PARTS = [
-    (_FROM_YIQ @ torch.tensor(part, dtype=torch.float64) @ _TO_YIQ).flatten().tolist()
-    for part in ([[1, 0, 0], [0, 0, 0], [0, 0, 0]], [[0, 0, 0], [0, 1, 0], [0, 0, 1]], [[0, 0, 0], [0, 0, -1], [0, 1, 0]])
-]
+# and sine parts moved through the colour transforms once, here.
+_HUE_BASIS = torch.stack(
+    [
+        _FROM_YIQ @ torch.tensor(part, dtype=torch.float64) @ _TO_YIQ
+        for part in ([[1, 0, 0], [0, 0, 0], [0, 0, 0]], [[0, 0, 0], [0, 1, 0], [0, 0, 1]], [[0, 0, 0], [0, 0, -1], [0, 1, 0]])
+    ]
+)
+_HUE_LISTS = _HUE_BASIS.flatten(1).tolist()  # the same, for one image without tensor ops
 
 
 def hue_rotation(angle: torch.Tensor) -> torch.Tensor:
     """RGB -> RGB matrices (``angle.shape`` x 3 x 3) rotating the chroma (I, Q) plane of YIQ by
     ``angle`` radians and keeping luma (Y); in ``angle``'s dtype and device."""
-    cos, sin = angle.cos(), angle.sin()
-    rot = torch.zeros(*angle.shape, 3, 3, dtype=angle.dtype, device=angle.device)
-    rot[..., 0, 0] = 1
-    rot[..., 1, 1], rot[..., 1, 2], rot[..., 2, 1], rot[..., 2, 2] = cos, -sin, sin, cos
-    return _FROM_YIQ.to(rot) @ rot @ _TO_YIQ.to(rot)
+    a, b, c = _HUE_BASIS.to(angle)
+    return a + angle.cos()[..., None, None] * b + angle.sin()[..., None, None] * c
 
 
 def _mix(matrix: torch.Tensor, image: torch.Tensor) -> torch.Tensor:
@@ -83,7 +83,7 @@ def adjust_hue(image: torch.Tensor, factor: float, space: str = "yiq") -> torch.
         return TF.adjust_hue(image, factor)
     angle = -2 * math.pi * factor
     cos, sin = math.cos(angle), math.sin(angle)
-    a, b, c = _HUE_PARTS
+    a, b, c = _HUE_LISTS
     return _mix(_matrix([x + cos * y + sin * z for x, y, z in zip(a, b, c, strict=True)]), image)
 
 
