@@ -100,9 +100,9 @@ class PhotometricAugment:
     grayscale follow torchvision's definitions, clamping to [0, 1] after each op
     (:mod:`sslframe.data.colour`); hue is rotated in YIQ rather than shifted in HSV, for speed
     (one 3 x 3 matrix instead of an HSV round trip, about 100x cheaper), unless ``hue_space`` is
-    ``"hsv"`` (torchvision's exact shift). A grayscale crop stays
-    one channel through blur and solarisation until normalisation. All randomness comes from
-    torch's default generator, so the loader's per-sample seeding keeps views reproducible.
+    ``"hsv"`` (torchvision's exact shift). A grayscale crop stays one channel through blur and
+    solarisation until normalisation. All randomness comes from torch's default generator, so
+    the loader's per-sample seeding keeps views reproducible.
     """
 
     def __init__(
@@ -204,7 +204,7 @@ class AugmentedView:
         )
 
     def __call__(self, image: torch.Tensor) -> torch.Tensor:
-        u = torch.rand(41, dtype=torch.float64).tolist()
+        u = torch.rand(41, dtype=torch.float64).tolist()  # 4 per crop try (10 tries), 1 for the flip
         top, left, h, w = random_resized_crop_box(image.shape[-2], image.shape[-1], self.scale, u)
         crop = TF.resize(image[..., top : top + h, left : left + w], self.size, antialias=True)
         if u[40] < self.flip_p:
