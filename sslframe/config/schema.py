@@ -165,6 +165,10 @@ class MoCoV2Config:
     queue_length: int = 65536
     # Shuffle the key encoder's batch across ranks so batch norm cannot leak the positive (sec. 3.3).
     shuffle_bn: bool = True
+    # In one process (no ranks to shuffle across), shuffle-BN's substitute from the authors'
+    # CIFAR-10 demo: batch norm over this many groups of the batch, keys shuffled before grouping
+    # (1: off). The per-process batch must be a multiple of it.
+    bn_splits: int = 8
 
 
 @dataclass
@@ -250,8 +254,9 @@ class IJEPAConfig:
     predictor_heads: int = 16
     # EMA momentum of the target encoder, linear from the first value to the second.
     momentum: list[float] = field(default_factory=lambda: [0.996, 1.0])
-    # l2: squared L2 per patch (paper eq. 1); smooth_l1: the authors' released code.
-    loss: str = "l2"
+    # smooth_l1: the authors' released code (src/train.py: F.smooth_l1_loss), which the published
+    # numbers come from; l2: squared L2 per patch (the paper's eq. 1).
+    loss: str = "smooth_l1"
     choices: ClassVar[Choices] = {"loss": ("l2", "smooth_l1")}
 
 

@@ -22,8 +22,10 @@ from sslframe.data.transforms import decode
 log = logging.getLogger(__name__)
 
 
-def sample_seed(seed: int, epoch: int, index: int) -> int:
-    return int(np.random.SeedSequence([seed, epoch, index]).generate_state(1, dtype=np.uint64)[0] >> 1)
+def sample_seed(seed: int, epoch: int, index: int, *stream: int) -> int:
+    """A seed for one sample (or one batch), a pure function of its arguments; ``stream`` keeps
+    other uses of the same position apart (the trainer's data pass before training)."""
+    return int(np.random.SeedSequence([seed, epoch, index, *stream]).generate_state(1, dtype=np.uint64)[0] >> 1)
 
 
 @contextmanager

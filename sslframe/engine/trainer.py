@@ -324,13 +324,31 @@ class Trainer:
                 f"data.max_bad_fraction={limit}; check the dataset at '{self.cfg.data.path}'"
             )
 
-    def _crops(self, batch: Any) -> list[torch.Tensor]:
+    def _crops(self, batch: Any, *stream: int) -> list[torch.Tensor]:
         views = [v.to(self.device, non_blocking=True) for v in batch.views]
         if self.batch_transform is not None:
             # Seeded by (seed, step, rank): a resumed run augments this batch identically.
-            seed = sample_seed(self.cfg.trainer.seed, self.step, self.env.rank)
+            seed = sample_seed(self.cfg.trainer.seed, self.step, self.env.rank, *stream)
             views = self.batch_transform(views[0], batch.sizes, torch.Generator().manual_seed(seed))
         return [v.contiguous(memory_format=self.memory_format) for v in views]
+
+    def _data_pass(self) -> None:
+        """One forward pass without gradients over the current epoch's batches, for a method
+        that asks for it before training (DeepCluster-v2 fills its memory bank, as its authors
+        do); the training step, its data position and the RNG streams are left as they were."""
+        epoch = self.step // self.steps_per_epoch
+        log.info("%s: one pass over the data before training", type(self.method).__name__)
+        rng = ckpt.rng_state()
+        self.data.set_position(epoch, 0)
+        with torch.no_grad():
+            for i, batch in enumerate(self.data):
+                if i == self.steps_per_epoch:
+                    break
+                indices = batch.indices.to(self.device, non_blocking=True) if batch.indices is not None else None
+                ctx = StepContext(i, epoch, self.steps_per_epoch, self.total_steps, indices, data_pass=True)
+                with self.autocast:
+                    self.model(self._crops(batch, i, 1), ctx)
+        ckpt.set_rng_state(rng)
 
     def fit(self) -> TrainResult:
         with StopSignals() as signals:
@@ -347,6 +365,8 @@ class Trainer:
         if resumed is not None and self.env.is_main:
             log.info("resumed from %s at step %d", resumed, self.step)
         start_step = self.step
+        if self.method.needs_data_pass():
+            self._data_pass()
         observers = self._observers()
         for obs in observers:
             obs.on_start(self.step, self.stop_step)

@@ -34,7 +34,13 @@ def vicreg_loss(
     eps: float = 1e-4,
     group: ProcessGroup | None = None,
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-    """Eq. 6: ``lambda * s(Z, Z') + mu * (v(Z) + v(Z')) + nu * (c(Z) + c(Z'))``.
+    """Eq. 6 as the authors' code computes it: ``lambda * s(Z, Z') + mu * (v(Z) + v(Z')) / 2 +
+    nu * (c(Z) + c(Z'))``.
+
+    The paper's eq. 6 sums the two views' variance terms; the authors' released
+    ``main_vicreg.py`` (``VICReg.forward``) averages them (``/ 2`` each) while summing the
+    covariance terms, and the published results come from that code, so ``mu`` weighs the
+    mean of the two hinges here.
 
     The invariance ``s`` is the mean squared error over this rank's pairs and every element
     (the paper's Algorithm 1 uses ``F.mse_loss``); the variance and covariance terms are
@@ -45,7 +51,7 @@ def vicreg_loss(
     z1, z2 = upcast(z1), upcast(z2)
     invariance = F.mse_loss(z1, z2)
     g1, g2 = gather_with_grad(z1, group), gather_with_grad(z2, group)
-    variance = variance_term(g1, gamma, eps) + variance_term(g2, gamma, eps)
+    variance = (variance_term(g1, gamma, eps) + variance_term(g2, gamma, eps)) / 2
     covariance = covariance_term(g1) + covariance_term(g2)
     loss = sim_coeff * invariance + std_coeff * variance + cov_coeff * covariance
     terms = {"invariance": invariance.detach(), "variance": variance.detach(), "covariance": covariance.detach()}

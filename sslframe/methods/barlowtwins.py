@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from sslframe.losses.barlow import barlow_twins_loss
 from sslframe.methods.base import Method, StepContext, StepOutput
 from sslframe.models.heads import MLPHead
-from sslframe.models.multicrop import multicrop_forward
+from sslframe.models.multicrop import per_view_forward
 from sslframe.models.trunks import Trunk
 
 
@@ -29,7 +29,8 @@ class BarlowTwins(Method):
         if len(crops) < 2:
             raise ValueError("Barlow Twins needs two views per image (transform.global_crops=2)")
         batch = crops[0].shape[0]
-        z = self.head(multicrop_forward(self.trunk, crops[:2]))
+        # One view at a time through trunk and projector: batch-norm statistics per view (authors' code).
+        z = per_view_forward(lambda view: self.head(self.trunk(view)), crops[:2])
         z1, z2 = z[:batch], z[batch:]
         loss = barlow_twins_loss(z1, z2, self.lambda_offdiag, self.group)
         return StepOutput(loss=loss, embeddings=F.normalize(z1.detach().float(), dim=1))

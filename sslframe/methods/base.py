@@ -25,6 +25,9 @@ class StepContext:
     # step's update was skipped (non-finite loss), else 0; the host never waits for it, so
     # updates that follow the optimizer (EMA targets) are gated with it on the device.
     skipped: torch.Tensor | None = None
+    # True during the pass over the data that some methods need before training
+    # (``Method.needs_data_pass``): the method records what it needs and its loss is ignored.
+    data_pass: bool = False
 
 
 @dataclass
@@ -58,6 +61,13 @@ class Method(nn.Module):
     def bind_dataset(self, num_samples: int, rank: int, world_size: int) -> None:
         """Called once before training (and before a checkpoint is loaded) with the dataset
         size, so state sized by it (a memory bank over all samples) can be allocated."""
+
+    def needs_data_pass(self) -> bool:
+        """True when the method needs one forward pass over an epoch of data before the next
+        training step (DeepCluster-v2 fills its memory bank). The loop then calls the method's
+        forward under ``no_grad`` for every batch of the current epoch with ``ctx.data_pass``
+        set, and trains afterwards."""
+        return False
 
     def training_step(self, crops: list[torch.Tensor], ctx: StepContext) -> StepOutput:
         raise NotImplementedError

@@ -39,9 +39,10 @@ class DeepClusterV2(Method):
     clustered epoch are shared (identical on every rank, in ``state_dict``); the memory bank
     of this rank's samples is per-rank (``rank_state_dict``).
 
-    The authors fill the bank with one forward pass over the data before training. Here the
-    first epoch plays that role: with no assignments yet its loss is zero (no gradient), and
-    clustering starts with the second epoch.
+    As in the authors' ``main_deepclusterv2.py`` (``init_memory``), the bank is filled by one
+    forward pass over the data before training (``needs_data_pass``; model in training mode, no
+    gradients), so the first epoch already trains on clusters. The pass runs again only when the
+    bank is empty at the start of a run (a fresh run, or one resumed at another world size).
     """
 
     def __init__(self, trunk: Trunk, head_cfg: Any, cfg: Any) -> None:
@@ -88,14 +89,23 @@ class DeepClusterV2(Method):
         self.bank.copy_(state["bank"])
         self.bank_index.copy_(state["bank_index"])
 
+    def needs_data_pass(self) -> bool:
+        # One read from the device, once per run (the loop asks before training).
+        return bool((self.bank_index == UNASSIGNED).all())
+
     def training_step(self, crops: list[torch.Tensor], ctx: StepContext) -> StepOutput:
         if ctx.indices is None:
             raise ValueError("DeepCluster-v2 needs the dataset index of every sample (StepContext.indices)")
         if self.bank_index.numel() == 0:
             raise ValueError("DeepCluster-v2 needs bind_dataset() before training (it sizes the memory bank)")
+        batch = crops[0].shape[0]
+        if ctx.data_pass:
+            # Filling the bank before training: only the assigned crops are embedded.
+            z = F.normalize(self.head(multicrop_forward(self.trunk, [crops[i] for i in self.crops_for_assign])), dim=1)
+            self._remember(z, ctx, batch, slots_in_order=True)
+            return StepOutput(loss=z.new_zeros((), dtype=torch.float32))
         if ctx.epoch > int(self.clustered_epoch):
             self.cluster(ctx.epoch)
-        batch = crops[0].shape[0]
         z = F.normalize(self.head(multicrop_forward(self.trunk, crops)), dim=1)
         targets = self.assignments[:, ctx.indices].repeat(1, len(crops))
         loss = z.new_zeros((), dtype=torch.float32)
@@ -104,19 +114,22 @@ class DeepClusterV2(Method):
             if bool((targets[j] != UNASSIGNED).any()):
                 loss = loss + F.cross_entropy(scores, targets[j], ignore_index=UNASSIGNED)
             else:
-                # Nothing assigned yet (first epoch): a zero loss that still reaches every parameter.
+                # Nothing assigned (a run driven without the data pass): a zero loss that still
+                # reaches every parameter.
                 loss = loss + 0.0 * scores.sum()
         self._remember(z.detach(), ctx, batch)
         return StepOutput(loss=loss / len(self.num_prototypes), embeddings=z[:batch].detach())
 
     @torch.no_grad()
-    def _remember(self, z: torch.Tensor, ctx: StepContext, batch: int) -> None:
-        """Write this batch's assigned-crop projections at its position in the epoch."""
+    def _remember(self, z: torch.Tensor, ctx: StepContext, batch: int, slots_in_order: bool = False) -> None:
+        """Write this batch's assigned-crop projections at its position in the epoch. ``z`` holds
+        every crop in crop order, or only the assigned crops in slot order (``slots_in_order``)."""
         start = (ctx.step % ctx.steps_per_epoch) * batch
         if start + batch > self.bank_index.numel():
             raise ValueError(f"memory bank of {self.bank_index.numel()} rows overflows at row {start + batch}")
         for slot, crop in enumerate(self.crops_for_assign):
-            self.bank[slot, start : start + batch] = z[crop * batch : (crop + 1) * batch].to(self.bank.dtype)
+            row = slot if slots_in_order else crop
+            self.bank[slot, start : start + batch] = z[row * batch : (row + 1) * batch].to(self.bank.dtype)
         self.bank_index[start : start + batch] = ctx.indices
 
     @torch.no_grad()
@@ -126,7 +139,8 @@ class DeepClusterV2(Method):
         filled = self.bank_index != UNASSIGNED
         first_rank_rows = broadcast_from_first(filled.sum().reshape(1), self.group)
         if int(first_rank_rows) < max(self.num_prototypes):
-            # Nothing (or too little) remembered yet: the first epoch only fills the bank.
+            # Too little remembered (a bank emptied by a change of world size is refilled by the
+            # data pass; this guards runs driven without it): the epoch trains without targets.
             return
         index = gather_with_grad(self.bank_index, self.group)
         assignments = torch.full_like(self.assignments, UNASSIGNED)

@@ -13,6 +13,7 @@ from sslframe.losses.moco import enqueue_, moco_infonce_loss
 from sslframe.methods.base import Method, StepContext, StepOutput
 from sslframe.models.ema import ema_update_, frozen_copy
 from sslframe.models.heads import MLPHead
+from sslframe.models.split_bn import split_batch_norm
 from sslframe.models.trunks import Trunk
 
 # Seeds the key-batch permutation of each step; every rank derives the same one.
@@ -35,8 +36,10 @@ class MoCoV2(Method):
     positive's own sub-batch statistics. Across ranks the global key batch is gathered, permuted
     with a generator seeded by the step (the same on every rank, no communication), each rank
     encodes its slice of the permuted batch, and the keys are gathered and un-permuted. In one
-    process batch-norm statistics do not depend on the order of the batch, so there is nothing
-    to shuffle and the keys are computed directly.
+    process shuffling alone would change nothing (batch statistics do not depend on order), so
+    the single-device substitute of the authors' CIFAR-10 demo is used instead: batch norm of
+    both encoders over ``bn_splits`` groups of the batch (``split_batch_norm``), the keys shuffled
+    before they are grouped, so a query and its key are normalised with different samples.
     """
 
     def __init__(self, trunk: Trunk, head_cfg: Any, cfg: Any) -> None:
@@ -48,6 +51,7 @@ class MoCoV2(Method):
         self.temperature = cfg.temperature
         self.momentum = cfg.momentum
         self.shuffle_bn = cfg.shuffle_bn
+        self.bn_splits = int(cfg.bn_splits)
         if cfg.queue_length < 1:
             raise UserError(f"method.queue_length must be at least 1 (got {cfg.queue_length})")
         self.register_buffer("queue", F.normalize(torch.randn(cfg.queue_length, self.head.output_dim), dim=1))
@@ -62,7 +66,15 @@ class MoCoV2(Method):
         """(this rank's keys, the global batch's keys in rank order), with shuffle-BN across ranks."""
         world = world_size(self.group)
         if world == 1:
-            k = self.encode_keys(x)
+            if not self.shuffle_bn or self.bn_splits <= 1:
+                k = self.encode_keys(x)
+                return k, k
+            # Shuffled on the device (this rank's RNG stream, which checkpoints hold), then split.
+            order = torch.randperm(x.shape[0], device=x.device)
+            with split_batch_norm(self.key_trunk, self.bn_splits), split_batch_norm(self.key_head, self.bn_splits):
+                shuffled = self.encode_keys(x[order])
+            k = torch.empty_like(shuffled)
+            k[order] = shuffled
             return k, k
         batch = x.shape[0]
         mine = slice(rank(self.group) * batch, (rank(self.group) + 1) * batch)
@@ -79,7 +91,9 @@ class MoCoV2(Method):
     def training_step(self, crops: list[torch.Tensor], ctx: StepContext) -> StepOutput:
         if len(crops) < 2 or crops[0].shape != crops[1].shape:
             raise UserError("MoCo v2 needs two global views per image (transform.global_crops=2)")
-        q = F.normalize(self.head(self.trunk(crops[0])), dim=1)
+        splits = self.bn_splits if self.shuffle_bn and world_size(self.group) == 1 else 1
+        with split_batch_norm(self.trunk, splits), split_batch_norm(self.head, splits):
+            q = F.normalize(self.head(self.trunk(crops[0])), dim=1)
         k, all_keys = self.keys(crops[1], ctx.step)
         # The loss keeps its own copy of the queue: enqueueing below must not change it.
         loss = moco_infonce_loss(q, k, self.queue.clone(), self.temperature)

@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from sslframe.losses.vicreg import vicreg_loss
 from sslframe.methods.base import Method, StepContext, StepOutput
 from sslframe.models.heads import MLPHead
-from sslframe.models.multicrop import multicrop_forward
+from sslframe.models.multicrop import per_view_forward
 from sslframe.models.trunks import Trunk
 
 
@@ -32,7 +32,8 @@ class VICReg(Method):
         if len(crops) < 2:
             raise ValueError("VICReg needs two views per image (transform.global_crops=2)")
         batch = crops[0].shape[0]
-        z = self.head(multicrop_forward(self.trunk, crops[:2]))
+        # One view at a time through trunk and expander: batch-norm statistics per view (authors' code).
+        z = per_view_forward(lambda view: self.head(self.trunk(view)), crops[:2])
         z1, z2 = z[:batch], z[batch:]
         loss, terms = vicreg_loss(z1, z2, *self.coeffs, gamma=self.gamma, eps=self.eps, group=self.group)
         return StepOutput(loss=loss, logs=terms, embeddings=F.normalize(z1.detach().float(), dim=1))

@@ -25,3 +25,10 @@ def multicrop_forward(fn: Callable[[torch.Tensor], torch.Tensor], crops: Sequenc
     """
     outputs = [fn(torch.cat([crops[i] for i in group])) for group in group_by_resolution(crops)]
     return torch.cat(outputs)
+
+
+def per_view_forward(fn: Callable[[torch.Tensor], torch.Tensor], views: Sequence[torch.Tensor]) -> torch.Tensor:
+    """Apply ``fn`` to every view on its own (batch norm sees one view's batch at a time), as the
+    authors of Barlow Twins and VICReg do; outputs concatenated in view order like
+    :func:`multicrop_forward`."""
+    return torch.cat([fn(view) for view in views])

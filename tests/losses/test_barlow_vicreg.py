@@ -74,7 +74,9 @@ def test_barlow_twins_loss_is_zero_for_identical_decorrelated_views() -> None:
 
 def vicreg_by_hand(z1: torch.Tensor, z2: torch.Tensor, lam: float, mu: float, nu: float) -> float:
     """Bardes et al. 2022: s = mean squared difference (Algorithm 1's mse_loss), v = eq. 1 with
-    gamma 1 and eps 1e-4 (unbiased variance), c = eq. 4 with the covariance of eq. 3; eq. 6."""
+    gamma 1 and eps 1e-4 (unbiased variance), c = eq. 4 with the covariance of eq. 3; eq. 6 with
+    the two views' variance terms averaged, as the authors' main_vicreg.py does
+    (``std_loss = mean(relu(1 - std_x)) / 2 + mean(relu(1 - std_y)) / 2``)."""
     n, d = z1.shape
 
     def variance(z: list[list[float]]) -> float:
@@ -97,7 +99,7 @@ def vicreg_by_hand(z1: torch.Tensor, z2: torch.Tensor, lam: float, mu: float, nu
 
     a, b = z1.tolist(), z2.tolist()
     invariance = sum((a[k][j] - b[k][j]) ** 2 for k in range(n) for j in range(d)) / (n * d)
-    return lam * invariance + mu * (variance(a) + variance(b)) + nu * (covariance(a) + covariance(b))
+    return lam * invariance + mu * (variance(a) + variance(b)) / 2 + nu * (covariance(a) + covariance(b))
 
 
 def test_vicreg_loss_is_eq_6() -> None:

@@ -22,9 +22,10 @@ def _single_thread() -> Iterator[None]:
         yield
 
 
-def tiny_moco(queue_length: int = 24, momentum: float = 0.999) -> MoCoV2:
+def tiny_moco(queue_length: int = 24, momentum: float = 0.999, bn_splits: int = 1) -> MoCoV2:
     head = MLPHeadConfig(hidden_dims=[32], output_dim=16, batch_norm=False)
-    method = tiny_method(MoCoV2, MoCoV2Config(queue_length=queue_length, momentum=momentum), head)
+    cfg = MoCoV2Config(queue_length=queue_length, momentum=momentum, bn_splits=bn_splits)
+    method = tiny_method(MoCoV2, cfg, head)
     assert isinstance(method, MoCoV2)
     return method
 
@@ -106,3 +107,34 @@ def test_state_dict_holds_everything_the_next_step_needs() -> None:
     ctx = StepContext(2, 0, 10, 10)
     torch.testing.assert_close(fresh.training_step(views(), ctx).loss, method.training_step(views(), ctx).loss)
     torch.testing.assert_close(fresh.queue, method.queue)
+
+
+def test_one_process_splits_batch_norm_and_shuffles_keys_across_the_groups() -> None:
+    """Shuffle-BN's one-device substitute (the authors' CIFAR-10 demo, moco colab notebook:
+    ``SplitBatchNorm`` in both encoders and ``_batch_shuffle_single_gpu`` for the keys): each of
+    the ``bn_splits`` groups of the batch is normalised with its own statistics, and a key's group
+    is drawn after a shuffle, so it is not its query's group."""
+    splits, batch = 2, 8
+    method = tiny_moco(bn_splits=splits)
+    method.train()
+    crops = views(batch)
+    torch.manual_seed(11)
+    out = method.training_step(crops, StepContext(0, 0, 10, 10))
+    torch.manual_seed(11)
+    order = torch.randperm(batch)  # the permutation the step drew first
+    with torch.no_grad():
+        for g in range(splits):
+            mine = torch.arange(g, batch, splits)  # group g: samples g, g + G, ...
+            q = F.normalize(method.head(method.trunk(crops[0][mine])), dim=1)
+            torch.testing.assert_close(out.embeddings[mine], q)
+            members = order[mine]  # the samples whose keys the shuffled group g computes
+            k = F.normalize(method.key_head(method.key_trunk(crops[1][members])), dim=1)
+            torch.testing.assert_close(method.queue[members], k)
+        whole = F.normalize(method.key_head(method.key_trunk(crops[1])), dim=1)
+    assert not torch.allclose(method.queue[:batch], whole), "the groups' statistics must differ from the batch's"
+
+
+def test_split_batch_norm_needs_a_batch_that_divides() -> None:
+    method = tiny_moco(bn_splits=3)
+    with pytest.raises(UserError, match="bn_splits=3"):
+        method.training_step(views(8), StepContext(0, 0, 10, 10))
