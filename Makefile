@@ -50,7 +50,7 @@ test: install
 # for a smoke run. lightly (the peer measured side by side) is a benchmark-only dependency,
 # installed without its dependencies so that torch is never replaced.
 bench-deps: install
-	$(PY) -m pip install --quiet --no-deps 'lightly>=1.5,<2'
+	$(PY) -m pip install --quiet --no-deps 'lightly>=1.5,<2' 'lightning-utilities>=0.10'
 
 bench: bench-deps
 	$(PY) bench/suite.py

@@ -32,6 +32,9 @@ class ResNetConfig:
     width_multiplier: float = 1.0
     # CIFAR-style stem for small images: 3x3 stride-1 convolution and no max-pool.
     small_images: bool = False
+    # Whether the stem ends with a 3x3 stride-2 max-pool; null: the stem's default (yes for the
+    # ImageNet stem, no for the small-image one).
+    max_pool: bool | None = None
     zero_init_residual: bool = False
     # batch | group: group norm keeps results independent of the per-rank batch split.
     norm: str = "batch"

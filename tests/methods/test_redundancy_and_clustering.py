@@ -140,7 +140,9 @@ def test_deepcluster_fills_the_bank_before_training(deepcluster_run: tuple) -> N
     assert fresh.needs_data_pass()
     crops = [torch.randn(BATCH, 3, SIZE, SIZE) for _ in range(3)]
     for i in range(STEPS_PER_EPOCH):
-        ctx = StepContext(i, 0, STEPS_PER_EPOCH, STEPS_PER_EPOCH, torch.arange(i * BATCH, (i + 1) * BATCH), data_pass=True)
+        ctx = StepContext(
+            i, 0, STEPS_PER_EPOCH, STEPS_PER_EPOCH, torch.arange(i * BATCH, (i + 1) * BATCH), data_pass=True
+        )
         out = fresh.training_step(crops, ctx)
         assert float(out.loss) == 0.0
     assert not fresh.needs_data_pass()

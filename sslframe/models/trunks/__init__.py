@@ -23,6 +23,7 @@ def _resnet(cfg: Any) -> Trunk:
         small_images=cfg.small_images,
         zero_init_residual=cfg.zero_init_residual,
         norm=cfg.norm,
+        max_pool=cfg.max_pool,
     )
 
 

@@ -1,0 +1,436 @@
+"""The lightly side of the quality benchmark: each method written the way lightly's examples
+write it (``examples/pytorch/<method>.py`` of lightly 1.6), with lightly's own heads, losses,
+transforms and utilities, on the trunk and recipe of ``configs/config/fmnist_<method>.yaml``.
+
+What is ours here: the trunk (built from the same config and seed as sslframe's side, so both
+start from the same weights), the online kNN monitor (the same code on both sides) and the
+loop's bookkeeping. What is lightly's: ``lightly.models.modules`` heads, ``lightly.loss``
+losses, ``lightly.transforms`` views (a per-image torchvision pipeline in the loader workers),
+``lightly.models.utils`` (momentum updates, weight-decay groups, masking, patchify),
+``lightly.utils.lars.LARS`` and ``lightly.utils.scheduler``. Where the examples leave a choice
+open (head sizes, temperatures, momentum, optimizer, schedule) the recipe's value is used, so
+the two sides differ only in the implementation. lightly is a benchmark-only dependency
+(``make bench-deps``), imported only here.
+
+Departures from the examples, each to keep the recipe the same on both sides: momentum values
+follow a cosine over steps (the examples step it per epoch), and DINO's teacher head, a second
+head as in the example, starts from the student head's weights (the example's starts from its own
+random ones; DINO's teacher starts as a copy of the student).
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from omegaconf import DictConfig
+from torch import nn
+
+from sslframe.engine.monitors import OnlineKNN
+from sslframe.models.trunks import build_trunk
+
+
+@dataclass
+class LightlyMethod:
+    """A method in the examples' shape: the module to optimise, the views, and one step's loss."""
+
+    model: nn.Module
+    transform: Callable[[Any], Any]
+    # (views of the batch, step, epoch, total steps) -> loss; momentum updates happen inside, before
+    # the forward, as in the examples.
+    loss: Callable[[list[torch.Tensor], int, int, int], torch.Tensor]
+    # Called after backward, before the optimizer step (frozen prototypes, DINO's last layer).
+    before_step: Callable[[int, int], None] = lambda step, epoch: None
+    # Modules whose parameters the optimizer sees (default: all of ``model``).
+    trained: list[nn.Module] = field(default_factory=list)
+
+
+def _normalize(cfg: DictConfig) -> dict[str, list[float]]:
+    return {"mean": list(cfg.transform.mean), "std": list(cfg.transform.std)}
+
+
+def _view_args(cfg: DictConfig) -> dict[str, Any]:
+    """The recipe's photometric settings in lightly's transform arguments (no blur, no solarisation,
+    no grayscale on Fashion-MNIST: the recipes turn them off, see configs/recipe/fmnist.yaml)."""
+    tf = cfg.transform
+    brightness, contrast, saturation, hue = (float(v) for v in tf.jitter)
+    return {
+        "cj_prob": tf.jitter_p,
+        "cj_strength": tf.jitter_strength,
+        "cj_bright": brightness,
+        "cj_contrast": contrast,
+        "cj_sat": saturation,
+        "cj_hue": hue,
+        "random_gray_scale": tf.grayscale_p,
+        "hf_prob": tf.flip_p,
+        "normalize": _normalize(cfg),
+    }
+
+
+def _check_recipe(cfg: DictConfig) -> None:
+    tf = cfg.transform
+    if any(p > 0 for p in tf.blur_p) or tf.local_blur_p > 0 or any(p > 0 for p in tf.solarize_p):
+        # lightly's blur is PIL's (no kernel cap) and ours a 10%-of-the-crop kernel: on 28 px crops
+        # they are different operations, so the shared recipes leave blur out.
+        raise ValueError("the Fashion-MNIST recipes compare views without blur and solarisation")
+
+
+def _features(backbone: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    return backbone(x).flatten(start_dim=1)
+
+
+def simclr(trunk: nn.Module, cfg: DictConfig) -> LightlyMethod:
+    from lightly.loss import NTXentLoss
+    from lightly.models.modules.heads import SimCLRProjectionHead
+    from lightly.transforms import SimCLRTransform
+
+    head = cfg.head
+    projection = SimCLRProjectionHead(trunk.out_dim, head.hidden_dims[0], head.output_dim, len(head.hidden_dims) + 1)
+    model = nn.ModuleDict({"backbone": trunk, "projection_head": projection})
+    criterion = NTXentLoss(temperature=cfg.method.temperature)
+    tf = cfg.transform
+    transform = SimCLRTransform(
+        input_size=tf.global_size, min_scale=tf.global_scale[0], gaussian_blur=0.0, **_view_args(cfg)
+    )
+
+    def loss(views: list[torch.Tensor], step: int, epoch: int, total: int) -> torch.Tensor:
+        z0 = projection(_features(trunk, views[0]))
+        z1 = projection(_features(trunk, views[1]))
+        return criterion(z0, z1)
+
+    return LightlyMethod(model, transform, loss)
+
+
+def _momentum_pair(module: nn.Module) -> nn.Module:
+    from lightly.models.utils import deactivate_requires_grad
+
+    copied = copy.deepcopy(module)
+    deactivate_requires_grad(copied)
+    return copied
+
+
+def mocov2(trunk: nn.Module, cfg: DictConfig) -> LightlyMethod:
+    from lightly.loss import NTXentLoss
+    from lightly.models.modules.heads import MoCoProjectionHead
+    from lightly.models.utils import update_momentum
+    from lightly.transforms import MoCoV2Transform
+
+    head = cfg.head
+    projection = MoCoProjectionHead(trunk.out_dim, head.hidden_dims[0], head.output_dim)
+    trunk_m, projection_m = _momentum_pair(trunk), _momentum_pair(projection)
+    model = nn.ModuleDict({"backbone": trunk, "projection_head": projection, "bm": trunk_m, "pm": projection_m})
+    criterion = NTXentLoss(
+        temperature=cfg.method.temperature, memory_bank_size=(cfg.method.queue_length, head.output_dim)
+    )
+    tf = cfg.transform
+    transform = MoCoV2Transform(
+        input_size=tf.global_size, min_scale=tf.global_scale[0], gaussian_blur=0.0, **_view_args(cfg)
+    )
+
+    def loss(views: list[torch.Tensor], step: int, epoch: int, total: int) -> torch.Tensor:
+        update_momentum(trunk, trunk_m, m=cfg.method.momentum)
+        update_momentum(projection, projection_m, m=cfg.method.momentum)
+        query = projection(_features(trunk, views[0]))
+        key = projection_m(_features(trunk_m, views[1])).detach()
+        return criterion(query, key)
+
+    return LightlyMethod(model, transform, loss, trained=[trunk, projection])
+
+
+def byol(trunk: nn.Module, cfg: DictConfig) -> LightlyMethod:
+    from lightly.loss import NegativeCosineSimilarity
+    from lightly.models.modules.heads import BYOLPredictionHead, BYOLProjectionHead
+    from lightly.models.utils import update_momentum
+    from lightly.transforms.byol_transform import BYOLTransform, BYOLView1Transform, BYOLView2Transform
+    from lightly.utils.scheduler import cosine_schedule
+
+    head = cfg.head
+    projection = BYOLProjectionHead(trunk.out_dim, head.hidden_dims[0], head.output_dim)
+    prediction = BYOLPredictionHead(head.output_dim, cfg.method.predictor_hidden_dims[0], head.output_dim)
+    trunk_m, projection_m = _momentum_pair(trunk), _momentum_pair(projection)
+    model = nn.ModuleDict({"backbone": trunk, "projection_head": projection, "prediction_head": prediction})
+    model.update({"bm": trunk_m, "pm": projection_m})
+    criterion = NegativeCosineSimilarity()
+    tf = cfg.transform
+    args = dict(input_size=tf.global_size, min_scale=tf.global_scale[0], gaussian_blur=0.0, solarization_prob=0.0)
+    transform = BYOLTransform(
+        view_1_transform=BYOLView1Transform(**args, **_view_args(cfg)),
+        view_2_transform=BYOLView2Transform(**args, **_view_args(cfg)),
+    )
+
+    def loss(views: list[torch.Tensor], step: int, epoch: int, total: int) -> torch.Tensor:
+        m = cosine_schedule(step, total, cfg.method.base_momentum, 1.0)
+        update_momentum(trunk, trunk_m, m=m)
+        update_momentum(projection, projection_m, m=m)
+        p0 = prediction(projection(_features(trunk, views[0])))
+        p1 = prediction(projection(_features(trunk, views[1])))
+        with torch.no_grad():
+            z0 = projection_m(_features(trunk_m, views[0]))
+            z1 = projection_m(_features(trunk_m, views[1]))
+        return 0.5 * (criterion(p0, z1) + criterion(p1, z0))
+
+    return LightlyMethod(model, transform, loss, trained=[trunk, projection, prediction])
+
+
+def simsiam(trunk: nn.Module, cfg: DictConfig) -> LightlyMethod:
+    from lightly.loss import NegativeCosineSimilarity
+    from lightly.models.modules.heads import SimSiamPredictionHead, SimSiamProjectionHead
+    from lightly.transforms import SimSiamTransform
+
+    head = cfg.head
+    projection = SimSiamProjectionHead(trunk.out_dim, head.hidden_dims[0], head.output_dim)
+    prediction = SimSiamPredictionHead(head.output_dim, cfg.method.predictor_hidden_dims[0], head.output_dim)
+    model = nn.ModuleDict({"backbone": trunk, "projection_head": projection, "prediction_head": prediction})
+    criterion = NegativeCosineSimilarity()
+    tf = cfg.transform
+    transform = SimSiamTransform(
+        input_size=tf.global_size, min_scale=tf.global_scale[0], gaussian_blur=0.0, **_view_args(cfg)
+    )
+
+    def loss(views: list[torch.Tensor], step: int, epoch: int, total: int) -> torch.Tensor:
+        z0 = projection(_features(trunk, views[0]))
+        z1 = projection(_features(trunk, views[1]))
+        p0, p1 = prediction(z0), prediction(z1)
+        return 0.5 * (criterion(z0.detach(), p1) + criterion(z1.detach(), p0))
+
+    return LightlyMethod(model, transform, loss)
+
+
+def barlowtwins(trunk: nn.Module, cfg: DictConfig) -> LightlyMethod:
+    from lightly.loss import BarlowTwinsLoss
+    from lightly.models.modules.heads import BarlowTwinsProjectionHead
+    from lightly.transforms.byol_transform import BYOLTransform, BYOLView1Transform, BYOLView2Transform
+
+    head = cfg.head
+    projection = BarlowTwinsProjectionHead(trunk.out_dim, head.hidden_dims[0], head.output_dim)
+    model = nn.ModuleDict({"backbone": trunk, "projection_head": projection})
+    criterion = BarlowTwinsLoss(lambda_param=cfg.method.lambda_offdiag)
+    tf = cfg.transform
+    args = dict(input_size=tf.global_size, min_scale=tf.global_scale[0], gaussian_blur=0.0, solarization_prob=0.0)
+    transform = BYOLTransform(
+        view_1_transform=BYOLView1Transform(**args, **_view_args(cfg)),
+        view_2_transform=BYOLView2Transform(**args, **_view_args(cfg)),
+    )
+
+    def loss(views: list[torch.Tensor], step: int, epoch: int, total: int) -> torch.Tensor:
+        return criterion(projection(_features(trunk, views[0])), projection(_features(trunk, views[1])))
+
+    return LightlyMethod(model, transform, loss)
+
+
+def vicreg(trunk: nn.Module, cfg: DictConfig) -> LightlyMethod:
+    from lightly.loss import VICRegLoss
+    from lightly.models.modules.heads import VICRegProjectionHead
+    from lightly.transforms.vicreg_transform import VICRegTransform
+
+    head, m = cfg.head, cfg.method
+    projection = VICRegProjectionHead(trunk.out_dim, head.hidden_dims[0], head.output_dim, len(head.hidden_dims) + 1)
+    model = nn.ModuleDict({"backbone": trunk, "projection_head": projection})
+    criterion = VICRegLoss(lambda_param=m.sim_coeff, mu_param=m.std_coeff, nu_param=m.cov_coeff, eps=m.eps)
+    tf = cfg.transform
+    transform = VICRegTransform(
+        input_size=tf.global_size, min_scale=tf.global_scale[0], gaussian_blur=0.0, solarize_prob=0.0, **_view_args(cfg)
+    )
+
+    def loss(views: list[torch.Tensor], step: int, epoch: int, total: int) -> torch.Tensor:
+        return criterion(projection(_features(trunk, views[0])), projection(_features(trunk, views[1])))
+
+    return LightlyMethod(model, transform, loss)
+
+
+def _multicrop_transform(cfg: DictConfig) -> Any:
+    from lightly.transforms.swav_transform import SwaVTransform
+
+    tf = cfg.transform
+    return SwaVTransform(
+        crop_sizes=(tf.global_size, tf.local_size),
+        crop_counts=(tf.global_crops, tf.local_crops),
+        crop_min_scales=(tf.global_scale[0], tf.local_scale[0]),
+        crop_max_scales=(tf.global_scale[1], tf.local_scale[1]),
+        gaussian_blur=0.0,
+        **_view_args(cfg),
+    )
+
+
+def swav(trunk: nn.Module, cfg: DictConfig) -> LightlyMethod:
+    from lightly.loss import SwaVLoss
+    from lightly.models.modules.heads import SwaVProjectionHead, SwaVPrototypes
+
+    head, m = cfg.head, cfg.method
+    if m.queue_length > 0 or len(m.num_prototypes) != 1:
+        raise ValueError("the lightly SwAV side is written for one prototype set and no queue")
+    projection = SwaVProjectionHead(trunk.out_dim, head.hidden_dims[0], head.output_dim)
+    prototypes = SwaVPrototypes(
+        head.output_dim, m.num_prototypes[0], n_steps_frozen_prototypes=m.freeze_prototypes_steps
+    )
+    model = nn.ModuleDict({"backbone": trunk, "projection_head": projection, "prototypes": prototypes})
+    criterion = SwaVLoss(
+        temperature=m.temperature, sinkhorn_iterations=m.sinkhorn_iterations, sinkhorn_epsilon=m.epsilon
+    )
+    globals_ = cfg.transform.global_crops
+
+    def loss(views: list[torch.Tensor], step: int, epoch: int, total: int) -> torch.Tensor:
+        prototypes.normalize()
+        outputs = []
+        for view in views:
+            z = nn.functional.normalize(projection(_features(trunk, view)), dim=1, p=2)
+            outputs.append(prototypes(z, step))
+        return criterion(outputs[:globals_], outputs[globals_:])
+
+    return LightlyMethod(model, _multicrop_transform(cfg), loss)
+
+
+def dino(trunk: nn.Module, cfg: DictConfig) -> LightlyMethod:
+    from lightly.loss import DINOLoss
+    from lightly.models.modules.heads import DINOProjectionHead
+    from lightly.models.utils import deactivate_requires_grad, update_momentum
+    from lightly.transforms.dino_transform import DINOTransform
+    from lightly.utils.scheduler import cosine_schedule
+
+    head, m, tf = cfg.head, cfg.method, cfg.transform
+    if len(head.hidden_dims) != 2:
+        raise ValueError("lightly's DINO head has two hidden layers (head.hidden_dims=[H, H])")
+
+    def dino_head(freeze: int) -> nn.Module:
+        args = (trunk.out_dim, head.hidden_dims[0], head.output_dim, m.out_dim)
+        return DINOProjectionHead(
+            *args, batch_norm=head.batch_norm, freeze_last_layer=freeze, norm_last_layer=m.norm_last_layer
+        )
+
+    student = dino_head(m.freeze_last_layer_epochs)
+    # As the example, a second head for the teacher (weight norm cannot be deep-copied), given the
+    # student's weights so that both start alike, as in DINO.
+    head_t = dino_head(-1)
+    head_t.load_state_dict(student.state_dict())
+    deactivate_requires_grad(head_t)
+    trunk_t = _momentum_pair(trunk)
+    model = nn.ModuleDict({"student_backbone": trunk, "student_head": student, "tb": trunk_t, "th": head_t})
+    criterion = DINOLoss(
+        output_dim=m.out_dim,
+        warmup_teacher_temp=m.warmup_teacher_temperature,
+        teacher_temp=m.teacher_temperature,
+        warmup_teacher_temp_epochs=m.warmup_teacher_temperature_epochs,
+        student_temp=m.student_temperature,
+        center_momentum=m.center_momentum,
+    )
+    transform = DINOTransform(
+        global_crop_size=tf.global_size,
+        global_crop_scale=tuple(tf.global_scale),
+        local_crop_size=tf.local_size,
+        local_crop_scale=tuple(tf.local_scale),
+        n_local_views=tf.local_crops,
+        gaussian_blur=(0.0, 0.0, 0.0),
+        solarization_prob=0.0,
+        **_view_args(cfg),
+    )
+
+    def loss(views: list[torch.Tensor], step: int, epoch: int, total: int) -> torch.Tensor:
+        momentum = cosine_schedule(step, total, m.base_momentum, 1.0)
+        update_momentum(trunk, trunk_t, m=momentum)
+        update_momentum(student, head_t, m=momentum)
+        with torch.no_grad():
+            teacher_out = [head_t(_features(trunk_t, v)) for v in views[:2]]
+        student_out = [student(_features(trunk, v)) for v in views]
+        return criterion(teacher_out, student_out, epoch=epoch)
+
+    def before_step(step: int, epoch: int) -> None:
+        student.cancel_last_layer_gradients(current_epoch=epoch)
+
+    return LightlyMethod(model, transform, loss, before_step, trained=[trunk, student])
+
+
+LIGHTLY: dict[str, Callable[[nn.Module, DictConfig], LightlyMethod]] = {
+    "simclr": simclr,
+    "mocov2": mocov2,
+    "swav": swav,
+    "dino": dino,
+    "byol": byol,
+    "simsiam": simsiam,
+    "barlowtwins": barlowtwins,
+    "vicreg": vicreg,
+}
+
+
+# ------------------------------------------------------------------------------- the loop
+def _optimizer(modules: list[nn.Module], cfg: DictConfig, lr: float) -> torch.optim.Optimizer:
+    """The recipe's optimizer with lightly's weight-decay split (``get_weight_decay_parameters``:
+    biases and norm parameters without weight decay, which lightly's LARS also leaves unscaled)."""
+    from lightly.models.utils import get_weight_decay_parameters
+    from lightly.utils.lars import LARS
+
+    opt = cfg.optim
+    if opt.bias_lr_factor != 1.0:
+        raise ValueError("the lightly side has no per-group learning-rate factor (optim.bias_lr_factor)")
+    if opt.exclude_bias_and_norm:
+        decay, no_decay = get_weight_decay_parameters(modules)
+        groups = [{"params": decay}, {"params": no_decay, "weight_decay": 0.0}]
+    else:
+        groups = [{"params": [p for module in modules for p in module.parameters() if p.requires_grad]}]
+    if opt.name == "lars":
+        return LARS(
+            groups, lr=lr, momentum=opt.momentum, weight_decay=opt.weight_decay, trust_coefficient=opt.trust_coefficient
+        )
+    if opt.name == "sgd":
+        return torch.optim.SGD(
+            groups, lr=lr, momentum=opt.momentum, weight_decay=opt.weight_decay, nesterov=opt.nesterov
+        )
+    if opt.name == "adamw":
+        return torch.optim.AdamW(groups, lr=lr, betas=tuple(opt.betas), eps=opt.eps, weight_decay=opt.weight_decay)
+    raise ValueError(f"no lightly-side optimizer for optim.name={opt.name}")
+
+
+def train_lightly(method: str, cfg: DictConfig) -> tuple[nn.Module, int, float]:
+    """Pretrain with the lightly implementation of ``method`` on ``cfg``'s recipe; returns the
+    trunk, the steps run and the mean loss of the last 20 steps."""
+    from lightly.utils.scheduler import CosineWarmupScheduler
+    from torch.utils.data import DataLoader
+    from torchvision.datasets import ImageFolder
+
+    _check_recipe(cfg)
+    torch.manual_seed(cfg.trainer.seed)
+    trunk = build_trunk(cfg.trunk)  # built first from the seed, as sslframe's Trainer builds it
+    spec = LIGHTLY[method](trunk, cfg)
+    data = cfg.data
+    dataset = ImageFolder(data.path, transform=spec.transform)
+    loader = DataLoader(
+        dataset,
+        batch_size=data.batch_size,
+        shuffle=True,
+        drop_last=True,
+        num_workers=data.num_workers,
+        persistent_workers=data.num_workers > 0,
+        generator=torch.Generator().manual_seed(cfg.trainer.seed),
+    )
+    steps_per_epoch = len(loader)
+    total = cfg.trainer.max_epochs * steps_per_epoch
+    stop = min(total, cfg.trainer.max_steps) if cfg.trainer.max_steps > 0 else total
+    lr = cfg.optim.lr * data.batch_size / cfg.optim.base_batch_size if cfg.optim.base_batch_size else cfg.optim.lr
+    optimizer = _optimizer(spec.trained or [spec.model], cfg, lr)
+    sched = cfg.schedule
+    warmup = min(sched.warmup_steps or round(sched.warmup_epochs * steps_per_epoch), total)
+    end = sched.final_factor if sched.name == "cosine" else 1.0
+    scheduler = CosineWarmupScheduler(
+        optimizer, warmup, total, start_value=1.0, end_value=end, warmup_start_value=sched.warmup_start_factor
+    )
+    knn = OnlineKNN(trunk, cfg, torch.device("cpu"), torch.contiguous_format) if cfg.monitor.knn_every > 0 else None
+    spec.model.train()
+    step, recent = 0, []
+    for epoch in range(math.ceil(stop / steps_per_epoch)):
+        for views, _ in loader:
+            loss = spec.loss(views, step, epoch, total)
+            loss.backward()
+            spec.before_step(step, epoch)
+            optimizer.step()
+            optimizer.zero_grad()
+            scheduler.step()
+            step += 1
+            recent = [*recent[-19:], float(loss.detach())]
+            if knn is not None and step % cfg.monitor.knn_every == 0:
+                knn.evaluate()
+            if step >= stop:
+                break
+    return trunk, step, sum(recent) / max(len(recent), 1)
