@@ -92,6 +92,7 @@ class Setting:
 
     budget: int
     quick: bool
+    work_dir: Path
     data_dir: Path
     train: Split
     test: Split
@@ -365,7 +366,7 @@ def plot_curves(results: dict[str, Any], path: Path) -> None:
 
 # --------------------------------------------------------------------------------- the runs
 def run_row(method: str, side: str, seed: int, setting: Setting) -> dict[str, Any]:
-    run_dir = ROOT / "runs" / ("quality-quick" if setting.quick else "quality") / f"{method}_{side}_seed{seed}"
+    run_dir = setting.work_dir / "runs" / ("quality-quick" if setting.quick else "quality") / f"{method}_{side}_seed{seed}"
     cfg = experiment(method, seed, setting, run_dir)
     torch.manual_seed(seed)
     if side == "ours":
@@ -396,7 +397,7 @@ def baseline_rows(methods: Sequence[str], seeds: Sequence[int], setting: Setting
         for seed in seeds:
             if (method, "random init", seed, setting.budget) in have:
                 continue
-            cfg = experiment(method, seed, setting, ROOT / "runs" / "quality-random")
+            cfg = experiment(method, seed, setting, setting.work_dir / "runs" / "quality-random")
             metrics = trunk_metrics(random_init_trunk(cfg), cfg, setting)
             rows.append({"method": method, "side": "random init", "seed": seed, "budget": setting.budget, **metrics})
     return rows
@@ -421,6 +422,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="smoke run: a few steps on a small subset")
     parser.add_argument("--idx-dir", type=Path, default=None, help="folder of the four Fashion-MNIST IDX .gz files")
     parser.add_argument("--out", type=Path, default=None, help="results JSON (default bench/results/quality.json)")
+    parser.add_argument("--work-dir", type=Path, default=ROOT, help="where data/ and runs/ go (default: the repository)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
     methods = parse_list(args.methods, METHODS, "method")
@@ -430,11 +432,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     idx_dir = args.idx_dir or fashion_mnist.find_idx_dir()
     default_out = RESULTS / ("quick" if args.quick else "") / "quality.json"
     out = args.out or default_out
-    data_dir = ROOT / "data" / ("fashion_mnist_quick" if args.quick else "fashion_mnist")
+    data_dir = args.work_dir / "data" / ("fashion_mnist_quick" if args.quick else "fashion_mnist")
     fashion_mnist.prepare(data_dir, idx_dir, limit=limit)
     setting = Setting(
         budget=1 if args.quick else args.budget,
         quick=args.quick,
+        work_dir=args.work_dir,
         data_dir=data_dir,
         train=load_split(idx_dir, "train", limit),
         test=load_split(idx_dir, "test", limit),

@@ -535,6 +535,9 @@ class FeatureEvalConfig:
     image_size: int = 0
     # Evaluate the same architecture at random initialisation (a baseline).
     random_init: bool = False
+    # Evaluate the images themselves (the normalised pixels of the run's evaluation view, flattened)
+    # instead of the trunk's features: the baseline every pretrained trunk should beat.
+    raw_pixels: bool = False
     device: str = "auto"
     # Features of block ``layer`` of trunk.blocks(), average-pooled (-1: the trunk's pooled output).
     layer: int = -1

@@ -74,3 +74,25 @@ class FlagQueue:
             nonfinite, stop, bad, seen = host.tolist()
             out.append(StepFlags(step, nonfinite > 0, stop > 0, int(bad), int(seen)))
         return out
+
+
+class NormStatistics:
+    """Batch-norm running statistics, which a skipped step must leave as they were: the forward
+    updates them before the skip is known (after backward), so they are saved before it and put
+    back, on the device, where the step turns out skipped."""
+
+    def __init__(self, model: torch.nn.Module) -> None:
+        norms = [m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+        self.buffers = [b for m in norms for b in (m.running_mean, m.running_var, m.num_batches_tracked) if b is not None]
+        self.saved = [torch.empty_like(b) for b in self.buffers]
+
+    def save(self) -> None:
+        if self.buffers:
+            torch._foreach_copy_(self.saved, self.buffers)
+
+    def restore_where(self, skip: torch.Tensor) -> None:
+        """Where ``skip`` (0-d, 0 or 1) is 1, the statistics saved before the forward come back."""
+        if self.buffers:
+            skipped = skip.reshape(()).to(self.buffers[0].device) > 0
+            for buffer, saved in zip(self.buffers, self.saved, strict=True):
+                buffer.copy_(torch.where(skipped, saved, buffer))

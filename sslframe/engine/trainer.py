@@ -35,7 +35,7 @@ from sslframe.distributed import checkpoint as ckpt
 from sslframe.distributed.collectives import all_reduce_sum, local_shard
 from sslframe.distributed.env import DistEnv, init_distributed, teardown
 from sslframe.distributed.parallelize import PRECISION_DTYPES, parallelize
-from sslframe.engine.flags import FlagQueue, StepFlags, local_flags
+from sslframe.engine.flags import FlagQueue, NormStatistics, StepFlags, local_flags
 from sslframe.engine.hardware import resolve_precision
 from sslframe.engine.monitors import build_monitors
 from sslframe.engine.observers import ConsoleProgress, JSONLinesLog, Observer, TensorBoardLog
@@ -159,6 +159,7 @@ class Trainer:
         self.bad_samples = 0
         self.seen_samples = 0
         self.flags = FlagQueue()
+        self.norm_statistics = NormStatistics(self.method)
         self.config_hash = config_hash(cfg)
 
     def _grad_scaler(self) -> Any:
@@ -476,6 +477,7 @@ class Trainer:
         output and the flags (``[non-finite, stop, unreadable, samples]``, float64 on the device),
         which the loop reads later: nothing here waits for the device, except with
         ``trainer.on_nan=stop``, which reads the non-finite flag at once to stop at this step."""
+        self.norm_statistics.save()
         with self.autocast:
             out = self.model(crops, ctx)
         if self.scaler is not None:
@@ -509,6 +511,7 @@ class Trainer:
         else:
             step_unless(self.optimizer, skip)
         self.optimizer.zero_grad(set_to_none=True)
+        self.norm_statistics.restore_where(skip)
         ctx.skipped = skip
         self.method.after_optimizer_step(ctx)
 

@@ -42,6 +42,14 @@ def load_trunk(path: str | Path, random_init: bool = False) -> tuple[Trunk, Any,
     return trunk.eval(), run_cfg, folder
 
 
+class RawPixels(torch.nn.Module):
+    """The evaluation view's normalised pixels, flattened, as features (``eval.raw_pixels=true``):
+    the baseline a pretrained trunk should beat under the same protocol."""
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return images.float().flatten(1)
+
+
 class StridedSampler(Sampler[tuple[int, int]]):
     """Every sample exactly once, rank r taking indices r, r + world, ... (no shuffle, no
     dropped tail: unlike the training sampler, extraction must cover the whole dataset)."""

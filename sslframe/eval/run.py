@@ -21,7 +21,7 @@ from sslframe.data.transforms import eval_transform
 from sslframe.distributed.env import init_distributed
 from sslframe.engine.trainer import pick_device
 from sslframe.errors import UserError
-from sslframe.eval.features import iter_features, load_trunk, trunk_features
+from sslframe.eval.features import RawPixels, iter_features, load_trunk, trunk_features
 from sslframe.eval.finetune import Classifier, build_finetune_optimizer, train_finetune
 from sslframe.eval.interchange import load_trunk_weights, trunk_for_arch
 from sslframe.eval.knn import knn_accuracy
@@ -62,6 +62,8 @@ IMAGENET_STD = [0.229, 0.224, 0.225]
 
 def _pretrained(cfg: DictConfig) -> Pretrained:
     ev = cfg.eval
+    if ev.layout and ev.raw_pixels:
+        raise UserError("eval.raw_pixels=true needs a run's checkpoint (its evaluation view), not eval.layout")
     if ev.layout:
         trunk = trunk_for_arch(ev.arch)
         if not ev.random_init:
@@ -69,7 +71,11 @@ def _pretrained(cfg: DictConfig) -> Pretrained:
             log.info("loaded %s as %s: %s", cfg.checkpoint, ev.layout, report.summary())
         path = Path(cfg.checkpoint).resolve()
         return Pretrained(trunk.eval(), path, ev.image_size or 224, IMAGENET_MEAN, IMAGENET_STD, pick_device(ev.device))
-    trunk, run_cfg, folder = load_trunk(cfg.checkpoint, random_init=ev.random_init)
+    trunk, run_cfg, folder = load_trunk(cfg.checkpoint, random_init=ev.random_init or ev.raw_pixels)
+    if ev.raw_pixels:
+        if ev.layer >= 0:
+            raise UserError("eval.raw_pixels=true evaluates the images themselves; drop eval.layer")
+        trunk = RawPixels()
     tf = run_cfg.transform
     size = ev.image_size or tf.global_size
     return Pretrained(trunk, folder, size, list(tf.mean), list(tf.std), pick_device(ev.device))
@@ -353,7 +359,7 @@ def _result_path(cfg: DictConfig, result: dict[str, Any]) -> Path:
         return Path(cfg.eval.features) / f"{cfg.eval.name}.json"
     source = Path(result["checkpoint"])
     eval_dir = source.parent / "eval" / source.stem if source.is_file() else source.parent.parent / "eval"
-    suffix = "_random_init" if result.get("random_init") else ""
+    suffix = "_raw_pixels" if result.get("raw_pixels") else "_random_init" if result.get("random_init") else ""
     return eval_dir / f"{cfg.eval.name}{suffix}.json"
 
 
@@ -365,6 +371,8 @@ def summary_line(result: dict[str, Any]) -> str:
 
 def run_eval(cfg: DictConfig) -> dict[str, Any]:
     result = TASKS.get(cfg.eval.name)(cfg)
+    if cfg.eval.get("raw_pixels"):
+        result["raw_pixels"] = True
     path = _result_path(cfg, result)
     if result.get("rank", 0) == 0:
         path.parent.mkdir(parents=True, exist_ok=True)

@@ -22,14 +22,21 @@ def moco_infonce_loss(q: torch.Tensor, k: torch.Tensor, queue: torch.Tensor, tem
 
 
 @torch.no_grad()
-def enqueue_(queue: torch.Tensor, pointer: torch.Tensor, keys: torch.Tensor) -> None:
+def enqueue_(queue: torch.Tensor, pointer: torch.Tensor, keys: torch.Tensor, skip: torch.Tensor | None = None) -> None:
     """Write ``keys`` into the circular ``queue`` (K x D) from row ``pointer`` on, replacing the
-    oldest keys, and advance ``pointer`` (a 0-d long tensor). More keys than rows keep the last K."""
+    oldest keys, and advance ``pointer`` (a 0-d long tensor). More keys than rows keep the last K.
+    Where ``skip`` (``StepContext.skipped``) is 1, queue and pointer stay as they are (decided on
+    the device: skipped keys may be non-finite)."""
     size = queue.shape[0]
     count = keys.shape[0]
-    if count > size:
-        pointer.add_(count - size).remainder_(size)
-        keys, count = keys[-size:], size
-    rows = (pointer + torch.arange(count, device=queue.device)) % size
-    queue.index_copy_(0, rows, keys.to(queue.dtype))
-    pointer.add_(count).remainder_(size)
+    offset = max(count - size, 0)
+    keys = keys[-size:]
+    rows = (pointer + offset + torch.arange(keys.shape[0], device=queue.device)) % size
+    new = keys.to(queue.dtype)
+    advance: torch.Tensor | int = count
+    if skip is not None:
+        skipped = skip.reshape(()).to(queue.device) > 0
+        new = torch.where(skipped, queue.index_select(0, rows), new)
+        advance = torch.where(skipped, 0, count)
+    queue.index_copy_(0, rows, new)
+    pointer.add_(advance).remainder_(size)

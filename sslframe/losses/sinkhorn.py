@@ -25,7 +25,8 @@ def sinkhorn_knopp(
     scores = scores - all_reduce_max(scores.max().clone(), group)
     q = torch.exp(scores).t()  # K x B
     num_prototypes = q.shape[0]
-    batch = all_reduce_sum(torch.tensor(float(q.shape[1]), device=q.device, dtype=q.dtype), group)
+    # The global batch, filled on the device (no tensor built on the host and copied over).
+    batch = all_reduce_sum(q.new_full((), float(q.shape[1])), group)
     q /= all_reduce_sum(q.sum(), group)
     for _ in range(iterations):
         q /= all_reduce_sum(q.sum(dim=1, keepdim=True), group)

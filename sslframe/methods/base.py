@@ -30,11 +30,20 @@ class StepContext:
     data_pass: bool = False
 
 
+def update_unless_skipped_(state: torch.Tensor, new: torch.Tensor, skipped: torch.Tensor | None) -> None:
+    """``state <- new``, except where the step was skipped (``skipped``, ``StepContext.skipped``, is
+    1): decided on the device, and a non-finite ``new`` never reaches ``state`` then."""
+    if skipped is None:
+        state.copy_(new)
+    else:
+        state.copy_(torch.where(skipped.reshape(()).to(state.device) > 0, state, new.to(state.dtype)))
+
+
 @dataclass
 class StepOutput:
     loss: torch.Tensor
-    # Extra scalars to log (tensors: reduced and read only at logging intervals).
-    logs: dict[str, torch.Tensor] = field(default_factory=dict)
+    # Extra scalars to log: tensors (read only at logging intervals) or host numbers (schedules).
+    logs: dict[str, torch.Tensor | float] = field(default_factory=dict)
     # Normalised embeddings of the first view, for observers such as collapse monitors.
     embeddings: torch.Tensor | None = None
 
@@ -46,6 +55,11 @@ class Method(nn.Module):
     ``backward``, ``before_optimizer_step`` (e.g. freeze parameters), the optimizer step,
     then ``after_optimizer_step`` (e.g. EMA updates, prototype normalisation). Buffers hold
     any state (queues, centres) so ``state_dict`` captures it for checkpoints.
+
+    A step is skipped when any rank's loss or gradient is non-finite, which is known only after
+    backward. State that the forward computes (a centre, a queue, a memory bank) is therefore
+    written in ``after_optimizer_step``, gated by ``ctx.skipped`` (``update_unless_skipped_``),
+    so a skipped step leaves it as it was; the loop does the same for batch-norm statistics.
     """
 
     trunk: Trunk

@@ -44,7 +44,7 @@ class BYOL(Method):
         momentum = cosine_momentum(self.base_momentum, ctx.step, ctx.total_steps)
         return StepOutput(
             loss=loss,
-            logs={"momentum": torch.tensor(momentum)},
+            logs={"momentum": momentum},
             embeddings=F.normalize(z[0].detach().float(), dim=1),
         )
 

@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from sslframe.distributed.collectives import gather_with_grad
 from sslframe.errors import UserError
 from sslframe.losses.kmeans import broadcast_from_first, init_centroids, spherical_kmeans
-from sslframe.methods.base import Method, StepContext, StepOutput
+from sslframe.methods.base import Method, StepContext, StepOutput, update_unless_skipped_
 from sslframe.models.heads import MLPHead
 from sslframe.models.multicrop import multicrop_forward
 from sslframe.models.trunks import Trunk
@@ -60,6 +60,7 @@ class DeepClusterV2(Method):
         self.register_buffer("clustered_epoch", torch.tensor(-1))
         self.register_buffer("bank", torch.zeros(len(self.crops_for_assign), 0, dim), persistent=False)
         self.register_buffer("bank_index", torch.full((0,), UNASSIGNED), persistent=False)
+        self._next_remembered: tuple[torch.Tensor, StepContext, int] | None = None
 
     def prototypes(self, j: int) -> torch.Tensor:
         return getattr(self, f"prototypes_{j}")
@@ -102,7 +103,7 @@ class DeepClusterV2(Method):
         if ctx.data_pass:
             # Filling the bank before training: only the assigned crops are embedded.
             z = F.normalize(self.head(multicrop_forward(self.trunk, [crops[i] for i in self.crops_for_assign])), dim=1)
-            self._remember(z, ctx, batch, slots_in_order=True)
+            self._remember(z, ctx, batch, None, slots_in_order=True)
             return StepOutput(loss=z.new_zeros((), dtype=torch.float32))
         if ctx.epoch > int(self.clustered_epoch):
             self.cluster(ctx.epoch)
@@ -117,20 +118,30 @@ class DeepClusterV2(Method):
                 # Nothing assigned (a run driven without the data pass): a zero loss that still
                 # reaches every parameter.
                 loss = loss + 0.0 * scores.sum()
-        self._remember(z.detach(), ctx, batch)
+        # Remembered after the optimizer step, unless it is skipped.
+        self._next_remembered = (z.detach(), ctx, batch)
         return StepOutput(loss=loss / len(self.num_prototypes), embeddings=z[:batch].detach())
 
+    def after_optimizer_step(self, ctx: StepContext) -> None:
+        if self._next_remembered is not None:
+            self._remember(*self._next_remembered, ctx.skipped)
+            self._next_remembered = None
+
     @torch.no_grad()
-    def _remember(self, z: torch.Tensor, ctx: StepContext, batch: int, slots_in_order: bool = False) -> None:
-        """Write this batch's assigned-crop projections at its position in the epoch. ``z`` holds
-        every crop in crop order, or only the assigned crops in slot order (``slots_in_order``)."""
+    def _remember(
+        self, z: torch.Tensor, ctx: StepContext, batch: int, skipped: torch.Tensor | None, slots_in_order: bool = False
+    ) -> None:
+        """Write this batch's assigned-crop projections at its position in the epoch, unless the
+        step was skipped (``skipped`` 1). ``z`` holds every crop in crop order, or only the
+        assigned crops in slot order (``slots_in_order``)."""
         start = (ctx.step % ctx.steps_per_epoch) * batch
         if start + batch > self.bank_index.numel():
             raise ValueError(f"memory bank of {self.bank_index.numel()} rows overflows at row {start + batch}")
         for slot, crop in enumerate(self.crops_for_assign):
             row = slot if slots_in_order else crop
-            self.bank[slot, start : start + batch] = z[row * batch : (row + 1) * batch].to(self.bank.dtype)
-        self.bank_index[start : start + batch] = ctx.indices
+            new = z[row * batch : (row + 1) * batch]
+            update_unless_skipped_(self.bank[slot, start : start + batch], new, skipped)
+        update_unless_skipped_(self.bank_index[start : start + batch], ctx.indices, skipped)
 
     @torch.no_grad()
     def cluster(self, epoch: int) -> None:

@@ -9,7 +9,7 @@ import torch.nn.functional as F
 
 from sslframe.errors import UserError
 from sslframe.losses.dino import dino_loss, teacher_temperature, updated_center
-from sslframe.methods.base import Method, StepContext, StepOutput
+from sslframe.methods.base import Method, StepContext, StepOutput, update_unless_skipped_
 from sslframe.models.ema import cosine_momentum, ema_update_, frozen_copy
 from sslframe.models.heads import DINOHead
 from sslframe.models.multicrop import multicrop_forward
@@ -26,7 +26,8 @@ class DINO(Method):
     between centred, sharpened teacher outputs and student outputs over all pairs of different
     crops. Collapse is avoided by centering (which alone would flatten the outputs) balanced by
     sharpening (a low teacher temperature). The centre is a buffer updated from the teacher
-    outputs of the global batch; the teacher momentum follows a cosine from ``base_momentum`` to
+    outputs of the global batch (written after the optimizer step, so a skipped step leaves it as
+    it was); the teacher momentum follows a cosine from ``base_momentum`` to
     1, the teacher temperature warms up linearly over epochs, and the head's last layer is
     frozen during the first ``freeze_last_layer_epochs`` epochs.
     """
@@ -39,6 +40,8 @@ class DINO(Method):
         self.teacher_head = frozen_copy(self.head)
         self.cfg = cfg
         self.register_buffer("center", torch.zeros(1, cfg.out_dim))
+        # This step's new centre, written after the optimizer step unless the step is skipped.
+        self._next_center: torch.Tensor | None = None
 
     def teacher_temperature(self, epoch: int) -> float:
         cfg = self.cfg
@@ -56,10 +59,10 @@ class DINO(Method):
             teacher = self.teacher_head(multicrop_forward(self.teacher_trunk, crops[:TEACHER_CROPS]))
         temperature = self.teacher_temperature(ctx.epoch)
         loss = dino_loss(student, teacher, self.center, self.cfg.student_temperature, temperature, TEACHER_CROPS)
-        self.center.copy_(updated_center(self.center, teacher, self.cfg.center_momentum, self.group))
+        self._next_center = updated_center(self.center, teacher, self.cfg.center_momentum, self.group)
         return StepOutput(
             loss=loss,
-            logs={"teacher_temperature": torch.tensor(temperature)},
+            logs={"teacher_temperature": temperature},
             embeddings=F.normalize(features[:batch].detach().float(), dim=1),
         )
 
@@ -69,6 +72,9 @@ class DINO(Method):
                 p.grad = None
 
     def after_optimizer_step(self, ctx: StepContext) -> None:
+        if self._next_center is not None:
+            update_unless_skipped_(self.center, self._next_center, ctx.skipped)
+            self._next_center = None
         momentum = cosine_momentum(self.cfg.base_momentum, ctx.step, ctx.total_steps)
         ema_update_(self.teacher_trunk, self.trunk, momentum, ctx.skipped)
         ema_update_(self.teacher_head, self.head, momentum, ctx.skipped)

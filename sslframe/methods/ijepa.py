@@ -19,9 +19,9 @@ from sslframe.models.trunks import Trunk
 from sslframe.models.trunks.vit import (
     Block,
     VisionTransformer,
+    cached_sincos,
     gather_tokens,
     init_transformer_weights,
-    sincos_pos_embed,
 )
 
 # Layouts tried per image before accepting a context smaller than ``min_context``.
@@ -42,7 +42,8 @@ class BlockMaskSampler:
     Per batch, one target block size (scale and aspect ratio drawn from their ranges) and one
     context block size; per image, ``num_targets`` target blocks at random positions (they may
     overlap each other) and one context block with every target patch removed, so the context
-    never sees a target. Contexts are cut to the batch's shortest one so they stack.
+    never sees a target. Contexts are cut to the batch's shortest one (their first patches in
+    row-major order) so they stack.
     """
 
     def __init__(
@@ -72,33 +73,57 @@ class BlockMaskSampler:
         return h, w
 
     @staticmethod
-    def place(size: tuple[int, int], grid: tuple[int, int], generator: torch.Generator | None) -> torch.Tensor:
-        """A boolean ``grid`` map with one block of ``size`` at a uniformly random position."""
-        top = int(torch.randint(grid[0] - size[0] + 1, (1,), generator=generator))
-        left = int(torch.randint(grid[1] - size[1] + 1, (1,), generator=generator))
-        block = torch.zeros(grid, dtype=torch.bool)
-        block[top : top + size[0], left : left + size[1]] = True
-        return block
+    def place(
+        size: tuple[int, int], grid: tuple[int, int], shape: tuple[int, ...], generator: torch.Generator | None
+    ) -> torch.Tensor:
+        """Boolean ``(*shape, H, W)`` maps, each with one block of ``size`` at a uniformly random
+        position."""
+        top = torch.randint(grid[0] - size[0] + 1, shape, generator=generator)
+        left = torch.randint(grid[1] - size[1] + 1, shape, generator=generator)
+        rows = torch.arange(grid[0])
+        cols = torch.arange(grid[1])
+        in_rows = (rows >= top[..., None]) & (rows < top[..., None] + size[0])
+        in_cols = (cols >= left[..., None]) & (cols < left[..., None] + size[1])
+        return in_rows[..., :, None] & in_cols[..., None, :]
 
     def __call__(self, batch: int, grid: tuple[int, int], generator: torch.Generator | None = None) -> BlockMasks:
+        """Masks of one batch, drawn on the host (a CPU generator, or torch's default one) for the
+        whole batch at once: ``_MAX_TRIES`` layouts per image, the first whose context keeps
+        ``min_context`` patches is used (the last one if none does)."""
         target_size = self.block_size(grid, self.target_scale, self.target_aspect, generator)
         context_size = self.block_size(grid, self.context_scale, self.context_aspect, generator)
-        contexts, targets = [], []
-        for _ in range(batch):
-            for _ in range(_MAX_TRIES):
-                blocks = [self.place(target_size, grid, generator) for _ in range(self.num_targets)]
-                covered = torch.stack(blocks).any(dim=0)
-                context = self.place(context_size, grid, generator) & ~covered
-                if int(context.sum()) >= self.min_context:
-                    break
-            if not context.any():
-                raise UserError(
-                    "I-JEPA target blocks leave no context patch; lower method.target_scale or method.num_targets"
-                )
-            contexts.append(context.flatten().nonzero().squeeze(1))
-            targets.append(torch.stack([b.flatten().nonzero().squeeze(1) for b in blocks]))
-        keep = min(len(c) for c in contexts)
-        return BlockMasks(torch.stack([c[:keep] for c in contexts]), torch.stack(targets, dim=1))
+        blocks = self.place(target_size, grid, (batch, _MAX_TRIES, self.num_targets), generator)
+        context = self.place(context_size, grid, (batch, _MAX_TRIES), generator) & ~blocks.any(dim=2)
+        counts = context.flatten(2).sum(dim=2)  # (B, tries)
+        enough = counts >= self.min_context
+        # The first try with enough context, else the last try.
+        tries = torch.arange(_MAX_TRIES)
+        chosen = torch.where(enough, tries, _MAX_TRIES).min(dim=1).values.clamp(max=_MAX_TRIES - 1)
+        picked = torch.arange(batch)
+        context, blocks, counts = context[picked, chosen], blocks[picked, chosen], counts[picked, chosen]
+        if bool((counts == 0).any()):
+            raise UserError(
+                "I-JEPA target blocks leave no context patch; lower method.target_scale or method.num_targets"
+            )
+        keep = int(counts.min())
+        return BlockMasks(
+            row_major_indices(context.flatten(1), keep),
+            row_major_indices(blocks.flatten(2), target_size[0] * target_size[1]).transpose(0, 1),
+        )
+
+
+def row_major_indices(maps: torch.Tensor, count: int) -> torch.Tensor:
+    """The first ``count`` set positions of each boolean row of ``maps`` (``(..., N)``), in order."""
+    n = maps.shape[-1]
+    order = torch.where(maps, 0, n) + torch.arange(n)
+    return order.argsort(dim=-1)[..., :count]
+
+
+def to_device(t: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """``t`` on ``device``; from page-locked memory and without waiting when that is CUDA."""
+    if device.type == "cuda":
+        return t.pin_memory().to(device, non_blocking=True)
+    return t.to(device)
 
 
 class IJEPAPredictor(nn.Module):
@@ -116,6 +141,7 @@ class IJEPAPredictor(nn.Module):
         self.proj = nn.Linear(dim, encoder_dim)
         init_transformer_weights(self)
         nn.init.trunc_normal_(self.mask_token, std=0.02)
+        self._sincos: dict[tuple, torch.Tensor] = {}
 
     def forward(
         self, context: torch.Tensor, context_idx: torch.Tensor, target_idx: torch.Tensor, grid: tuple[int, int]
@@ -124,7 +150,7 @@ class IJEPAPredictor(nn.Module):
         -> predictions ``(M, B, Kt, D)``."""
         m, b, kt = target_idx.shape
         x = self.embed(context)
-        pos = sincos_pos_embed(self.dim, *grid).to(device=x.device, dtype=x.dtype)
+        pos = cached_sincos(self._sincos, self.dim, grid, x.device, x.dtype)[0]
         x = (x + pos[context_idx]).repeat(m, 1, 1)
         queries = self.mask_token.to(x.dtype) + pos[target_idx.reshape(m * b, kt)]
         x = torch.cat([x, queries], dim=1)
@@ -164,8 +190,10 @@ class IJEPA(Method):
     def training_step(self, crops: list[torch.Tensor], ctx: StepContext) -> StepOutput:
         images = crops[0]
         grid = self.trunk.grid_size(images)
+        # Drawn on the host (their shapes depend on the draw), as the authors' collator does in the
+        # loader, and copied without waiting from page-locked memory on CUDA.
         masks = self.sampler(images.shape[0], grid)
-        context_idx, target_idx = masks.context.to(images.device), masks.targets.to(images.device)
+        context_idx, target_idx = (to_device(t, images.device) for t in (masks.context, masks.targets))
         prefix = self.trunk.num_prefix_tokens
         with torch.no_grad():
             h = self.target_encoder.encode(images)[:, prefix:]
@@ -174,7 +202,7 @@ class IJEPA(Method):
         z = self.trunk.encode(images, context_idx)[:, prefix:]
         pred = self.head(z, context_idx, target_idx, grid)
         loss = latent_prediction_loss(pred, targets, self.loss_kind)
-        logs = {"momentum": torch.tensor(self.momentum(ctx.step, ctx.total_steps))}
+        logs = {"momentum": self.momentum(ctx.step, ctx.total_steps)}
         return StepOutput(loss=loss, logs=logs, embeddings=F.normalize(z.detach().float().mean(dim=1), dim=1))
 
     def after_optimizer_step(self, ctx: StepContext) -> None:

@@ -12,7 +12,7 @@ from sslframe.errors import UserError
 from sslframe.losses.masked import masked_patch_loss
 from sslframe.methods.base import Method, StepContext, StepOutput
 from sslframe.models.trunks import Trunk
-from sslframe.models.trunks.vit import Block, VisionTransformer, init_transformer_weights, sincos_pos_embed
+from sslframe.models.trunks.vit import Block, VisionTransformer, cached_sincos, init_transformer_weights
 
 
 def random_masking(
@@ -48,6 +48,7 @@ class MAEDecoder(nn.Module):
         self.pred = nn.Linear(dim, patch_pixels)
         init_transformer_weights(self)
         nn.init.normal_(self.mask_token, std=0.02)
+        self._sincos: dict[tuple, torch.Tensor] = {}
 
     def forward(self, latent: torch.Tensor, keep: torch.Tensor, grid: tuple[int, int], prefix: int) -> torch.Tensor:
         """``latent`` ``(B, prefix + K, D_enc)`` -> pixel predictions ``(B, N, patch_pixels)``."""
@@ -55,7 +56,7 @@ class MAEDecoder(nn.Module):
         b, n = x.shape[0], grid[0] * grid[1]
         full = self.mask_token.to(x.dtype).expand(b, n, -1).clone()
         full.scatter_(1, keep.unsqueeze(-1).expand(-1, -1, self.dim), x[:, prefix:])
-        full = full + sincos_pos_embed(self.dim, *grid).to(device=x.device, dtype=x.dtype)
+        full = full + cached_sincos(self._sincos, self.dim, grid, x.device, x.dtype)
         x = torch.cat([x[:, :prefix], full], dim=1)
         for block in self.blocks:
             x = block(x)

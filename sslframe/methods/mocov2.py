@@ -20,9 +20,11 @@ from sslframe.models.trunks import Trunk
 _SHUFFLE_SEED = 0x5EED
 
 
-def shuffle_order(count: int, step: int) -> torch.Tensor:
-    """The permutation of the global key batch at ``step``, identical on every rank."""
-    return torch.randperm(count, generator=torch.Generator().manual_seed(_SHUFFLE_SEED + step))
+def shuffle_order(count: int, step: int, device: torch.device | str = "cpu") -> torch.Tensor:
+    """The permutation of the global key batch at ``step``, identical on every rank; drawn on
+    ``device`` by a generator of that device seeded with the step (no host tensor to copy)."""
+    generator = torch.Generator(device=device).manual_seed(_SHUFFLE_SEED + step)
+    return torch.randperm(count, generator=generator, device=device)
 
 
 class MoCoV2(Method):
@@ -56,6 +58,7 @@ class MoCoV2(Method):
             raise UserError(f"method.queue_length must be at least 1 (got {cfg.queue_length})")
         self.register_buffer("queue", F.normalize(torch.randn(cfg.queue_length, self.head.output_dim), dim=1))
         self.register_buffer("queue_pointer", torch.zeros((), dtype=torch.long))
+        self._next_keys: torch.Tensor | None = None
 
     def encode_keys(self, x: torch.Tensor) -> torch.Tensor:
         """Normalised key-encoder outputs (batch-norm statistics of ``x`` as one batch)."""
@@ -82,7 +85,7 @@ class MoCoV2(Method):
             k = self.encode_keys(x)
             return k, gather_with_grad(k, self.group)
         images = gather_with_grad(x, self.group)
-        order = shuffle_order(images.shape[0], step).to(x.device)
+        order = shuffle_order(images.shape[0], step, x.device)
         shuffled = gather_with_grad(self.encode_keys(images[order[mine]]), self.group)
         keys = torch.empty_like(shuffled)
         keys[order] = shuffled
@@ -95,11 +98,15 @@ class MoCoV2(Method):
         with split_batch_norm(self.trunk, splits), split_batch_norm(self.head, splits):
             q = F.normalize(self.head(self.trunk(crops[0])), dim=1)
         k, all_keys = self.keys(crops[1], ctx.step)
-        # The loss keeps its own copy of the queue: enqueueing below must not change it.
+        # The loss keeps its own copy of the queue: enqueueing after the step must not change it.
         loss = moco_infonce_loss(q, k, self.queue.clone(), self.temperature)
-        enqueue_(self.queue, self.queue_pointer, all_keys.detach())
+        self._next_keys = all_keys.detach()
         return StepOutput(loss=loss, embeddings=q.detach().float())
 
     def after_optimizer_step(self, ctx: StepContext) -> None:
+        if self._next_keys is not None:
+            # Enqueued after the step, unless it is skipped (its keys may be non-finite).
+            enqueue_(self.queue, self.queue_pointer, self._next_keys, ctx.skipped)
+            self._next_keys = None
         ema_update_(self.key_trunk, self.trunk, self.momentum, ctx.skipped)
         ema_update_(self.key_head, self.head, self.momentum, ctx.skipped)

@@ -64,7 +64,7 @@ class MoCoV3(Method):
         loss = mocov3_contrastive_loss(q1, k2, self.temperature, self.group) + mocov3_contrastive_loss(
             q2, k1, self.temperature, self.group
         )
-        logs = {"momentum": torch.tensor(self.momentum(ctx.step, ctx.total_steps))}
+        logs = {"momentum": self.momentum(ctx.step, ctx.total_steps)}
         return StepOutput(loss=loss, logs=logs, embeddings=F.normalize(q1.detach().float(), dim=1))
 
     def after_optimizer_step(self, ctx: StepContext) -> None:

@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from sslframe.distributed.collectives import world_size
 from sslframe.losses.sinkhorn import sinkhorn_knopp
 from sslframe.losses.swav import assigned_crops, swapped_prediction_loss
-from sslframe.methods.base import Method, StepContext, StepOutput
+from sslframe.methods.base import Method, StepContext, StepOutput, update_unless_skipped_
 from sslframe.models.heads import MLPHead, Prototypes
 from sslframe.models.multicrop import multicrop_forward
 from sslframe.models.trunks import Trunk
@@ -43,6 +43,8 @@ class SwAV(Method):
         self.register_buffer("queue_filled", torch.zeros((), dtype=torch.long), persistent=False)
         # The same count on the host, so the step never reads the buffer back from the device.
         self._queue_filled = 0
+        # This step's projections, queued after the optimizer step unless it is skipped.
+        self._next_queued: tuple[torch.Tensor, list[int], int] | None = None
 
     def _empty_queue(self, world: int) -> torch.Tensor:
         rows = self.queue_length // world
@@ -101,18 +103,21 @@ class SwAV(Method):
             loss = loss + swapped_prediction_loss(scores, codes, num_crops, self.temperature)
         loss = loss / len(scores_per_set)
         if use_queue:
-            self._push_queue(z.detach(), assign, batch)
+            self._next_queued = (z.detach(), assign, batch)
         return StepOutput(loss=loss, embeddings=z[:batch].detach())
 
     @torch.no_grad()
-    def _push_queue(self, z: torch.Tensor, assign: list[int], batch: int) -> None:
+    def _push_queue(self, z: torch.Tensor, assign: list[int], batch: int, skipped: torch.Tensor | None) -> None:
+        """The newest projections in front of the queue, unless the step is skipped (on the
+        device). The host's fill count advances either way: after a skipped step the queue is
+        taken for full one batch early, with that batch's rows still empty (zero)."""
         rows = self._queue_rows()
         keep = max(rows - batch, 0)
         for slot, i in enumerate(assign):
             new = z[i * batch : (i + 1) * batch].float()[-rows:]
-            self.queue[slot] = torch.cat([new, self.queue[slot, :keep]])[:rows]
+            update_unless_skipped_(self.queue[slot], torch.cat([new, self.queue[slot, :keep]])[:rows], skipped)
         self._queue_filled = min(self._queue_filled + batch, rows)
-        self.queue_filled.fill_(self._queue_filled)
+        update_unless_skipped_(self.queue_filled, self.queue_filled.new_full((), self._queue_filled), skipped)
 
     def before_optimizer_step(self, ctx: StepContext) -> None:
         if ctx.step < self.freeze_prototypes_steps:
@@ -120,4 +125,7 @@ class SwAV(Method):
                 p.grad = None
 
     def after_optimizer_step(self, ctx: StepContext) -> None:
-        self.prototypes.normalize_()
+        self.prototypes.normalize_(ctx.skipped)
+        if self._next_queued is not None:
+            self._push_queue(*self._next_queued, ctx.skipped)
+            self._next_queued = None

@@ -70,10 +70,14 @@ class Prototypes(nn.Module):
         return [head(z) for head in self.heads]
 
     @torch.no_grad()
-    def normalize_(self) -> None:
-        """Project every prototype back onto the unit sphere (SwAV, after each optimizer step)."""
+    def normalize_(self, skip: torch.Tensor | None = None) -> None:
+        """Project every prototype back onto the unit sphere (SwAV, after each optimizer step);
+        where ``skip`` (``StepContext.skipped``) is 1 they stay bit-identical (no update happened)."""
         for head in self.heads:
-            head.weight.copy_(nn.functional.normalize(head.weight, dim=1))
+            unit = nn.functional.normalize(head.weight, dim=1)
+            if skip is not None:
+                unit = torch.where(skip.reshape(()).to(unit.device) > 0, head.weight, unit)
+            head.weight.copy_(unit)
 
 
 def predictor(dim: int, hidden_dims: Sequence[int]) -> MLPHead:

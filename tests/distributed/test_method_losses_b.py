@@ -75,7 +75,9 @@ def _rank(rank: int, world: int) -> dict[str, Any]:
     method.set_process_group(dist.group.WORLD)
     queries, keys = (x[rank * N // world : (rank + 1) * N // world] for x in moco_images())
     out["keys"] = method.keys(keys, MOCO_STEP)[0]
-    method.training_step([queries, keys], StepContext(MOCO_STEP, 0, 10, 10))
+    ctx = StepContext(MOCO_STEP, 0, 10, 10)
+    method.training_step([queries, keys], ctx)
+    method.after_optimizer_step(ctx)  # enqueues the step's keys
     out["queue"], out["pointer"] = method.queue, method.queue_pointer
     return out
 

@@ -110,6 +110,7 @@ def deepcluster_under_ddp(rank: int, world: int) -> dict[str, torch.Tensor]:
             model(crops, ctx).loss.backward()
             optimizer.step()
             optimizer.zero_grad()
+            method.after_optimizer_step(ctx)  # writes the step's projections into the bank
     return {"assignments": method.assignments.clone(), "bank_index": method.bank_index.clone()}
 
 

@@ -207,3 +207,37 @@ def test_knn_reads_tar_shards_like_the_folder(pretrained: Path) -> None:
         "out=" + str(pretrained / "knn_shards.json"),
     )
     assert shards["top1"] == folder["top1"] and shards["num_train"] == 36
+
+
+def test_raw_pixel_baseline_is_knn_on_the_normalised_images(pretrained: Path) -> None:
+    """eval.raw_pixels=true: the run's evaluation view (here 16 px images at a 16 px view:
+    normalisation only) flattened into features, compared with a 1-NN and 3-NN written out here
+    on the same images decoded with PIL."""
+    import numpy as np
+    from PIL import Image
+
+    from sslframe.config import compose_config
+
+    result = _eval(pretrained, "knn", "eval.ks=[1,3]", "eval.raw_pixels=true")
+    assert result["raw_pixels"] and result["feature_dim"] == 3 * 16 * 16  # TINY's 16 px view
+
+    def pixels(split: str) -> tuple[torch.Tensor, torch.Tensor]:
+        run = compose_config("train", ["config=quickstart", *TINY, "data=folder", "data.path=unused"])
+        mean, std = torch.tensor(run.transform.mean)[:, None, None], torch.tensor(run.transform.std)[:, None, None]
+        feats, labels = [], []
+        for label, folder in enumerate(sorted((pretrained / split).iterdir())):
+            for path in sorted(folder.iterdir()):
+                image = np.asarray(Image.open(path).convert("RGB"), dtype=np.float32)
+                x = (torch.from_numpy(image).permute(2, 0, 1) / 255 - mean) / std
+                feats.append(torch.nn.functional.normalize(x.flatten(), dim=0))
+                labels.append(label)
+        return torch.stack(feats), torch.tensor(labels)
+
+    train_x, train_y = pixels("train")
+    val_x, val_y = pixels("val")
+    sims, top = (val_x @ train_x.T).topk(3, dim=1)
+    assert result["top1"]["1"] == pytest.approx(float((train_y[top[:, 0]] == val_y).float().mean()))
+    # Weighted 3-NN: each neighbour votes exp(similarity / 0.07) for its class.
+    votes = torch.zeros(len(val_y), 3).scatter_add_(1, train_y[top], (sims / 0.07).exp())
+    assert result["top1"]["3"] == pytest.approx(float((votes.argmax(1) == val_y).float().mean()))
+    assert Path(pretrained / "run" / "eval" / "knn_raw_pixels.json").is_file()

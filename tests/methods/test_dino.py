@@ -70,6 +70,9 @@ def test_teacher_sees_global_crops_and_centre_follows_its_outputs() -> None:
     # Epoch 3 of a 30-epoch warmup: tau_t = 0.04 + 0.03 * 3 / 29 (the centre before this step).
     expected = dino_loss(student, teacher, centre, 0.1, 0.04 + 0.03 * 3 / 29, teacher_crops=2)
     torch.testing.assert_close(out.loss.detach(), expected)
+    # The centre moves after the optimizer step (a skipped step must leave it), not in the forward.
+    assert torch.equal(method.center, centre)
+    method.after_optimizer_step(StepContext(0, 3, 10, 100))
     # Eq. 4 with m = 0.9, the mean over the 2 x 4 global-crop outputs.
     torch.testing.assert_close(method.center, 0.9 * centre + 0.1 * teacher.mean(dim=0, keepdim=True))
     assert "center" in method.state_dict()

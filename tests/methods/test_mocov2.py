@@ -49,6 +49,8 @@ def test_loss_and_queue_update_equal_an_independent_computation() -> None:
     negatives = q @ queue.t() / 0.2
     expected = (torch.log(positive.exp() + negatives.exp().sum(dim=1)) - positive).mean()
     torch.testing.assert_close(out.loss.detach(), expected)
+    assert torch.equal(method.queue, queue), "keys are enqueued after the optimizer step, not in the forward"
+    method.after_optimizer_step(StepContext(0, 0, 10, 10))
     rows = [20, 21, 22, 23, 0, 1, 2, 3]
     torch.testing.assert_close(method.queue[rows], k)
     torch.testing.assert_close(method.queue[4:20], queue[4:20])
@@ -122,16 +124,18 @@ def test_one_process_splits_batch_norm_and_shuffles_keys_across_the_groups() -> 
     out = method.training_step(crops, StepContext(0, 0, 10, 10))
     torch.manual_seed(11)
     order = torch.randperm(batch)  # the permutation the step drew first
+    keys = torch.empty(batch, 16)
     with torch.no_grad():
         for g in range(splits):
             mine = torch.arange(g, batch, splits)  # group g: samples g, g + G, ...
             q = F.normalize(method.head(method.trunk(crops[0][mine])), dim=1)
             torch.testing.assert_close(out.embeddings[mine], q)
             members = order[mine]  # the samples whose keys the shuffled group g computes
-            k = F.normalize(method.key_head(method.key_trunk(crops[1][members])), dim=1)
-            torch.testing.assert_close(method.queue[members], k)
+            keys[members] = F.normalize(method.key_head(method.key_trunk(crops[1][members])), dim=1)
         whole = F.normalize(method.key_head(method.key_trunk(crops[1])), dim=1)
-    assert not torch.allclose(method.queue[:batch], whole), "the groups' statistics must differ from the batch's"
+    method.after_optimizer_step(StepContext(0, 0, 10, 10))  # enqueues this step's keys
+    torch.testing.assert_close(method.queue[:batch], keys)
+    assert not torch.allclose(keys, whole), "the groups' statistics must differ from the batch's"
 
 
 def test_split_batch_norm_needs_a_batch_that_divides() -> None:

@@ -40,12 +40,11 @@ def test_prototypes_frozen_then_trained_and_always_normalised() -> None:
 def test_queue_fills_from_its_start_epoch_and_is_saved_per_rank() -> None:
     method = tiny_swav("method.queue_length=16", "method.queue_start_epoch=1")
     assert method.queue.shape == (2, 16, 16)
-    method.training_step(crops(), StepContext(0, 0, 10, 10))
-    assert int(method.queue_filled) == 0
-    method.training_step(crops(), StepContext(1, 1, 10, 10))
-    assert int(method.queue_filled) == 8
-    method.training_step(crops(), StepContext(2, 1, 10, 10))
-    assert int(method.queue_filled) == 16
+    for step, epoch, filled in ((0, 0, 0), (1, 1, 8), (2, 1, 16)):
+        ctx = StepContext(step, epoch, 10, 10)
+        method.training_step(crops(), ctx)
+        method.after_optimizer_step(ctx)  # where the queue is written (unless the step is skipped)
+        assert int(method.queue_filled) == filled
     # The queue is per-rank state: outside the shared state dict, in the rank state dict.
     assert "queue" not in method.state_dict()
     state = method.rank_state_dict()

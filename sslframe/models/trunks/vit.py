@@ -47,6 +47,21 @@ def sincos_pos_embed(dim: int, grid_h: int, grid_w: int) -> torch.Tensor:
     return torch.cat([encode(rows), encode(cols)], dim=1).float()
 
 
+def cached_sincos(
+    cache: dict[tuple, torch.Tensor],
+    dim: int,
+    grid: tuple[int, int],
+    device: torch.device,
+    dtype: torch.dtype = torch.float32,
+) -> torch.Tensor:
+    """``(1, N, dim)`` sine-cosine positions for ``grid`` on ``device``, from ``cache`` after the
+    first call for that grid, device and dtype."""
+    key = (dim, *grid, device, dtype)
+    if key not in cache:
+        cache[key] = sincos_pos_embed(dim, *grid).to(device=device, dtype=dtype).unsqueeze(0)
+    return cache[key]
+
+
 class Attention(nn.Module):
     """Multi-head self-attention through ``scaled_dot_product_attention`` (fused kernels)."""
 
@@ -154,6 +169,9 @@ class VisionTransformer(Trunk):
         self.blocks_list = nn.ModuleList(Block(dim, self.num_heads) for _ in range(depth or table_depth))
         self.norm = nn.LayerNorm(dim, eps=1e-6)
         self._init_weights()
+        # Fixed sine-cosine positions per (grid, device, dtype): computed once, so a step never
+        # builds them on the host and copies them over again.
+        self._sincos: dict[tuple, torch.Tensor] = {}
 
     def _init_weights(self) -> None:
         init_transformer_weights(self)
@@ -178,8 +196,7 @@ class VisionTransformer(Trunk):
     def position_embeddings(self, grid_h: int, grid_w: int) -> torch.Tensor:
         """``(1, grid_h * grid_w, D)`` position embeddings of the patch tokens for this grid."""
         if self.pos_embed is None:
-            device = self.patch_embed.weight.device
-            return sincos_pos_embed(self.embed_dim, grid_h, grid_w).to(device).unsqueeze(0)
+            return cached_sincos(self._sincos, self.embed_dim, (grid_h, grid_w), self.patch_embed.weight.device)
         if (grid_h, grid_w) == (self.grid, self.grid):
             return self.pos_embed
         square = self.pos_embed.reshape(1, self.grid, self.grid, -1).permute(0, 3, 1, 2)

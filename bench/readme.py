@@ -1,0 +1,136 @@
+"""README's result tables, generated from the committed result files under bench/results/.
+
+    python bench/readme.py           # rewrite the generated blocks of README.md
+    python bench/readme.py --check   # exit 1 if README.md differs from what the results give
+
+A generated block sits between ``<!-- generated:NAME -->`` and ``<!-- end:NAME -->`` in README.md;
+NAME picks the renderer below and the result file it reads. Nothing between the markers is typed
+by hand: edit the renderer or re-run the benchmark instead.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import statistics
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "bench" / "results"
+README = ROOT / "README.md"
+
+
+def _mean(values: list[float]) -> float:
+    return statistics.mean(values)
+
+
+def _cell(values: list[float], digits: int = 3) -> str:
+    if not values:
+        return "—"
+    if len(values) == 1:
+        return f"{values[0]:.{digits}f}"
+    return f"{statistics.mean(values):.{digits}f} ± {statistics.stdev(values):.{digits}f}"
+
+
+def _rows(data: dict[str, Any], method: str, side: str, budget: int) -> list[dict[str, Any]]:
+    return [r for r in data["rows"] if r["method"] == method and r["side"] == side and r["budget"] == budget]
+
+
+def quality(data: dict[str, Any]) -> str:
+    """One line per method: ours and lightly's kNN (k=20, k=200) and linear probe, the network at
+    random init, and the images/s ratio of the two sides (same machine, same invocation)."""
+    from bench.quality import METHODS
+
+    trained = [r for r in data["rows"] if r["side"] in ("ours", "lightly")]
+    if not trained:
+        return "(no results yet: run `make quality`)\n"
+    budget = max(r["budget"] for r in trained)
+    raw = _rows(data, "raw pixels", "raw pixels", budget)
+    lines = [
+        "| method | kNN k=20 ours | lightly | kNN k=200 ours | lightly | linear ours | lightly | "
+        "random init k=20 / k=200 / linear | seeds | images/s ours / lightly |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for method in METHODS:
+        ours = _rows(data, method, "ours", budget)
+        if not ours:
+            continue
+        theirs = _rows(data, method, "lightly", budget)
+        rand = _rows(data, method, "random init", budget)
+        missing = "not in lightly" if not theirs else ""
+        speed = f"{_mean([r['images_per_s'] for r in ours]):.0f}"
+        if theirs:
+            ratio = _mean([r["images_per_s"] for r in ours]) / _mean([r["images_per_s"] for r in theirs])
+            speed += f" / {_mean([r['images_per_s'] for r in theirs]):.0f} (**{ratio:.2f}x**)"
+        cells = [
+            method,
+            _cell([r["knn20"] for r in ours]),
+            _cell([r["knn20"] for r in theirs]) if theirs else missing,
+            _cell([r["knn200"] for r in ours]),
+            _cell([r["knn200"] for r in theirs]) if theirs else missing,
+            _cell([r["linear"] for r in ours]),
+            _cell([r["linear"] for r in theirs]) if theirs else missing,
+            " / ".join(_cell([r[k] for r in rand]) for k in ("knn20", "knn200", "linear")) if rand else "—",
+            str(len(ours)),
+            speed,
+        ]
+        lines.append("| " + " | ".join(cells) + " |")
+    if raw:
+        r = raw[0]
+        lines.append(
+            f"| raw pixels | {r['knn20']:.3f} | | {r['knn200']:.3f} | | {r['linear']:.3f} | | | | |"
+        )
+    machine = data.get("machine", {})
+    commits = sorted({r.get("commit", "?") for r in trained})
+    dates = sorted(r.get("date", "?") for r in trained)
+    lines += [
+        "",
+        f"{budget} epochs of the 60k training images for every method ({budget * 60}k images seen), "
+        f"evaluated on the 10k test images; mean ± std where several seeds ran. Machine: "
+        f"{machine.get('cpu_model', '?')}, {machine.get('cpu_count', '?')} cores, torch {machine.get('torch', '?')}; "
+        f"runs from {dates[0][:10]} to {dates[-1][:10]}, commits {', '.join(commits)} "
+        "(`bench/results/quality.json` holds each run's command and exact config).",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+# NAME -> (result file under bench/results, renderer)
+BLOCKS: dict[str, tuple[str, Callable[[dict[str, Any]], str]]] = {
+    "quality": ("quality.json", quality),
+}
+
+
+def render(text: str) -> str:
+    """``text`` with every generated block rewritten from its result file."""
+    for name, (filename, renderer) in BLOCKS.items():
+        path = RESULTS / filename
+        if not path.is_file():
+            continue
+        body = renderer(json.loads(path.read_text()))
+        pattern = re.compile(rf"(<!-- generated:{name} -->\n).*?(<!-- end:{name} -->)", re.S)
+        text = pattern.sub(lambda m, body=body: m.group(1) + body + m.group(2), text)
+    return text
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--check", action="store_true", help="fail if README.md is not what the results give")
+    args = parser.parse_args(argv)
+    sys.path.insert(0, str(ROOT))
+    current = README.read_text()
+    fresh = render(current)
+    if args.check:
+        if fresh != current:
+            print("README.md is stale: run python bench/readme.py", file=sys.stderr)
+            return 1
+        return 0
+    README.write_text(fresh)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,79 @@
+"""The quality benchmark (bench/quality.py) runs end to end in its smoke mode, on Fashion-MNIST
+IDX files generated here: both sides train from the same initial trunk, every row lands in the
+results with what the README table needs, and rows already there are not run again."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+pytest.importorskip("lightly", reason="lightly is a benchmark dependency (make bench-deps; make test installs it)")
+
+from bench import quality
+from tests.data.test_fashion_mnist import write_idx
+
+
+def fake_fashion_mnist(root: Path, n: int = 160) -> Path:
+    """Ten classes told apart by where a bright bar lies, with noise."""
+    rng = np.random.default_rng(0)
+    labels = np.arange(n) % 10
+    images = rng.integers(0, 60, (n, 28, 28)).astype(np.uint8)
+    for i, label in enumerate(labels):
+        images[i, 2 * label + 4 : 2 * label + 8, 4:24] = 230
+    root.mkdir(parents=True, exist_ok=True)
+    for split, (images_file, labels_file) in quality.fashion_mnist.FILES.items():
+        write_idx(root / images_file, images)
+        write_idx(root / labels_file, labels)
+    return root
+
+
+def test_quick_run_writes_every_row_and_resumes(tmp_path: Path, caplog) -> None:
+    idx = fake_fashion_mnist(tmp_path / "idx")
+    out = tmp_path / "results" / "quality.json"
+    args = ["--quick", "--methods", "simclr", "--idx-dir", str(idx), "--out", str(out), "--work-dir", str(tmp_path)]
+    assert quality.main(args) == 0
+    results = json.loads(out.read_text())
+    rows = {(r["method"], r["side"]): r for r in results["rows"]}
+    assert set(rows) == {("raw pixels", "raw pixels"), ("simclr", "random init"), ("simclr", "ours"), ("simclr", "lightly")}
+    for row in rows.values():
+        for key in ("knn20", "knn200", "linear"):
+            assert 0.0 <= row[key] <= 1.0
+    # Bars at ten positions: raw pixels separate the classes.
+    assert rows[("raw pixels", "raw pixels")]["knn20"] > 0.9
+    for side in ("ours", "lightly"):
+        row = rows[("simclr", side)]
+        assert row["steps"] == 2 and row["images_per_s"] > 0 and row["curve"], row
+        assert row["config"]["method"]["name"] == "simclr" and row["commit"] and row["command"].startswith("python")
+    recipes = [{k: v for k, v in rows[("simclr", side)]["config"].items() if k != "run"} for side in ("ours", "lightly")]
+    assert recipes[0] == recipes[1], "both sides read one recipe"
+    assert results["machine"]["cpu_count"] >= 1
+    assert "| simclr | lightly |" in out.with_suffix(".md").read_text()
+    assert out.with_name("quality_knn.png").stat().st_size > 0
+    # A second invocation finds every row and runs nothing.
+    caplog.set_level("INFO", logger="quality")
+    before = out.read_text()
+    assert quality.main(args) == 0
+    assert "in the results already" in caplog.text
+    assert json.loads(out.read_text())["rows"] == json.loads(before)["rows"]
+
+
+def test_both_sides_start_from_the_same_trunk() -> None:
+    """The lightly side builds its trunk as sslframe's Trainer does: first, from trainer.seed."""
+    from sslframe.config import compose_config
+    from sslframe.methods import build_method
+
+    cfg = compose_config("train", ["config=fmnist_simclr", "trainer.seed=3"])
+    torch.manual_seed(3)
+    ours = build_method(cfg).trunk
+    theirs = quality.random_init_trunk(cfg)
+    for (name, a), (_, b) in zip(ours.state_dict().items(), theirs.state_dict().items(), strict=True):
+        assert torch.equal(a, b), name
+
+
+def test_unknown_method_is_refused() -> None:
+    with pytest.raises(SystemExit, match="unknown method nope; valid choices: simclr"):
+        quality.main(["--methods", "nope"])
