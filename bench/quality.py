@@ -366,7 +366,9 @@ def plot_curves(results: dict[str, Any], path: Path) -> None:
 
 # --------------------------------------------------------------------------------- the runs
 def run_row(method: str, side: str, seed: int, setting: Setting) -> dict[str, Any]:
-    run_dir = setting.work_dir / "runs" / ("quality-quick" if setting.quick else "quality") / f"{method}_{side}_seed{seed}"
+    run_dir = (
+        setting.work_dir / "runs" / ("quality-quick" if setting.quick else "quality") / f"{method}_{side}_seed{seed}"
+    )
     cfg = experiment(method, seed, setting, run_dir)
     torch.manual_seed(seed)
     if side == "ours":
@@ -422,7 +424,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="smoke run: a few steps on a small subset")
     parser.add_argument("--idx-dir", type=Path, default=None, help="folder of the four Fashion-MNIST IDX .gz files")
     parser.add_argument("--out", type=Path, default=None, help="results JSON (default bench/results/quality.json)")
-    parser.add_argument("--work-dir", type=Path, default=ROOT, help="where data/ and runs/ go (default: the repository)")
+    parser.add_argument(
+        "--work-dir", type=Path, default=ROOT, help="where data/ and runs/ go (default: the repository)"
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
     methods = parse_list(args.methods, METHODS, "method")

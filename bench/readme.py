@@ -81,9 +81,7 @@ def quality(data: dict[str, Any]) -> str:
         lines.append("| " + " | ".join(cells) + " |")
     if raw:
         r = raw[0]
-        lines.append(
-            f"| raw pixels | {r['knn20']:.3f} | | {r['knn200']:.3f} | | {r['linear']:.3f} | | | | |"
-        )
+        lines.append(f"| raw pixels | {r['knn20']:.3f} | | {r['knn200']:.3f} | | {r['linear']:.3f} | | | | |")
     machine = data.get("machine", {})
     commits = sorted({r.get("commit", "?") for r in trained})
     dates = sorted(r.get("date", "?") for r in trained)

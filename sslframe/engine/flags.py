@@ -83,7 +83,9 @@ class NormStatistics:
 
     def __init__(self, model: torch.nn.Module) -> None:
         norms = [m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
-        self.buffers = [b for m in norms for b in (m.running_mean, m.running_var, m.num_batches_tracked) if b is not None]
+        self.buffers = [
+            b for m in norms for b in (m.running_mean, m.running_var, m.num_batches_tracked) if b is not None
+        ]
         self.saved = [torch.empty_like(b) for b in self.buffers]
 
     def save(self) -> None:

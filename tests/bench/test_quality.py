@@ -25,7 +25,7 @@ def fake_fashion_mnist(root: Path, n: int = 160) -> Path:
     for i, label in enumerate(labels):
         images[i, 2 * label + 4 : 2 * label + 8, 4:24] = 230
     root.mkdir(parents=True, exist_ok=True)
-    for split, (images_file, labels_file) in quality.fashion_mnist.FILES.items():
+    for images_file, labels_file in quality.fashion_mnist.FILES.values():
         write_idx(root / images_file, images)
         write_idx(root / labels_file, labels)
     return root
@@ -38,7 +38,12 @@ def test_quick_run_writes_every_row_and_resumes(tmp_path: Path, caplog) -> None:
     assert quality.main(args) == 0
     results = json.loads(out.read_text())
     rows = {(r["method"], r["side"]): r for r in results["rows"]}
-    assert set(rows) == {("raw pixels", "raw pixels"), ("simclr", "random init"), ("simclr", "ours"), ("simclr", "lightly")}
+    assert set(rows) == {
+        ("raw pixels", "raw pixels"),
+        ("simclr", "random init"),
+        ("simclr", "ours"),
+        ("simclr", "lightly"),
+    }
     for row in rows.values():
         for key in ("knn20", "knn200", "linear"):
             assert 0.0 <= row[key] <= 1.0
@@ -48,7 +53,9 @@ def test_quick_run_writes_every_row_and_resumes(tmp_path: Path, caplog) -> None:
         row = rows[("simclr", side)]
         assert row["steps"] == 2 and row["images_per_s"] > 0 and row["curve"], row
         assert row["config"]["method"]["name"] == "simclr" and row["commit"] and row["command"].startswith("python")
-    recipes = [{k: v for k, v in rows[("simclr", side)]["config"].items() if k != "run"} for side in ("ours", "lightly")]
+    recipes = [
+        {k: v for k, v in rows[("simclr", side)]["config"].items() if k != "run"} for side in ("ours", "lightly")
+    ]
     assert recipes[0] == recipes[1], "both sides read one recipe"
     assert results["machine"]["cpu_count"] >= 1
     assert "| simclr | lightly |" in out.with_suffix(".md").read_text()
