@@ -122,8 +122,8 @@ def row_major_indices(maps: torch.Tensor, count: int) -> torch.Tensor:
 def to_device(t: torch.Tensor, device: torch.device) -> torch.Tensor:
     """``t`` on ``device``; from page-locked memory and without waiting when that is CUDA."""
     if device.type == "cuda":
-        return t.pin_memory().to(device, non_blocking=True)
-    return t.to(device)
+        t = t.pin_memory()
+    return t.to(device, non_blocking=True)
 
 
 class IJEPAPredictor(nn.Module):

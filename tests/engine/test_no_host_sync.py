@@ -1,14 +1,22 @@
 """The training step never waits for the device: a non-finite loss skips the update on the device
 (optimizers and EMA targets gated by a flag tensor), and the loop reads each step's flags one step
-later, or at logging and checkpoint steps."""
+later, or at logging and checkpoint steps. Nor does it copy host tensors to the device on the
+way: ``HostTensorWatch`` finds, on the CPU, every place that would synchronise a CUDA stream."""
 
 from __future__ import annotations
 
+import contextlib
 import math
+import traceback
+import weakref
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
+from torch.overrides import TorchFunctionMode
+from torch.utils._pytree import tree_flatten
 
 from sslframe.config import compose_config
 from sslframe.engine.trainer import Trainer
@@ -20,17 +28,102 @@ from tests.helpers import TINY
 HOST_READS = ("item", "tolist", "__bool__", "__float__", "__int__", "__index__")
 
 
-def count_host_reads(monkeypatch: pytest.MonkeyPatch) -> list[str]:
-    calls: list[str] = []
-    for name in HOST_READS:
-        original = getattr(torch.Tensor, name)
+# Factories: without a device they make a host tensor; torch.tensor and friends copy Python data.
+FACTORIES = {
+    torch.tensor, torch.as_tensor, torch.scalar_tensor, torch.from_numpy, torch.zeros, torch.ones, torch.empty,
+    torch.full, torch.arange, torch.linspace, torch.rand, torch.randn, torch.randint, torch.randperm, torch.eye,
+}  # fmt: skip
+FROM_PYTHON = {torch.tensor, torch.as_tensor, torch.scalar_tensor}
+COPIES = {torch.Tensor.to, torch.Tensor.cuda, torch.Tensor.copy_}
 
-        def wrapper(self: torch.Tensor, *args: object, _name: str = name, _original: object = original) -> object:
-            calls.append(_name)
-            return _original(self, *args)  # type: ignore[operator]
 
-        monkeypatch.setattr(torch.Tensor, name, wrapper)
-    return calls
+class HostTensorWatch(TorchFunctionMode):
+    """Records what would make a CUDA step wait for, or copy from, the host, on a CPU run:
+
+    - a device tensor built from Python numbers or lists (``torch.tensor(x, device=...)``);
+    - a host tensor (made by a factory without a device, or computed from such tensors) copied to
+      the device other than without waiting (``non_blocking=True`` from page-locked memory; on a
+      CPU run the target is the CPU, where that cannot be told apart, so non-blocking is enough);
+    - a host tensor of more than one element used in an operation on device tensors (an implicit
+      copy: indexing a device tensor with host indices, adding host positions to tokens);
+    - a value read on the host (``item``, ``bool``...) from a device tensor (reads of host
+      tensors are host work and do not wait for the device).
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        # id -> weak reference: host tensors, without keeping them alive or comparing their values.
+        self.host: dict[int, weakref.ref] = {}
+        self.problems: list[str] = []
+
+    def report(self, what: str) -> None:
+        """``what``, and where in sslframe it happened."""
+        frames = [f for f in traceback.extract_stack() if "/sslframe/" in f.filename]
+        where = f" ({Path(frames[-1].filename).name}:{frames[-1].lineno})" if frames else ""
+        self.problems.append(what + where)
+
+    def is_host(self, t: object) -> bool:
+        ref = self.host.get(id(t))
+        return ref is not None and ref() is t
+
+    def _mark(self, out: Any) -> None:
+        for t in tree_flatten(out)[0]:
+            if isinstance(t, torch.Tensor):
+                self.host[id(t)] = weakref.ref(t)
+
+    def __torch_function__(self, func: Callable, types: Any, args: tuple = (), kwargs: dict | None = None) -> Any:
+        kwargs = kwargs or {}
+        if func in FACTORIES:
+            if func in FROM_PYTHON and kwargs.get("device") is not None:
+                self.report(f"{func.__name__}(..., device=) builds a device tensor from Python data")
+            out = func(*args, **kwargs)
+            if kwargs.get("device") is None:
+                self._mark(out)
+            return out
+        inputs = [t for t in tree_flatten((args, kwargs))[0] if isinstance(t, torch.Tensor)]
+        host = [t for t in inputs if self.is_host(t)]
+        out = func(*args, **kwargs)
+        if func in COPIES:
+            source = args[1] if func is torch.Tensor.copy_ else args[0]
+            moves = (
+                func is not torch.Tensor.to
+                or any(isinstance(a, (torch.device, str)) for a in args[1:])
+                or "device" in kwargs
+            )
+            if self.is_host(source) and moves and not kwargs.get("non_blocking", False):
+                self.report(f"{func.__name__}: a host tensor copied to the device, waiting for it")
+            if self.is_host(source) and not moves:
+                self._mark(out)  # a dtype change stays on the host
+            elif moves and isinstance(out, torch.Tensor):
+                self.host.pop(id(out), None)  # moved: the device's now (on the CPU ``to`` may return its input)
+            return out
+        if host and len(host) < len(inputs) and any(t.numel() > 1 for t in host):
+            self.report(f"{getattr(func, '__name__', func)}: a host tensor used with device tensors")
+        if host and len(host) == len(inputs):
+            self._mark(out)
+        return out
+
+
+@contextlib.contextmanager
+def watched_step(watch: HostTensorWatch) -> Iterator[list[str]]:
+    """Within the block: ``watch`` sees every torch call, and host reads of device tensors are listed."""
+    reads: list[str] = []
+    with pytest.MonkeyPatch.context() as patch:
+        for name in HOST_READS:
+            original = getattr(torch.Tensor, name)
+
+            def wrapper(self: torch.Tensor, *args: object, _name: str = name, _original: Any = original) -> object:
+                if not watch.is_host(self):
+                    reads.append(_name)
+                return _original(self, *args)
+
+            patch.setattr(torch.Tensor, name, wrapper)
+        with watch:
+            yield reads
+
+
+TINY_VIT = ["trunk=vit", "trunk.arch=vit_tiny", "trunk.embed_dim=32", "trunk.depth=2", "trunk.num_heads=4"]
+TINY_VIT += ["trunk.patch_size=4", "trunk.image_size=16", "transform.local_crops=0"]
 
 
 @pytest.mark.parametrize(
@@ -41,31 +134,75 @@ def count_host_reads(monkeypatch: pytest.MonkeyPatch) -> list[str]:
         ["config=quickstart_simclr", "optim=sgd"],
         ["config=byol_resnet50", "method.predictor_hidden_dims=[32]", "transform.local_crops=0", "optim=adamw"],
         ["config=dino_resnet50", "head.hidden_dims=[32,32]", "method.out_dim=32"],  # EMA teacher, centre
-        ["config=mocov2_resnet50", "method.queue_length=32", "transform.local_crops=0"],  # EMA keys, queue
+        ["config=mocov2_resnet50", "method.queue_length=32", "transform.local_crops=0"],  # EMA keys, queue, split BN
+        ["config=mocov3_resnet50", "method.predictor_hidden_dim=32", "transform.local_crops=0"],
+        ["config=simsiam_resnet50", "head.hidden_dims=[32,32]", "method.predictor_hidden_dims=[8]"],
+        ["config=barlowtwins_resnet50", "head.hidden_dims=[32,32]", "head.output_dim=32", "optim.bias_lr_factor=1"],
+        ["config=vicreg_resnet50", "head.hidden_dims=[32,32]", "head.output_dim=32"],
+        ["config=mae_vit_base", "method.decoder_dim=16", "method.decoder_depth=1", "method.decoder_heads=2"],
+        ["config=ijepa_vit_huge", "method.predictor_dim=16", "method.predictor_depth=1", "method.predictor_heads=2"],
     ],
-    ids=["swav-lars", "swav-queue", "simclr-sgd", "byol-adamw", "dino", "mocov2"],
-)
-def test_train_step_reads_nothing_from_the_device(
+    ids=[
+        "swav-lars", "swav-queue", "simclr-sgd", "byol-adamw", "dino", "mocov2", "mocov3", "simsiam",
+        "barlowtwins", "vicreg", "mae", "ijepa",
+    ],
+)  # fmt: skip
+def test_train_step_neither_reads_from_nor_copies_to_the_device(
     image_folder: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, overrides: list[str]
 ) -> None:
-    cfg = compose_config(
-        "train",
-        [*overrides, *TINY, "data=folder", f"data.path={image_folder}", f"run.dir={tmp_path}", "trainer.max_steps=3"],
-    )
+    """Every method's step through the Trainer (except DeepCluster-v2, which decides on the host
+    when to re-cluster): nothing read from the device, nothing copied to it that would wait."""
+    vit = any("vit" in o for o in overrides)
+    tiny = [o for o in TINY if not o.startswith("trunk")] + TINY_VIT if vit else TINY
+    extra = [*tiny, "data=folder", f"data.path={image_folder}", f"run.dir={tmp_path}"]
+    cfg = compose_config("train", [*overrides, *extra, "trainer.max_steps=3"])
     trainer = Trainer(cfg)
     reads: list[list[str]] = []
+    problems: list[list[str]] = []
     original = trainer.train_step
 
     def watched(*args: object) -> object:
-        with pytest.MonkeyPatch.context() as patch:
-            calls = count_host_reads(patch)
+        watch = HostTensorWatch()
+        with watched_step(watch) as step_reads:
             result = original(*args)  # type: ignore[arg-type]
-        reads.append(calls)
+        reads.append(step_reads)
+        problems.append(watch.problems)
         return result
 
     monkeypatch.setattr(trainer, "train_step", watched)
     trainer.fit()
-    assert len(reads) == 3 and reads == [[], [], []], reads
+    assert reads == [[], [], []], reads
+    # The first step may build what is cached for the later ones (sine-cosine positions).
+    assert problems[1:] == [[], []], problems
+
+
+def test_host_tensor_watch_finds_what_it_must() -> None:
+    """The watch itself: each kind of host synchronisation it must report, and what it must not."""
+    device_tensor = torch.randn(4, 3)
+    cases = {
+        "python data": lambda: torch.tensor(2.0, device=device_tensor.device) * device_tensor,
+        "blocking copy": lambda: torch.arange(3).to(device_tensor.device) + device_tensor,
+        "implicit copy": lambda: device_tensor + torch.arange(3.0),
+        "host indices": lambda: device_tensor[torch.arange(2)],
+        "derived host tensor": lambda: (torch.arange(3.0) * 2).sin().to(device_tensor.device),
+    }
+    for name, step in cases.items():
+        watch = HostTensorWatch()
+        with watch:
+            step()
+        assert watch.problems, name
+    fine = {
+        "device factory": lambda: torch.zeros(3, device=device_tensor.device) + device_tensor,
+        "non-blocking staging": lambda: torch.tensor([1.0, 2.0, 3.0]).to(device_tensor.device, non_blocking=True),
+        "host scalar": lambda: device_tensor * torch.tensor(2.0),
+        "host-only work": lambda: torch.rand(2).tolist(),
+        "fill from a number": lambda: device_tensor.new_full((), 3.0) + device_tensor,
+    }
+    for name, step in fine.items():
+        watch = HostTensorWatch()
+        with watch:
+            step()
+        assert not watch.problems, (name, watch.problems)
 
 
 def tiny_model() -> torch.nn.Module:
