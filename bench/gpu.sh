@@ -1,6 +1,9 @@
 #!/usr/bin/env bash
-# Rows 1-3 of the benchmark (train-step images/s, lightly side by side, MFU) on a CUDA machine,
-# within a time limit (default 8 minutes), writing bench/results/<name>.json and .md.
+# The first run on a GPU, within a time limit (default 8 minutes): the CUDA tests (pytest -m gpu:
+# the step under torch.cuda.set_sync_debug_mode("error"), bf16 and fp16 steps, torch.compile,
+# channels-last, pinned batches, NCCL with one and, on two GPUs, two processes with DDP, FSDP2 and
+# SyncBatchNorm), their report in bench/results/gpu_tests.txt, then rows 1-3 of the benchmark
+# (train-step images/s, lightly side by side, MFU) in bench/results/<name>.json and .md.
 #
 #   bash bench/gpu.sh [--quick] [--limit SECONDS] [--name NAME] [--python PATH]
 #
@@ -38,6 +41,15 @@ else
 fi
 "$python" -c "import lightly" 2>/dev/null || echo "bench/gpu.sh: lightly is not installed; run 'make bench-deps' first" >&2
 
+start=$(date +%s)
+if [ "$device" = cuda ]; then
+  mkdir -p bench/results
+  # Half of the time for the tests; what they print is kept for the record.
+  timeout --signal=INT --kill-after=20 $((limit / 2)) "$python" -m pytest -m gpu -q -p no:cacheprovider tests/gpu \
+    2>&1 | tee bench/results/gpu_tests.txt || echo "bench/gpu.sh: GPU tests failed or ran out of time (see bench/results/gpu_tests.txt)"
+fi
+left=$((limit - ($(date +%s) - start)))
+[ "$left" -gt 30 ] || { echo "bench/gpu.sh: no time left for the throughput rows"; exit 1; }
 args=(--device "$device" $quick)
 [ -n "$name" ] && args+=(--name "$name")
-exec timeout --signal=INT --kill-after=20 "$limit" "$python" bench/throughput.py "${args[@]}"
+exec timeout --signal=INT --kill-after=20 "$left" "$python" bench/throughput.py "${args[@]}"

@@ -21,7 +21,9 @@ random ones; DINO's teacher starts as a copy of the student).
 from __future__ import annotations
 
 import copy
+import logging
 import math
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -32,6 +34,8 @@ from torch import nn
 
 from sslframe.engine.monitors import OnlineKNN
 from sslframe.models.trunks import build_trunk
+
+log = logging.getLogger("quality")
 
 
 @dataclass
@@ -418,7 +422,7 @@ def train_lightly(method: str, cfg: DictConfig) -> tuple[nn.Module, int, float]:
     )
     knn = OnlineKNN(trunk, cfg, torch.device("cpu"), torch.contiguous_format) if cfg.monitor.knn_every > 0 else None
     spec.model.train()
-    step, recent = 0, []
+    step, recent, start = 0, [], time.perf_counter()
     for epoch in range(math.ceil(stop / steps_per_epoch)):
         for views, _ in loader:
             loss = spec.loss(views, step, epoch, total)
@@ -431,6 +435,9 @@ def train_lightly(method: str, cfg: DictConfig) -> tuple[nn.Module, int, float]:
             recent = [*recent[-19:], float(loss.detach())]
             if knn is not None and step % cfg.monitor.knn_every == 0:
                 knn.evaluate()
+            if step % cfg.trainer.log_every == 0:
+                rate = step * data.batch_size / (time.perf_counter() - start)
+                log.info("lightly %s step %d/%d loss %.4f, %.0f images/s so far", method, step, stop, recent[-1], rate)
             if step >= stop:
                 break
     return trunk, step, sum(recent) / max(len(recent), 1)

@@ -114,7 +114,9 @@ def parallelize(method: Method, cfg: Any, env: DistEnv, device: torch.device) ->
             method, unbroadcast_buffer_names(method)
         )
         # Gradients live in the all-reduce buckets (no second copy of every gradient).
-        return nn.parallel.DistributedDataParallel(
-            method, device_ids=[device.index] if device.type == "cuda" else None, gradient_as_bucket_view=True
+        # One device per process: the current one ("cuda" alone has no index).
+        device_ids = (
+            [torch.cuda.current_device() if device.index is None else device.index] if device.type == "cuda" else None
         )
+        return nn.parallel.DistributedDataParallel(method, device_ids=device_ids, gradient_as_bucket_view=True)
     return method

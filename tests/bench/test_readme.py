@@ -1,0 +1,35 @@
+"""README's result tables are generated from the committed result files, never typed by hand."""
+
+from __future__ import annotations
+
+from bench import readme
+
+
+def test_readme_tables_are_what_the_committed_results_give() -> None:
+    assert readme.main(["--check"]) == 0, "README.md is stale: run python bench/readme.py"
+
+
+def test_quality_table_reports_both_sides_and_the_baselines() -> None:
+    def row(method: str, side: str, seed: int, knn20: float, speed: float | None = None) -> dict:
+        extra = {"images_per_s": speed, "commit": "abc1234", "date": "2026-12-02 10:00:00"} if speed else {}
+        return {"method": method, "side": side, "seed": seed, "budget": 8, "knn20": knn20, "knn200": knn20 - 0.02,
+                "linear": knn20 + 0.01, **extra}  # fmt: skip
+
+    data = {
+        "machine": {"cpu_model": "Some CPU", "cpu_count": 2, "torch": "2.x"},
+        "rows": [
+            row("raw pixels", "raw pixels", 0, 0.857),
+            row("simclr", "random init", 0, 0.80),
+            row("simclr", "ours", 0, 0.84, 900.0),
+            row("simclr", "ours", 1, 0.86, 1100.0),
+            row("simclr", "lightly", 0, 0.83, 400.0),
+            row("mocov3", "ours", 0, 0.82, 800.0),
+        ],
+    }
+    table = readme.quality(data)
+    lines = {line.split(" | ")[0].strip("| "): line for line in table.splitlines() if line.startswith("| ")}
+    # Mean ± sample std over seeds (0.84, 0.86), lightly's single seed, the images/s ratio 1000 / 400.
+    assert "| 0.850 ± 0.014 | 0.830 |" in lines["simclr"] and "(**2.50x**)" in lines["simclr"]
+    assert "not in lightly" in lines["mocov3"]
+    assert lines["raw pixels"].startswith("| raw pixels | 0.857 |")
+    assert "8 epochs" in table and "Some CPU" in table and "abc1234" in table
