@@ -72,7 +72,7 @@ METHODS = (
     "mae",
     "ijepa",
 )
-DEFAULT_BUDGET = 8
+DEFAULT_BUDGET = 4
 KS = (20, 200)
 # Online kNN monitor: this many evaluations over a run, on the first images of each class.
 CURVE_POINTS = 8

@@ -1,6 +1,6 @@
 """Small explicit registries: component names map to classes or builders written here.
 
-Configs name components by these keys; they never name import paths (DESIGN.md principle 4).
+Configs name components by these keys; they never name import paths (docs/architecture.md, principle 4).
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Deterministic, resumable batches (DESIGN.md principle 6).
+"""Deterministic, resumable batches (docs/architecture.md, principle 6).
 
 The sample order is a pure function of (seed, epoch, rank, world size); the augmentation of
 a sample is a pure function of (seed, epoch, index), whatever worker decodes it. So a run

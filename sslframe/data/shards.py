@@ -4,9 +4,9 @@ A shard holds samples as tar members grouped by key (``000042.jpg`` + ``000042.c
 ``index.json`` next to the shards lists them with their sample counts, so the stream knows its
 length and can skip whole shards. Shards are read through fsspec (local paths, ``file://`` and
 any other fsspec URL) with the ``webdataset`` tar iterator: member bytes go to memory only; a
-member's name is a key, never a file-system path (DESIGN.md principle 8).
+member's name is a key, never a file-system path (docs/architecture.md, principle 8).
 
-Order (DESIGN.md principle 6), a pure function of (seed, epoch, rank, world size, worker):
+Order (docs/architecture.md, principle 6), a pure function of (seed, epoch, rank, world size, worker):
 
 1. the shards are permuted per (seed, epoch) and read as one sequence of samples;
 2. rank r takes the r-th of ``world`` equal contiguous ranges (the remainder is dropped, so every

@@ -13,7 +13,7 @@ A checkpoint is first written to a hidden temporary folder and renamed when comp
 mid-write never leaves a folder that looks complete; ``latest_checkpoint`` also verifies the
 checksums and skips torn ones.
 
-Untrusted files (DESIGN.md principle 8): DCP's own reader unpickles ``.metadata`` freely and
+Untrusted files (docs/architecture.md, principle 8): DCP's own reader unpickles ``.metadata`` freely and
 loads non-tensor values with ``weights_only=False``. Here the index is read by an unpickler that
 admits only DCP's metadata classes, and values by ``torch.load(weights_only=True)``, so a crafted
 checkpoint fails to load instead of running code.

@@ -1,4 +1,4 @@
-"""Scale as a strategy (DESIGN.md principle 3): functions applied to a plain, unwrapped method.
+"""Scale as a strategy (docs/architecture.md, principle 3): functions applied to a plain, unwrapped method.
 
 Order: SyncBatchNorm, activation checkpointing per trunk block, torch.compile per block, then
 the data-parallel strategy. Checkpointing (``torch.distributed._composable.checkpoint``),

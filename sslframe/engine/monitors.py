@@ -1,4 +1,4 @@
-"""Monitors that read the model during pretraining and never change it (DESIGN.md principle 7).
+"""Monitors that read the model during pretraining and never change it (docs/architecture.md, principle 7).
 
 ``OnlineKNN``: every N steps, weighted kNN top-1 of a fixed labelled held-out subset against a
 fixed labelled subset of the training data, with the trunk in eval mode under ``no_grad`` and

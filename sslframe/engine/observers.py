@@ -1,4 +1,4 @@
-"""Observers read what the loop reports and never change training (DESIGN.md principle 7)."""
+"""Observers read what the loop reports and never change training (docs/architecture.md, principle 7)."""
 
 from __future__ import annotations
 

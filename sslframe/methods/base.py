@@ -1,4 +1,4 @@
-"""The contract between a method and the training loop (DESIGN.md principle 1)."""
+"""The contract between a method and the training loop (docs/architecture.md, principle 1)."""
 
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
 """Global-batch losses: world size 2 with batch B equals world size 1 with batch 2B, in values and
-gradients, with real gloo processes (DESIGN.md principle 2)."""
+gradients, with real gloo processes (docs/architecture.md, principle 2)."""
 
 from __future__ import annotations
 

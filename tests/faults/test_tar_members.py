@@ -1,4 +1,4 @@
-"""Untrusted tar shards stay inert (DESIGN.md principle 8): members named with absolute paths
+"""Untrusted tar shards stay inert (docs/architecture.md, principle 8): members named with absolute paths
 or ``..`` are read as bytes in memory and never written to disk; links are not followed."""
 
 from __future__ import annotations
