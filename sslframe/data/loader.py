@@ -91,15 +91,17 @@ def views_item(
     decoder: str = "torchvision",
 ) -> Any:
     """Decode and augment one sample (augmentation seeded by (seed, epoch, index)), or a
-    ``BadSample`` naming the key and the reason when it cannot be decoded."""
+    ``BadSample`` naming the key and the reason when it cannot be decoded. Only decoding
+    failures make a sample unreadable: an exception in the augmentation is a bug, raised with
+    its traceback (it would otherwise be counted, and hidden, as bad data)."""
     try:
         image = decode(data, decoder)
-        if transform is None:
-            return image, label, index
-        with seeded_rng(sample_seed(seed, epoch, index)):
-            return transform(image), label, index
-    except Exception as exc:  # any unreadable sample is skipped and reported
+    except Exception as exc:  # an undecodable sample is skipped and reported
         return bad_sample(key, exc)
+    if transform is None:
+        return image, label, index
+    with seeded_rng(sample_seed(seed, epoch, index)):
+        return transform(image), label, index
 
 
 def bad_sample(key: str, exc: BaseException) -> BadSample:

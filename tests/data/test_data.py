@@ -105,3 +105,15 @@ def test_unreadable_samples_are_skipped_and_reported(image_folder: Path, content
     assert isinstance(item, BadSample) and item.key == "class_0/bad.jpg" and item.reason
     batch = collate_views([ds[(0, 0)], item, ds[(0, 1)]])
     assert batch.size == 2 and [b.key for b in batch.bad] == ["class_0/bad.jpg"]
+
+
+def test_an_augmentation_error_is_raised_not_counted_as_bad_data(image_folder: Path) -> None:
+    """Only reading and decoding failures make a sample unreadable; an exception raised by the
+    augmentation code is a bug and must stop the run with its traceback."""
+
+    def broken(image: torch.Tensor) -> list[torch.Tensor]:
+        raise ValueError("bug in the augmentation")
+
+    ds = ViewsDataset(ImageFolderSource(image_folder), broken, seed=0)
+    with pytest.raises(ValueError, match="bug in the augmentation"):
+        ds[(0, 0)]

@@ -26,17 +26,22 @@ def test_sigkill_then_resume_matches_uninterrupted(
 
     seed = random.randrange(1 << 30)
     kill_at = random.Random(seed).randint(4, steps - 2)
+    # Printed, so a failure can be replayed with the same kill step (pytest shows it on failure).
+    print(f"kill seed {seed}: SIGKILL once step {kill_at} of {steps} is logged")
     cut = tmp_path / "cut"
     proc = start(train_cmd(image_folder, cut), world)
     wait_for_step(cut, kill_at, proc)
     os.killpg(proc.pid, signal.SIGKILL)  # the whole process group: torchrun and its workers
     proc.wait(timeout=60)
-    assert proc.returncode == -signal.SIGKILL
+    # The kill landed mid-run: the process died of the signal, not of finishing.
+    assert proc.returncode == -signal.SIGKILL, f"seed {seed}: exit status {proc.returncode}"
     newest = latest_checkpoint(cut / "checkpoints")
+    assert max(losses(cut)) < steps, f"seed {seed}: the run had already finished"
 
     code, out = run(train_cmd(image_folder, cut, "trainer.resume=auto"), world)
     assert code == 0, out
     resumed_from = int(newest.name.split("_")[1]) if newest is not None else 0
+    assert resumed_from < steps, f"seed {seed}: resumed from the final step {resumed_from}"
     after = {s: v for s, v in losses(cut).items() if s > resumed_from}
     assert sorted(after) == list(range(resumed_from + 1, steps + 1)), f"seed {seed}"
     assert after == {s: reference[s] for s in after}, f"killed at step >= {kill_at} (seed {seed})"
