@@ -10,12 +10,13 @@ import shutil
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
 
 from sslframe.distributed.checkpoint import complete_checkpoints, is_complete
-from tests.faults.common import losses, run, train_cmd, trained_run
+from tests.faults.common import losses, run, start, train_cmd, trained_run
 from tests.helpers import ROOT
 
 
@@ -52,6 +53,37 @@ def test_torn_newest_checkpoint_is_reported_and_skipped(
     assert "resumed from" in out and "step_00000003 at step 3" in out
     after = {s: v for s, v in losses(cut).items() if s > 3}
     assert after == {s: reference[s] for s in range(4, 10)}
+
+
+def test_sigkill_while_a_checkpoint_is_written_keeps_the_previous_one(fault_data: Path, tmp_path: Path) -> None:
+    """A process killed (SIGKILL) while it writes a checkpoint: the half-written one stays a hidden
+    temporary folder, never taken for complete, and the run resumes from the one before it. A
+    wide head (about 35 MB of weights and momentum) keeps each write open long enough to land in."""
+    cut = tmp_path / "cut"
+    wide = ["head.hidden_dims=[2048]", "head.output_dim=2048", "trainer.max_epochs=12"]
+    proc = start(train_cmd(fault_data, cut, *wide))
+    checkpoints = cut / "checkpoints"
+    deadline = time.monotonic() + 300
+    caught = None
+    while caught is None and time.monotonic() < deadline and proc.poll() is None:
+        # The first write is skipped: there must be a complete checkpoint to fall back on.
+        writing = [p for p in checkpoints.glob(".step_*.tmp") if p.name != ".step_00000003.tmp"]
+        if writing:
+            os.killpg(proc.pid, signal.SIGKILL)
+            caught = writing[0]
+        else:
+            time.sleep(0.001)
+    proc.wait(timeout=60)
+    assert caught is not None, "no checkpoint write was caught in progress"
+    assert proc.returncode == -signal.SIGKILL
+    assert caught.exists(), "the kill landed during the write: its temporary folder is left behind"
+    torn_step = int(caught.name.split("_")[1].split(".")[0])
+    complete = complete_checkpoints(checkpoints)
+    assert complete and int(complete[-1].name.split("_")[1]) < torn_step
+    code, out = run(train_cmd(fault_data, cut, *wide, "trainer.max_steps=" + str(torn_step + 3)))
+    assert code == 0, out
+    assert f"at step {torn_step - 3}" in out, out[-2000:]
+    assert max(losses(cut)) == torn_step + 3
 
 
 def test_keep_last_prunes_only_after_a_newer_checkpoint_is_complete(fault_data: Path, tmp_path: Path) -> None:
