@@ -447,13 +447,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         test=load_split(idx_dir, "test", limit),
         out=out,
     )
+    # The code of every row is the code at the start: modules are imported now, the commit read now.
+    commit = git_commit()
+    peers = lightly_methods() if "lightly" in sides else set()
     results = load_results(out)
     results["machine"] = {**machine(), "cpu_model": cpu_model()}
     have = {row_key(r) for r in results["rows"]}
     for row in baseline_rows(methods, seeds, setting, have if not args.force else set()):
         results["rows"] = [r for r in results["rows"] if row_key(r) != row_key(row)] + [row]
     save_results(results, out)
-    peers = lightly_methods() if "lightly" in sides else set()
     for method in methods:
         for seed in seeds:
             for side in sides:
@@ -465,7 +467,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                     continue
                 log.info("%s %s seed %d: pretraining %d epochs", method, side, seed, setting.budget)
                 row = run_row(method, side, seed, setting)
-                row["commit"] = git_commit()
+                row["commit"] = commit
                 row["command"] = " ".join(["python", "bench/quality.py", *(argv if argv is not None else sys.argv[1:])])
                 row["date"] = time.strftime("%Y-%m-%d %H:%M:%S")
                 log.info(
