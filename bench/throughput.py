@@ -29,7 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench.common import quick_mode, write_results
 from bench.steps import Case, Contenders, step_flops
 from bench.timing import interleaved_step_times, matmul_peak, median
-from sslframe.engine.hardware import native_bf16
+from sslframe.distributed.device import native_bf16
 
 
 def cases(device: torch.device, quick: bool, side: int = 0) -> list[tuple[Case, list[str], list[str]]]:

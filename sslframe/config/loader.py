@@ -31,6 +31,7 @@ from sslframe.config.schema import (
     RunConfig,
 )
 from sslframe.errors import UserError
+from sslframe.registry import choices
 
 CONFIG_DIR = Path(os.environ.get("SSLFRAME_CONFIG_DIR", Path(__file__).resolve().parents[2] / "configs"))
 
@@ -119,11 +120,10 @@ def _schema_for(group: str, node: Any) -> type | None:
 
 
 def _choice_values(spec: Any) -> Sequence[str]:
+    """A tuple of values, or the name of choices a component declares (``sslframe.registry``)."""
     if isinstance(spec, tuple):
         return spec
-    from sslframe import choices
-
-    return choices.lookup(spec)
+    return choices(spec)
 
 
 def validate(cfg: DictConfig) -> None:

@@ -143,7 +143,7 @@ def _text(value: Any) -> str:
     return value.decode("utf-8") if isinstance(value, bytes) else str(value)
 
 
-SOURCES: Registry[Callable[[Any, str], Any]] = Registry("data source")
+SOURCES: Registry[Callable[[Any, str], Any]] = Registry("data source", choices="data_sources")
 
 
 @SOURCES.register("folder")

@@ -1,36 +1,67 @@
 """Scale as a strategy (docs/architecture.md, principle 3): functions applied to a plain, unwrapped method.
 
-Order: SyncBatchNorm, activation checkpointing per trunk block, torch.compile per block, then
-the data-parallel strategy. Checkpointing (``torch.distributed._composable.checkpoint``),
+``plan_parallelism`` decides, once, how the model runs (precision, whether it is sharded, the
+memory layout; principle 9) and the loop reads that plan; ``parallelize`` applies it. Order:
+memory layout, SyncBatchNorm, activation checkpointing per trunk block, torch.compile per block,
+then the data-parallel strategy. Checkpointing (``torch.distributed._composable.checkpoint``),
 compilation (``Module.compile``) and FSDP2 (``fully_shard``) act in place and keep parameter
-names, so configs and checkpoints never see wrapper-specific names.
+names, so configs and checkpoints never see wrapper-specific names. The model is any module with
+a ``trunk`` exposing ``blocks()`` (and optionally a ``head``): this layer knows no method.
 """
 
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch import nn
 
+from sslframe.distributed.device import resolve_precision
 from sslframe.distributed.env import DistEnv
-from sslframe.engine.hardware import resolve_precision
 from sslframe.errors import UserError
-from sslframe.methods import Method
 
 log = logging.getLogger(__name__)
 
 PRECISION_DTYPES = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
-def apply_sync_bn(method: Method, device: torch.device) -> Method:
+@dataclass(frozen=True)
+class ParallelPlan:
+    """How the model runs, decided in one place (``plan_parallelism``) and read by the loop."""
+
+    # fp32, bf16 or fp16: trainer.precision with ``auto`` resolved for this device.
+    precision: str
+    # FSDP2 over more than one process (its mixed-precision policy then casts the parameters).
+    sharded: bool
+    # Of the inputs, and of the parameters unless sharded (FSDP2 shards contiguous ones only).
+    memory_format: torch.memory_format
+
+    @property
+    def autocast_dtype(self) -> torch.dtype | None:
+        """The dtype for ``torch.autocast`` around the forward: None in float32 and under FSDP."""
+        return None if self.sharded else PRECISION_DTYPES[self.precision]
+
+
+def plan_parallelism(cfg: Any, env: DistEnv, device: torch.device, trunk: nn.Module) -> ParallelPlan:
+    """Precision (``auto``: bf16 where the hardware runs it natively), sharding and memory layout
+    (channels-last where ``trunk.channels_last_devices`` says the trunk gains from it)."""
+    precision = resolve_precision(cfg.trainer.precision, device)
+    if precision == "fp16" and device.type != "cuda":
+        raise UserError("trainer.precision=fp16 needs CUDA (use bf16 or fp32 on the CPU)")
+    sharded = cfg.distributed.strategy == "fsdp" and env.world_size > 1
+    channels_last = cfg.trainer.channels_last and device.type in getattr(trunk, "channels_last_devices", ())
+    return ParallelPlan(precision, sharded, torch.channels_last if channels_last else torch.contiguous_format)
+
+
+def apply_sync_bn(method: nn.Module, device: torch.device) -> nn.Module:
     if device.type != "cuda":
         raise UserError("model.sync_bn=true needs CUDA (SyncBatchNorm runs on NCCL); use it on GPUs only")
     return nn.SyncBatchNorm.convert_sync_batchnorm(method)
 
 
-def apply_activation_checkpointing(method: Method) -> None:
+def apply_activation_checkpointing(method: nn.Module) -> None:
     """Recompute each trunk block's activations in the backward pass instead of storing them."""
     from torch.distributed._composable import checkpoint
 
@@ -38,13 +69,13 @@ def apply_activation_checkpointing(method: Method) -> None:
         checkpoint(block)
 
 
-def apply_compile(method: Method) -> None:
+def apply_compile(method: nn.Module) -> None:
     """Compile each trunk block (small graphs compile fast and are reused across blocks)."""
     for block in method.trunk.blocks():
         block.compile()
 
 
-def apply_fsdp(method: Method, precision: str, reshard_after_forward: bool) -> None:
+def apply_fsdp(method: nn.Module, precision: str, reshard_after_forward: bool) -> None:
     """FSDP2: shard each trunk block and the projection head as their own units, the rest
     (stem, prototypes, predictors) with the root. Parameters are cast to the training
     precision for compute; gradients are reduced in float32.
@@ -70,7 +101,7 @@ def apply_fsdp(method: Method, precision: str, reshard_after_forward: bool) -> N
     fully_shard(method, reshard_after_forward=reshard_after_forward, mp_policy=policy)
 
 
-def unbroadcast_buffer_names(method: Method) -> list[str]:
+def unbroadcast_buffer_names(method: nn.Module) -> list[str]:
     """Buffers DDP must not overwrite with rank 0's copy before each forward: everything but
     batch-norm statistics. Methods' state is either per rank (SwAV's queue, a memory bank of this
     rank's samples) or kept identical by the method itself (MoCo's queue from gathered keys,
@@ -84,9 +115,15 @@ def unbroadcast_buffer_names(method: Method) -> list[str]:
     return [name for name, buf in method.named_buffers() if id(buf) not in norm_buffers]
 
 
-def parallelize(method: Method, cfg: Any, env: DistEnv, device: torch.device) -> nn.Module:
-    """Return the module the loop calls (the method itself, or its DDP wrapper)."""
+def parallelize(
+    method: nn.Module, cfg: Any, env: DistEnv, device: torch.device, plan: ParallelPlan | None = None
+) -> nn.Module:
+    """Apply ``plan`` (decided here when not given) and return the module the loop calls (the
+    method itself, or its DDP wrapper)."""
+    plan = plan or plan_parallelism(cfg, env, device, method.trunk)
     dist_cfg = cfg.distributed
+    if not plan.sharded:
+        method.to(memory_format=plan.memory_format)
     if cfg.model.sync_bn:
         method = apply_sync_bn(method, device)
     if dist_cfg.activation_checkpointing:
@@ -106,7 +143,7 @@ def parallelize(method: Method, cfg: Any, env: DistEnv, device: torch.device) ->
         if env.world_size == 1:
             log.info("distributed.strategy=fsdp with one process: nothing to shard, running unsharded")
             return method
-        apply_fsdp(method, resolve_precision(cfg.trainer.precision, device), dist_cfg.reshard_after_forward)
+        apply_fsdp(method, plan.precision, dist_cfg.reshard_after_forward)
         return method
     if strategy == "ddp" and env.world_size > 1:
         # DDP broadcasts rank 0's buffers before every forward: batch-norm statistics only.

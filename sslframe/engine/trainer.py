@@ -33,10 +33,10 @@ from sslframe.data.loader import sample_seed
 from sslframe.data.transforms import MultiCropTransform
 from sslframe.distributed import checkpoint as ckpt
 from sslframe.distributed.collectives import all_reduce_sum, local_shard
+from sslframe.distributed.device import pick_device
 from sslframe.distributed.env import DistEnv, init_distributed, teardown
-from sslframe.distributed.parallelize import PRECISION_DTYPES, parallelize
+from sslframe.distributed.parallelize import parallelize, plan_parallelism
 from sslframe.engine.flags import FlagQueue, NormStatistics, StepFlags, local_flags
-from sslframe.engine.hardware import resolve_precision
 from sslframe.engine.monitors import build_monitors
 from sslframe.engine.observers import ConsoleProgress, JSONLinesLog, Observer, TensorBoardLog
 from sslframe.errors import UserError
@@ -52,14 +52,6 @@ from sslframe.optim.build import (
 )
 
 log = logging.getLogger(__name__)
-
-
-def pick_device(name: str) -> torch.device:
-    if name == "cuda" or (name == "auto" and torch.cuda.is_available()):
-        if not torch.cuda.is_available():
-            raise UserError("trainer.device=cuda but no CUDA device is available")
-        return torch.device("cuda")
-    return torch.device("cpu")
 
 
 # Exit status of a run stopped by SIGTERM/SIGUSR1 after writing its checkpoint: EX_TEMPFAIL
@@ -106,23 +98,17 @@ class Trainer:
         self.cfg = cfg
         self.run_dir = Path(cfg.run.dir)
         self.device = pick_device(cfg.trainer.device)
-        # Resolved once, so config.yaml and every check below see what the run really uses.
-        cfg.trainer.precision = resolve_precision(cfg.trainer.precision, self.device)
         self.env: DistEnv = init_distributed(self.device.type)
         # Every rank builds identical initial weights (FSDP shards them in place, without the
         # broadcast DDP does); other randomness then differs per rank.
         torch.manual_seed(cfg.trainer.seed)
         self.method: Method = build_method(cfg).to(self.device)
         torch.manual_seed(cfg.trainer.seed + 1000 * self.env.rank + 1)
-        channels_last = cfg.trainer.channels_last and self.device.type in self.method.trunk.channels_last_devices
-        self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
-        self.sharded = cfg.distributed.strategy == "fsdp" and self.env.world_size > 1
-        if not self.sharded:
-            # FSDP2 shards only contiguous parameters; there the inputs alone are channels-last.
-            self.method.to(memory_format=self.memory_format)
+        # Precision, sharding and memory layout: decided once, by the parallelism plan.
+        self.plan = plan_parallelism(cfg, self.env, self.device, self.method.trunk)
+        self.memory_format = self.plan.memory_format
+        self.sharded = self.plan.sharded
         self.method.set_process_group(self.env.group)
-        if cfg.trainer.precision == "fp16" and self.device.type != "cuda":
-            raise UserError("trainer.precision=fp16 needs CUDA (use bf16 or fp32 on the CPU)")
         batched = cfg.transform.backend == "batch"
         self.batch_transform = BatchMultiCrop(cfg.transform) if batched else None
         per_sample = None if batched else MultiCropTransform(cfg.transform)
@@ -136,7 +122,7 @@ class Trainer:
             cfg.transform.decoder,
         )
         self.method.bind_dataset(self.data.num_samples, self.env.rank, self.env.world_size)
-        self.model: torch.nn.Module = parallelize(self.method, cfg, self.env, self.device)
+        self.model: torch.nn.Module = parallelize(self.method, cfg, self.env, self.device, self.plan)
         self.batch_size = cfg.data.batch_size
         self.steps_per_epoch = self.data.steps_per_epoch
         # The schedule spans max_epochs; max_steps only stops the run early (a later run with a
@@ -150,10 +136,10 @@ class Trainer:
         self.optimizer = build_optimizer(self.method, cfg.optim, self.peak_lr)
         self.lr_schedule = build_schedule(cfg.schedule, self.peak_lr, self.total_steps, self.steps_per_epoch)
         self.wd_schedule = build_weight_decay_schedule(cfg.optim, cfg.schedule, self.total_steps)
-        dtype = PRECISION_DTYPES[cfg.trainer.precision]
+        dtype = self.plan.autocast_dtype
         # Under FSDP the mixed-precision policy casts parameters; elsewhere autocast does.
-        self.autocast = torch.autocast(self.device.type, dtype=dtype) if dtype and not self.sharded else nullcontext()
-        self.scaler = self._grad_scaler() if cfg.trainer.precision == "fp16" else None
+        self.autocast = torch.autocast(self.device.type, dtype=dtype) if dtype else nullcontext()
+        self.scaler = self._grad_scaler() if self.plan.precision == "fp16" else None
         self.step = 0
         self.skipped_steps = 0
         self.bad_samples = 0
@@ -161,6 +147,12 @@ class Trainer:
         self.flags = FlagQueue()
         self.norm_statistics = NormStatistics(self.method)
         self.config_hash = config_hash(cfg)
+
+    def recorded_config(self) -> DictConfig:
+        """The config as this run uses it: ``trainer.precision`` as the plan resolved it."""
+        recorded = self.cfg.copy()
+        recorded.trainer.precision = self.plan.precision
+        return recorded
 
     def _grad_scaler(self) -> Any:
         if self.sharded:
@@ -220,7 +212,7 @@ class Trainer:
             "epoch": self.step // self.steps_per_epoch,
             "world_size": self.env.world_size,
             "config_hash": self.config_hash,
-            "config": OmegaConf.to_container(self.cfg, resolve=True),
+            "config": OmegaConf.to_container(self.recorded_config(), resolve=True),
         }
         return ckpt.save_checkpoint(
             self.run_dir / "checkpoints",
@@ -362,7 +354,7 @@ class Trainer:
         resumed = self.resume()
         if self.env.is_main:
             self.run_dir.mkdir(parents=True, exist_ok=True)
-            save_config(cfg, self.run_dir / "config.yaml")
+            save_config(self.recorded_config(), self.run_dir / "config.yaml")
         if resumed is not None and self.env.is_main:
             log.info("resumed from %s at step %d", resumed, self.step)
         start_step = self.step

@@ -18,8 +18,8 @@ from torchvision.transforms import v2
 from sslframe.data.loader import EpochSampler, ViewsDataset, make_loader
 from sslframe.data.sources import build_source
 from sslframe.data.transforms import eval_transform
+from sslframe.distributed.device import pick_device
 from sslframe.distributed.env import init_distributed
-from sslframe.engine.trainer import pick_device
 from sslframe.errors import UserError
 from sslframe.eval.features import RawPixels, iter_features, load_trunk, trunk_features
 from sslframe.eval.finetune import Classifier, build_finetune_optimizer, train_finetune

@@ -14,7 +14,9 @@ from sslframe.optim.lars import LARS
 from sslframe.optim.schedules import SCHEDULES, cosine_weight_decay
 from sslframe.registry import Registry
 
-OPTIMIZERS: Registry[Callable[[list[dict[str, Any]], Any], torch.optim.Optimizer]] = Registry("optimizer")
+OPTIMIZERS: Registry[Callable[[list[dict[str, Any]], Any], torch.optim.Optimizer]] = Registry(
+    "optimizer", choices="optimizers"
+)
 
 
 def _sharded(groups: list[dict[str, Any]]) -> bool:

@@ -8,7 +8,7 @@ import numpy as np
 
 from sslframe.registry import Registry
 
-SCHEDULES: Registry[Callable[..., np.ndarray]] = Registry("schedule")
+SCHEDULES: Registry[Callable[..., np.ndarray]] = Registry("schedule", choices="schedules")
 
 
 def _warmup(peak: float, warmup_steps: int, start_factor: float) -> np.ndarray:

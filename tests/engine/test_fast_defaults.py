@@ -6,8 +6,8 @@ import pytest
 import torch
 
 from sslframe.config import compose_config
-from sslframe.engine import hardware
-from sslframe.engine.hardware import resolve_precision
+from sslframe.distributed import device as hardware
+from sslframe.distributed.device import resolve_precision
 from sslframe.models.trunks import build_trunk
 
 

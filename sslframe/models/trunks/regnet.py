@@ -17,6 +17,7 @@ import torch
 from torch import nn
 
 from sslframe.models.trunks.base import Trunk
+from sslframe.registry import provide_choices
 
 
 @dataclass(frozen=True)
@@ -73,6 +74,7 @@ REGNET_ARCHS: dict[str, RegNetParams] = {
     # Uncurated Images Without Supervision"), as released in VISSL's regnet10B model config.
     "regnet_y_10b": _y(27, 1744, 620.83, 2.52, 1010),
 }
+provide_choices("regnet_archs", REGNET_ARCHS.keys)
 
 
 def stage_specs(p: RegNetParams) -> list[tuple[int, int, int]]:

@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 from sslframe.models.trunks.base import Trunk
+from sslframe.registry import provide_choices
 
 
 @dataclass(frozen=True)
@@ -61,6 +62,8 @@ def group_norm(channels: int) -> nn.GroupNorm:
 
 
 NORMS: dict[str, Norm] = {"batch": nn.BatchNorm2d, "group": group_norm}
+provide_choices("resnet_archs", RESNET_ARCHS.keys)
+provide_choices("norms", NORMS.keys)
 
 
 class BasicBlock(nn.Module):

@@ -1,10 +1,13 @@
-"""What the hardware does fast, for defaults that are fast where they are safe."""
+"""The device a process trains on and what its hardware does fast: the device and precision
+decisions every layer reads (docs/architecture.md, principle 9)."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 import torch
+
+from sslframe.errors import UserError
 
 
 def cpu_flags() -> set[str]:
@@ -32,3 +35,12 @@ def resolve_precision(precision: str, device: torch.device) -> str:
     if precision != "auto":
         return precision
     return "bf16" if native_bf16(device) else "fp32"
+
+
+def pick_device(name: str) -> torch.device:
+    """``auto``: CUDA where it is available, else the CPU; ``cuda`` without CUDA is a clear error."""
+    if name == "cuda" or (name == "auto" and torch.cuda.is_available()):
+        if not torch.cuda.is_available():
+            raise UserError("trainer.device=cuda but no CUDA device is available")
+        return torch.device("cuda")
+    return torch.device("cpu")
