@@ -32,7 +32,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.common import quick_mode, write_results
 from bench.steps import Case, Contenders
-from sslframe.engine.trainer import StopSignals
+from sslframe.engine.stop import StopRequest
 from sslframe.methods import StepContext
 
 
@@ -60,7 +60,7 @@ def measure(backend: str, workers: int, steps: int, data: Path, case: Case) -> d
         _, batch = next(batches)
         trainer._crops(batch)
     loader_rate = steps * case.batch / (time.perf_counter() - start)
-    signals = StopSignals()
+    signals = StopRequest()
     waits, totals = [], []
     for step in range(steps):
         start = time.perf_counter()

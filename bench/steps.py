@@ -25,7 +25,8 @@ from PIL import Image
 
 from bench import peers
 from sslframe.config import compose_config
-from sslframe.engine.trainer import StopSignals, Trainer
+from sslframe.engine.stop import StopRequest
+from sslframe.engine.trainer import Trainer
 from sslframe.methods import StepContext
 from sslframe.models.trunks import build_trunk
 from sslframe.planner.measure import flop_counter
@@ -155,7 +156,7 @@ class Contenders:
         format, forward under its autocast, backward, the per-step flags, optimizer and method
         updates."""
         trainer.model.train()
-        signals = StopSignals()
+        signals = StopRequest()
         ctx = StepContext(0, 0, trainer.steps_per_epoch, trainer.total_steps)
         # What the flags check reads from a loader batch: its size and its unreadable samples.
         batch = SimpleNamespace(size=self.case.batch, bad=[])

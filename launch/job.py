@@ -23,6 +23,7 @@ import submitit
 from omegaconf import OmegaConf
 
 from launch.records import append_event
+from sslframe.engine.stop import request_stop
 
 log = logging.getLogger(__name__)
 
@@ -33,17 +34,15 @@ def preempt_signal() -> signal.Signals:
 
 
 class RequeueRequest:
-    """Signal handler for the preemption warning: remembers it and forwards it to the trainer's
-    stop handler (the one installed for SIGUSR1), so the trainer checkpoints at the step's end."""
+    """Signal handler for the preemption warning: remembers it and asks the trainer to stop
+    (``sslframe.engine.stop.request_stop``), so it checkpoints at the step's end."""
 
     def __init__(self) -> None:
         self.asked = False
 
     def __call__(self, signum: int, frame: FrameType | None) -> None:
         self.asked = True
-        stop = signal.getsignal(signal.SIGUSR1)
-        if callable(stop) and stop is not self:
-            stop(signal.SIGUSR1, frame)
+        request_stop(signum)
 
 
 class TrainJob(submitit.helpers.Checkpointable):

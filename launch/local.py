@@ -68,7 +68,8 @@ def run_local(cfg: DictConfig, overrides: Sequence[str]) -> int:
 
 
 def train_here(cfg: DictConfig) -> int:
-    from sslframe.engine.trainer import PREEMPTED_EXIT, train
+    from sslframe.engine.stop import PREEMPTED_EXIT
+    from sslframe.engine.trainer import train
 
     result = train(cfg)
     print(f"run dir: {result.run_dir}")

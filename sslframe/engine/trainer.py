@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import logging
 import math
-import signal
-import threading
 import time
 from contextlib import nullcontext
 from dataclasses import dataclass
@@ -36,6 +34,7 @@ from sslframe.distributed.collectives import all_reduce_sum, local_shard
 from sslframe.distributed.device import pick_device
 from sslframe.distributed.env import DistEnv, init_distributed, teardown
 from sslframe.distributed.parallelize import parallelize, plan_parallelism
+from sslframe.engine import stop
 from sslframe.engine.flags import FlagQueue, NormStatistics, StepFlags, local_flags
 from sslframe.engine.monitors import build_monitors
 from sslframe.engine.observers import ConsoleProgress, JSONLinesLog, Observer, TensorBoardLog
@@ -54,11 +53,6 @@ from sslframe.optim.build import (
 log = logging.getLogger(__name__)
 
 
-# Exit status of a run stopped by SIGTERM/SIGUSR1 after writing its checkpoint: EX_TEMPFAIL
-# ("temporary failure, try again"), which launchers treat as "requeue and resume".
-PREEMPTED_EXIT = 75
-
-
 @dataclass
 class TrainResult:
     run_dir: Path
@@ -67,30 +61,6 @@ class TrainResult:
     checkpoint: Path | None
     preempted: bool = False
     skipped_steps: int = 0
-
-
-class StopSignals:
-    """Records SIGTERM and SIGUSR1 (what SLURM sends before preemption or the time limit) so
-    that the loop can finish its step, checkpoint and exit; restores the old handlers after."""
-
-    SIGNALS = (signal.SIGTERM, signal.SIGUSR1)
-
-    def __init__(self) -> None:
-        self.received: int | None = None
-        self._old: dict[int, Any] = {}
-
-    def __enter__(self) -> StopSignals:
-        if threading.current_thread() is threading.main_thread():
-            for sig in self.SIGNALS:
-                self._old[sig] = signal.signal(sig, self._handle)
-        return self
-
-    def _handle(self, signum: int, _frame: Any) -> None:
-        self.received = signum
-
-    def __exit__(self, *_: Any) -> None:
-        for sig, handler in self._old.items():
-            signal.signal(sig, handler)
 
 
 class Trainer:
@@ -344,10 +314,10 @@ class Trainer:
         ckpt.set_rng_state(rng)
 
     def fit(self) -> TrainResult:
-        with StopSignals() as signals:
+        with stop.listening() as signals:
             return self._fit(signals)
 
-    def _fit(self, signals: StopSignals) -> TrainResult:
+    def _fit(self, signals: stop.StopRequest) -> TrainResult:
         cfg = self.cfg
         # Resume first: a checkpoint that does not fit this config stops the run before
         # anything in run.dir (config.yaml included) is written.
@@ -462,7 +432,7 @@ class Trainer:
         return flags.stop
 
     def train_step(
-        self, crops: list[torch.Tensor], ctx: StepContext, batch: Any, signals: StopSignals
+        self, crops: list[torch.Tensor], ctx: StepContext, batch: Any, signals: stop.StopRequest
     ) -> tuple[StepOutput, torch.Tensor]:
         """One step on prepared crops: forward, backward, the step's flags over all ranks, and the
         update, skipped on the device where any rank's loss is non-finite. Returns the method's

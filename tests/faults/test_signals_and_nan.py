@@ -12,7 +12,8 @@ import torch
 
 from sslframe.config import compose_config
 from sslframe.distributed.checkpoint import complete_checkpoints, latest_checkpoint, load_checkpoint
-from sslframe.engine.trainer import PREEMPTED_EXIT, Trainer
+from sslframe.engine.stop import PREEMPTED_EXIT
+from sslframe.engine.trainer import Trainer
 from sslframe.errors import UserError
 from tests.faults.common import losses, run, start, train_cmd, wait_for_step
 

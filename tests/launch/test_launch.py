@@ -103,18 +103,19 @@ def test_checkpoint_requeues_with_resume_until_max_requeues(tmp_path: Path) -> N
     assert events == [("end", "requeue", 1), ("end", "requeue", 2), ("end", "gave_up", 2)]
 
 
-def test_preemption_warning_reaches_the_trainers_stop_handler() -> None:
-    received: list[int] = []
-    old = signal.signal(signal.SIGUSR1, lambda signum, _frame: received.append(signum))
-    try:
+def test_preemption_warning_reaches_the_trainers_stop_request() -> None:
+    """The job's handler asks the training loop to stop through the explicit API
+    (``sslframe.engine.stop``), not through whatever handler is installed for another signal."""
+    from sslframe.engine import stop
+
+    with stop.listening() as training:
         request = RequeueRequest()
         request(signal.SIGUSR2, None)
-        assert request.asked and received == [signal.SIGUSR1]
-        signal.signal(signal.SIGUSR1, signal.SIG_DFL)
-        # Outside training nothing is forwarded (the default action would kill the process).
-        RequeueRequest()(signal.SIGUSR2, None)
-    finally:
-        signal.signal(signal.SIGUSR1, old)
+        assert request.asked and training.received == signal.SIGUSR2
+    # Outside training the request is remembered but reaches no loop (and kills nothing).
+    outside = RequeueRequest()
+    outside(signal.SIGUSR2, None)
+    assert outside.asked and stop.request_stop(signal.SIGUSR2) is False
     assert job_module.preempt_signal() == signal.SIGUSR2
 
 
