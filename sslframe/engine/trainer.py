@@ -16,13 +16,6 @@ from typing import Any
 
 import torch
 from omegaconf import DictConfig, OmegaConf
-from torch.distributed.checkpoint.state_dict import (
-    StateDictOptions,
-    get_model_state_dict,
-    get_optimizer_state_dict,
-    set_model_state_dict,
-    set_optimizer_state_dict,
-)
 
 from sslframe.config import config_hash, save_config
 from sslframe.data.batch_transforms import BatchMultiCrop
@@ -30,10 +23,11 @@ from sslframe.data.build import build_train_data
 from sslframe.data.loader import sample_seed
 from sslframe.data.transforms import MultiCropTransform
 from sslframe.distributed import checkpoint as ckpt
-from sslframe.distributed.collectives import all_reduce_sum, local_shard
+from sslframe.distributed.collectives import all_reduce_max, all_reduce_sum
 from sslframe.distributed.device import pick_device
 from sslframe.distributed.env import DistEnv, init_distributed, teardown
 from sslframe.distributed.parallelize import parallelize, plan_parallelism
+from sslframe.distributed.run_state import RunState
 from sslframe.engine import stop
 from sslframe.engine.flags import FlagQueue, NormStatistics, StepFlags, local_flags
 from sslframe.engine.monitors import build_monitors
@@ -116,7 +110,16 @@ class Trainer:
         self.seen_samples = 0
         self.flags = FlagQueue()
         self.norm_statistics = NormStatistics(self.method)
-        self.config_hash = config_hash(cfg)
+        self.run_state = RunState(
+            self.run_dir / "checkpoints",
+            self.method,
+            self.optimizer,
+            self.scaler,
+            config_hash(cfg),
+            self.env.rank,
+            self.env.group,
+            self.device,
+        )
 
     def recorded_config(self) -> DictConfig:
         """The config as this run uses it: ``trainer.precision`` as the plan resolved it."""
@@ -132,31 +135,6 @@ class Trainer:
         return torch.amp.GradScaler("cuda")
 
     # ----------------------------------------------------------------------------- state
-    def state_dict(self) -> dict[str, Any]:
-        """Model, optimizer (and scaler) keyed by parameter name, as this rank holds them:
-        DTensor shards under FSDP, whole tensors otherwise. The same names at every world size
-        and strategy; the checkpoint reshards on load."""
-        state = {
-            "model": get_model_state_dict(self.method),
-            "optimizer": get_optimizer_state_dict(self.method, self.optimizer),
-        }
-        if self.scaler is not None:
-            state["scaler"] = self.scaler.state_dict()
-        return state
-
-    def _drop_optimizer_state(self, absent: list[str]) -> None:
-        """Forget the optimizer state of parameters the checkpoint had none for. Building the
-        state dict skeleton ran one zero-gradient step (torch's lazy state initialisation),
-        which with weight decay leaves non-zero momentum; an uninterrupted run has no state
-        there, so an exact resume must not either."""
-        prefix = "optimizer.state."
-        names = {key[len(prefix) :].rsplit(".", 1)[0] for key in absent if key.startswith(prefix)}
-        if not names:
-            return
-        for name, param in self.method.named_parameters():
-            if name in names:
-                self.optimizer.state.pop(param, None)
-
     def rank_state_dict(self) -> dict[str, Any]:
         """What each rank owns: RNG streams, per-rank method state, data counters."""
         return {
@@ -165,88 +143,31 @@ class Trainer:
             "counters": {"bad_samples": self.bad_samples, "seen_samples": self.seen_samples},
         }
 
-    def _weights_finite(self) -> bool:
-        local = all(bool(torch.isfinite(local_shard(p.detach())).all()) for p in self.method.parameters())
-        flag = torch.tensor([0.0 if local else 1.0], device=self.device)
-        if self.env.group is not None:
-            torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MAX, group=self.env.group)
-        return float(flag) == 0.0
-
     def save(self) -> Path:
-        if not self._weights_finite():
-            raise UserError(
-                f"the weights hold NaN or infinity at step {self.step}; no checkpoint written (the newest one "
-                "is still complete). Lower optim.lr, set trainer.grad_clip, or use trainer.on_nan=stop to inspect"
-            )
         meta = {
             "epoch": self.step // self.steps_per_epoch,
             "world_size": self.env.world_size,
-            "config_hash": self.config_hash,
             "config": OmegaConf.to_container(self.recorded_config(), resolve=True),
         }
-        return ckpt.save_checkpoint(
-            self.run_dir / "checkpoints",
-            self.step,
-            self.state_dict(),
-            meta,
-            rank_state=self.rank_state_dict(),
-            rank=self.env.rank,
-            keep_last=self.cfg.trainer.keep_last,
-        )
+        return self.run_state.save(self.step, meta, self.rank_state_dict(), self.cfg.trainer.keep_last)
 
     def resume(self) -> Path | None:
-        choice = self.cfg.trainer.resume
-        if choice == "never":
+        resumed = self.run_state.resume(self.cfg.trainer.resume)
+        if resumed is None:
             return None
-        if choice == "auto":
-            path = ckpt.latest_checkpoint(self.run_dir / "checkpoints")
-            if path is None:
-                return None
-        else:
-            path = ckpt.resolve_checkpoint(choice)
-        meta = ckpt.read_checkpoint_meta(path)
-        ckpt.read_index(path)  # unreadable or crafted: say so before comparing configs
-        if meta.get("config_hash") != self.config_hash:
-            raise UserError(
-                f"checkpoint '{path}' was written with a different model config (trunk/head/method); "
-                "use another run.dir or trainer.resume=never"
-            )
-        # Filled in place, resharded to this run's world size and strategy. Parameters that never
-        # had a gradient yet (frozen prototypes) have no optimizer state in the checkpoint.
-        state = self.state_dict()
-        absent = ckpt.load_state(path, state, required=("model",))
-        # Hyperparameters come back with the optimizer state; the kernel choice (fused/foreach,
-        # which depends on this run's strategy, not the saved one's) stays this run's.
-        kernels = [{k: g[k] for k in ("fused", "foreach") if k in g} for g in self.optimizer.param_groups]
-        try:
-            set_model_state_dict(self.method, state["model"])
-            set_optimizer_state_dict(
-                self.method, self.optimizer, state["optimizer"], options=StateDictOptions(strict=False)
-            )
-            for group, kernel in zip(self.optimizer.param_groups, kernels, strict=True):
-                group.update(kernel)
-            self._drop_optimizer_state(absent)
-            if self.scaler is not None and "scaler" in state:
-                self.scaler.load_state_dict(state["scaler"])
-        except (RuntimeError, KeyError, ValueError) as exc:
-            raise UserError(f"checkpoint '{path}' does not fit this model: {str(exc).splitlines()[0]}") from None
-        own = ckpt.load_rank_state(path, self.env.rank, map_location="cpu")
+        own = resumed.rank_state
         if own is not None:
             ckpt.set_rng_state(own["rng"])
             self.bad_samples = int(own["counters"]["bad_samples"])
             self.seen_samples = int(own["counters"]["seen_samples"])
-        else:
-            log.warning("checkpoint %s has no state for rank %d; its RNG and queues start afresh", path, self.env.rank)
         self.method.load_rank_state_dict(own["method"] if own is not None else None)
         # The counters are global (every rank holds the same); a rank that had no state of its
         # own (resumed at a larger world size) takes them from the others.
         counts = torch.tensor([float(self.bad_samples), float(self.seen_samples)], dtype=torch.float64)
-        if self.env.group is not None:
-            counts = counts.to(self.device)
-            torch.distributed.all_reduce(counts, op=torch.distributed.ReduceOp.MAX, group=self.env.group)
+        counts = all_reduce_max(counts.to(self.device), self.env.group)
         self.bad_samples, self.seen_samples = (int(v) for v in counts.tolist())
-        self.step = int(meta["step"])
-        return path
+        self.step = resumed.step
+        return resumed.path
 
     # ------------------------------------------------------------------------------ loop
     def _batches(self) -> Any:
@@ -451,8 +372,7 @@ class Trainer:
         # the loss counts there.
         grads = [] if self.scaler is not None else [p.grad for p in self.method.parameters() if p.grad is not None]
         flags = local_flags(out.loss, grads, signals.received is not None, len(batch.bad), seen, self.device)
-        if self.env.group is not None:
-            torch.distributed.all_reduce(flags, op=torch.distributed.ReduceOp.SUM, group=self.env.group)
+        all_reduce_sum(flags, self.env.group)
         if self.cfg.trainer.on_nan == "stop" and bool(flags[0] > 0):
             self._dump_nonfinite(ctx, crops, batch, out.loss)
         self._update(ctx, flags[:1].clamp(max=1).float())
