@@ -11,12 +11,18 @@ stop, and count, alike.
 
 from __future__ import annotations
 
+import logging
 from collections import deque
-from typing import NamedTuple
+from pathlib import Path
+from typing import Any, NamedTuple
 
 import torch
+from torch.distributed import ProcessGroup
 
-from sslframe.distributed.collectives import local_shard
+from sslframe.distributed.collectives import all_reduce_max, local_shard
+from sslframe.errors import UserError
+
+log = logging.getLogger(__name__)
 
 
 class StepFlags(NamedTuple):
@@ -98,3 +104,69 @@ class NormStatistics:
             skipped = skip.reshape(()).to(self.buffers[0].device) > 0
             for buffer, saved in zip(self.buffers, self.saved, strict=True):
                 buffer.copy_(torch.where(skipped, saved, buffer))
+
+
+class StepCounters:
+    """What the host learns from the step flags as it reads them: skipped steps, and unreadable
+    and seen samples over all ranks. Past ``max_bad_fraction`` (judged from 100 samples on) the
+    run stops, on every rank at the same step (every rank reads the same summed flags)."""
+
+    def __init__(self, max_bad_fraction: float, data_path: str) -> None:
+        self.max_bad_fraction = max_bad_fraction
+        self.data_path = data_path
+        self.skipped_steps = 0
+        self.bad_samples = 0
+        self.seen_samples = 0
+
+    def apply(self, taken: list[StepFlags]) -> bool:
+        """Count the flags of the steps just read; True if any rank received a stop request."""
+        stop = False
+        for flags in taken:
+            if flags.nonfinite:
+                self.skipped_steps += 1
+                log.warning(
+                    "non-finite loss or gradient at step %d: update skipped (%d so far)", flags.step, self.skipped_steps
+                )
+            self.bad_samples += flags.bad
+            self.seen_samples += flags.seen
+            limit = self.max_bad_fraction
+            if self.seen_samples >= 100 and self.bad_samples > limit * self.seen_samples:
+                raise UserError(
+                    f"{self.bad_samples} of {self.seen_samples} samples were unreadable, more than "
+                    f"data.max_bad_fraction={limit}; check the dataset at '{self.data_path}'"
+                )
+            stop = stop or flags.stop
+        return stop
+
+    def state_dict(self) -> dict[str, int]:
+        return {"bad_samples": self.bad_samples, "seen_samples": self.seen_samples}
+
+    def load_state_dict(self, state: dict[str, int] | None, device: torch.device, group: ProcessGroup | None) -> None:
+        """Restore the sample counts. They are global (every rank holds the same); a rank without
+        state of its own (``None``: resumed at a larger world size) takes them from the others."""
+        if state is not None:
+            self.bad_samples, self.seen_samples = int(state["bad_samples"]), int(state["seen_samples"])
+        counts = torch.tensor([float(self.bad_samples), float(self.seen_samples)], dtype=torch.float64)
+        counts = all_reduce_max(counts.to(device), group)
+        self.bad_samples, self.seen_samples = (int(v) for v in counts.tolist())
+
+
+def dump_nonfinite_step(path: Path, step: int, epoch: int, crops: list[torch.Tensor], labels: Any, loss: torch.Tensor,
+                        model: torch.nn.Module, rng: dict[str, Any]) -> None:  # fmt: skip
+    """``trainer.on_nan=stop``: the step's inputs and this rank's state in ``path``, then a stop."""
+    torch.save(
+        {
+            "step": step,
+            "epoch": epoch,
+            "loss": loss.detach().cpu(),
+            "crops": [c.detach().cpu() for c in crops],
+            "labels": labels,
+            "model": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+            "rng": rng,
+        },
+        path,
+    )
+    raise UserError(
+        f"non-finite loss or gradient at step {step} (trainer.on_nan=stop); the step's inputs and state "
+        f"are in {path.parent}/{path.name.rsplit('_rank_', 1)[0]}_rank_*.pt; the last checkpoint is untouched"
+    )

@@ -8,6 +8,40 @@ import time
 from pathlib import Path
 from typing import Any, Protocol
 
+import torch
+from torch.distributed import ProcessGroup
+
+from sslframe.distributed.collectives import all_reduce_sum
+
+
+class MetricsWindow:
+    """The numbers of one logging interval, kept on the device until it ends: the loss summed over
+    the interval's finite steps (a skipped step's loss is left out), their count, and the images
+    seen. ``record`` reduces them over the ranks (one collective per interval) and starts anew."""
+
+    def __init__(self, device: torch.device, group: ProcessGroup | None) -> None:
+        self.group = group
+        self.loss_sum = torch.zeros((), device=device)
+        self.finite_steps = torch.zeros((), device=device)
+        self.images = 0
+        self.start = time.monotonic()
+
+    def add(self, loss: torch.Tensor, nonfinite: torch.Tensor, images: int) -> None:
+        finite = nonfinite == 0
+        self.loss_sum += torch.where(finite, loss.detach().float(), 0.0)
+        self.finite_steps += finite
+        self.images += images
+
+    def record(self) -> dict[str, float]:
+        """``loss`` (the mean over every rank's finite steps) and ``images_per_sec`` of the interval."""
+        totals = all_reduce_sum(torch.stack([self.loss_sum, self.finite_steps]), self.group).tolist()
+        now = time.monotonic()
+        record = {"loss": totals[0] / max(totals[1], 1.0), "images_per_sec": self.images / max(now - self.start, 1e-9)}
+        self.loss_sum.zero_()
+        self.finite_steps.zero_()
+        self.images, self.start = 0, now
+        return record
+
 
 class Observer(Protocol):
     def on_start(self, start_step: int, total_steps: int) -> None: ...

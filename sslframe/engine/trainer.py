@@ -23,16 +23,15 @@ from sslframe.data.build import build_train_data
 from sslframe.data.loader import sample_seed
 from sslframe.data.transforms import MultiCropTransform
 from sslframe.distributed import checkpoint as ckpt
-from sslframe.distributed.collectives import all_reduce_max, all_reduce_sum
+from sslframe.distributed.collectives import all_reduce_sum
 from sslframe.distributed.device import pick_device
 from sslframe.distributed.env import DistEnv, init_distributed, teardown
 from sslframe.distributed.parallelize import parallelize, plan_parallelism
 from sslframe.distributed.run_state import RunState
 from sslframe.engine import stop
-from sslframe.engine.flags import FlagQueue, NormStatistics, StepFlags, local_flags
+from sslframe.engine.flags import FlagQueue, NormStatistics, StepCounters, dump_nonfinite_step, local_flags
 from sslframe.engine.monitors import build_monitors
-from sslframe.engine.observers import ConsoleProgress, JSONLinesLog, Observer, TensorBoardLog
-from sslframe.errors import UserError
+from sslframe.engine.observers import ConsoleProgress, JSONLinesLog, MetricsWindow, Observer, TensorBoardLog
 from sslframe.methods import Method, StepContext, StepOutput, build_method
 from sslframe.optim.build import (
     build_optimizer,
@@ -105,9 +104,7 @@ class Trainer:
         self.autocast = torch.autocast(self.device.type, dtype=dtype) if dtype else nullcontext()
         self.scaler = self._grad_scaler() if self.plan.precision == "fp16" else None
         self.step = 0
-        self.skipped_steps = 0
-        self.bad_samples = 0
-        self.seen_samples = 0
+        self.counters = StepCounters(cfg.data.max_bad_fraction, cfg.data.path)
         self.flags = FlagQueue()
         self.norm_statistics = NormStatistics(self.method)
         self.run_state = RunState(
@@ -140,7 +137,7 @@ class Trainer:
         return {
             "rng": ckpt.rng_state(),
             "method": self.method.rank_state_dict(),
-            "counters": {"bad_samples": self.bad_samples, "seen_samples": self.seen_samples},
+            "counters": self.counters.state_dict(),
         }
 
     def save(self) -> Path:
@@ -158,14 +155,8 @@ class Trainer:
         own = resumed.rank_state
         if own is not None:
             ckpt.set_rng_state(own["rng"])
-            self.bad_samples = int(own["counters"]["bad_samples"])
-            self.seen_samples = int(own["counters"]["seen_samples"])
         self.method.load_rank_state_dict(own["method"] if own is not None else None)
-        # The counters are global (every rank holds the same); a rank that had no state of its
-        # own (resumed at a larger world size) takes them from the others.
-        counts = torch.tensor([float(self.bad_samples), float(self.seen_samples)], dtype=torch.float64)
-        counts = all_reduce_max(counts.to(self.device), self.env.group)
-        self.bad_samples, self.seen_samples = (int(v) for v in counts.tolist())
+        self.counters.load_state_dict(own["counters"] if own is not None else None, self.device, self.env.group)
         self.step = resumed.step
         return resumed.path
 
@@ -195,18 +186,6 @@ class Trainer:
     def _log_bad(self, batch: Any) -> None:
         for bad in batch.bad:
             log.warning("rank %d skipped unreadable sample %s (%s)", self.env.rank, bad.key, bad.reason)
-
-    def _account_bad(self, bad: int, seen: int) -> None:
-        """Add one step's unreadable and seen samples, summed over all ranks, and stop (on every
-        rank at once) when the fraction of unreadable samples exceeds the limit."""
-        self.bad_samples += bad
-        self.seen_samples += seen
-        limit = self.cfg.data.max_bad_fraction
-        if self.seen_samples >= 100 and self.bad_samples > limit * self.seen_samples:
-            raise UserError(
-                f"{self.bad_samples} of {self.seen_samples} samples were unreadable, more than "
-                f"data.max_bad_fraction={limit}; check the dataset at '{self.cfg.data.path}'"
-            )
 
     def _crops(self, batch: Any, *stream: int) -> list[torch.Tensor]:
         views = [v.to(self.device, non_blocking=True) for v in batch.views]
@@ -265,10 +244,7 @@ class Trainer:
             self.peak_lr,
         )
         self.model.train()
-        # Summed on the device over the finite steps of a logging window, read at its end.
-        loss_sum = torch.zeros((), device=self.device)
-        finite_steps = torch.zeros((), device=self.device)
-        window_images, window_start = 0, time.monotonic()
+        window = MetricsWindow(self.device, self.env.group)
         last_loss = math.nan
         last_ckpt: Path | None = None
         batches = self._batches()
@@ -286,71 +262,45 @@ class Trainer:
             self.step += 1
             for monitor in monitors:
                 monitor.on_step(self.step, out)
-            finite = flags[0] == 0
-            loss_sum += torch.where(finite, out.loss.detach().float(), 0.0)
-            finite_steps += finite
-            window_images += batch.size * self.env.world_size
+            window.add(out.loss, flags[0], batch.size * self.env.world_size)
             log_now = self.step % cfg.trainer.log_every == 0 or self.step == self.stop_step
             checkpoint_now = self.step % cfg.trainer.checkpoint_every == 0
             # The previous step's flags (their copy finished long ago); this step's too where the
             # loop synchronises anyway, so logs and checkpoints see every step's counts.
             self.flags.put(self.step - 1, flags)
-            stop = self._take_flags(keep_newest=not (log_now or checkpoint_now)) or stop
+            stop = self.counters.apply(self.flags.take(keep_newest=not (log_now or checkpoint_now))) or stop
             if log_now:
-                # The mean over every rank's batch (one collective per logging interval).
-                totals = all_reduce_sum(torch.stack([loss_sum, finite_steps]), self.env.group).tolist()
-                last_loss = totals[0] / max(totals[1], 1.0)
-                now = time.monotonic()
-                record = {
-                    "step": self.step,
-                    "epoch": epoch,
-                    "loss": last_loss,
-                    "lr": lr,
-                    "images_per_sec": window_images / max(now - window_start, 1e-9),
-                    "batch_size": self.batch_size,
-                    "global_batch_size": self.global_batch,
-                    "bad_samples": self.bad_samples,
-                    "skipped_steps": self.skipped_steps,
-                    "time": time.time(),
-                }
-                for key, value in out.logs.items():
-                    record[key] = float(value)
+                record = {"step": self.step, "epoch": epoch, **window.record(), "lr": lr}
+                last_loss = record["loss"]
+                record.update(
+                    batch_size=self.batch_size,
+                    global_batch_size=self.global_batch,
+                    bad_samples=self.counters.bad_samples,
+                    skipped_steps=self.counters.skipped_steps,
+                    time=time.time(),
+                )
+                record.update({key: float(value) for key, value in out.logs.items()})
                 for monitor in monitors:
                     record.update(monitor.read())
                 for obs in observers:
                     obs.on_log(record)
-                loss_sum.zero_()
-                finite_steps.zero_()
-                window_images, window_start = 0, now
             if stop:
                 log.warning("signal %s received: checkpointing at step %d and exiting", signals.received, self.step)
                 break
             if checkpoint_now and self.step < self.stop_step:
                 last_ckpt = self.save()
-        stop = self._take_flags() or stop
+        stop = self.counters.apply(self.flags.take()) or stop
         final = self.save() if self.step > start_step else resumed
         for obs in observers:
             obs.on_end()
         return TrainResult(
-            self.run_dir, self.step, last_loss, final or last_ckpt, preempted=stop, skipped_steps=self.skipped_steps
+            self.run_dir,
+            self.step,
+            last_loss,
+            final or last_ckpt,
+            preempted=stop,
+            skipped_steps=self.counters.skipped_steps,
         )
-
-    def _take_flags(self, keep_newest: bool = False) -> bool:
-        """Apply the flags the host can now read: count skipped steps and unreadable samples
-        (stopping past the bad-sample limit); True if any rank received a stop signal."""
-        stop = False
-        for flags in self.flags.take(keep_newest):
-            stop = self._apply_flags(flags) or stop
-        return stop
-
-    def _apply_flags(self, flags: StepFlags) -> bool:
-        if flags.nonfinite:
-            self.skipped_steps += 1
-            log.warning(
-                "non-finite loss or gradient at step %d: update skipped (%d so far)", flags.step, self.skipped_steps
-            )
-        self._account_bad(flags.bad, flags.seen)
-        return flags.stop
 
     def train_step(
         self, crops: list[torch.Tensor], ctx: StepContext, batch: Any, signals: stop.StopRequest
@@ -374,7 +324,8 @@ class Trainer:
         flags = local_flags(out.loss, grads, signals.received is not None, len(batch.bad), seen, self.device)
         all_reduce_sum(flags, self.env.group)
         if self.cfg.trainer.on_nan == "stop" and bool(flags[0] > 0):
-            self._dump_nonfinite(ctx, crops, batch, out.loss)
+            path = self.run_dir / f"nonfinite_step_{self.step:08d}_rank_{self.env.rank:05d}.pt"
+            dump_nonfinite_step(path, ctx.step, ctx.epoch, crops, batch.labels, out.loss, self.method, ckpt.rng_state())
         self._update(ctx, flags[:1].clamp(max=1).float())
         return out, flags
 
@@ -396,26 +347,6 @@ class Trainer:
         self.norm_statistics.restore_where(skip)
         ctx.skipped = skip
         self.method.after_optimizer_step(ctx)
-
-    def _dump_nonfinite(self, ctx: StepContext, crops: list[torch.Tensor], batch: Any, loss: torch.Tensor) -> None:
-        """trainer.on_nan=stop: save the step's inputs and this rank's state, then stop."""
-        path = self.run_dir / f"nonfinite_step_{self.step:08d}_rank_{self.env.rank:05d}.pt"
-        torch.save(
-            {
-                "step": ctx.step,
-                "epoch": ctx.epoch,
-                "loss": loss.detach().cpu(),
-                "crops": [c.detach().cpu() for c in crops],
-                "labels": batch.labels,
-                "model": {k: v.detach().cpu() for k, v in self.method.state_dict().items()},
-                "rng": ckpt.rng_state(),
-            },
-            path,
-        )
-        raise UserError(
-            f"non-finite loss or gradient at step {self.step} (trainer.on_nan=stop); the step's inputs and state "
-            f"are in {path.parent}/nonfinite_step_{self.step:08d}_rank_*.pt; the last checkpoint is untouched"
-        )
 
 
 def train(cfg: DictConfig) -> TrainResult:
