@@ -21,7 +21,6 @@ setup(
         "numpy>=1.24",
         "pillow>=9.0",
         "timm>=1.0",
-        "fairscale>=0.4.13",
         "tensorboard>=2.14",
         "submitit>=1.5",
         "tqdm>=4.60",
@@ -32,5 +31,12 @@ setup(
     ],
     # bench: the peer measured by bench/ (never a runtime dependency). `make bench-deps` installs it
     # with --no-deps: its own requirements would pull pytorch_lightning and could replace torch.
-    extras_require={"dev": ["pytest>=8", "pytest-xdist>=3", "ruff>=0.6"], "bench": ["lightly>=1.5,<2"]},
+    # fairscale: not a dependency. Its FSDP (VISSL's and SEER's) is unmaintained since 2022 and
+    # allocates its buffers on CUDA even for CPU modules; distributed.strategy=fsdp (PyTorch's FSDP2)
+    # shards the same way. The extra is for scripts that still import it; sslframe never does.
+    extras_require={
+        "dev": ["pytest>=8", "pytest-xdist>=3", "ruff>=0.6"],
+        "bench": ["lightly>=1.5,<2"],
+        "fairscale": ["fairscale>=0.4.13"],
+    },
 )

@@ -41,6 +41,17 @@ def all_reduce_max(x: torch.Tensor, group: ProcessGroup | None) -> torch.Tensor:
     return x
 
 
+def sum_over_ranks(x: torch.Tensor, group: ProcessGroup | None) -> torch.Tensor:
+    """Sum of ``x`` over the ranks of ``group``, differentiable: the backward pass sums the
+    gradients of every rank, so a loss every rank computes identically from the sum gets
+    ``world_size`` times its gradient on each rank, which DDP's gradient mean divides back."""
+    if not active(group):
+        return x
+    from torch.distributed.nn.functional import all_reduce
+
+    return all_reduce(x, group=group)
+
+
 def gather_with_grad(x: torch.Tensor, group: ProcessGroup | None) -> torch.Tensor:
     """Concatenate ``x`` from every rank along dim 0; gradients flow back to each owner."""
     if not active(group):
@@ -49,3 +60,13 @@ def gather_with_grad(x: torch.Tensor, group: ProcessGroup | None) -> torch.Tenso
 
     # Autograd-aware all-gather: the backward pass sums each rank's gradient into the owner's.
     return funcol.wait_tensor(funcol.all_gather_single(x.contiguous(), 0, group))
+
+
+def all_gather_cat(x: torch.Tensor, group: ProcessGroup | None) -> torch.Tensor:
+    """``x`` of every rank concatenated along dim 0, without autograd (for indices and other
+    integer or bookkeeping tensors, which have no gradient to carry)."""
+    if not active(group):
+        return x
+    parts = [torch.empty_like(x) for _ in range(dist.get_world_size(group))]
+    dist.all_gather(parts, x.contiguous(), group=group)
+    return torch.cat(parts)

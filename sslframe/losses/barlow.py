@@ -5,19 +5,8 @@ from __future__ import annotations
 import torch
 from torch.distributed import ProcessGroup
 
-from sslframe.distributed.collectives import active, world_size
+from sslframe.distributed.collectives import sum_over_ranks, world_size
 from sslframe.losses.precision import upcast
-
-
-def sum_over_ranks(x: torch.Tensor, group: ProcessGroup | None) -> torch.Tensor:
-    """Sum of ``x`` over the ranks of ``group``, differentiable: the backward pass sums the
-    gradients of every rank, so a loss every rank computes identically from the sum gets
-    ``world_size`` times its gradient on each rank, which DDP's gradient mean divides back."""
-    if not active(group):
-        return x
-    from torch.distributed.nn.functional import all_reduce
-
-    return all_reduce(x, group=group)
 
 
 def global_standardize(z: torch.Tensor, group: ProcessGroup | None, eps: float = 1e-5) -> torch.Tensor:

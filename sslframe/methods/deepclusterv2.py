@@ -9,7 +9,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from sslframe.distributed.collectives import gather_with_grad
+from sslframe.distributed.collectives import all_gather_cat
 from sslframe.errors import UserError
 from sslframe.losses.kmeans import broadcast_from_first, init_centroids, spherical_kmeans
 from sslframe.methods.base import Method, StepContext, StepOutput, update_unless_skipped_
@@ -153,7 +153,7 @@ class DeepClusterV2(Method):
             # Too little remembered (a bank emptied by a change of world size is refilled by the
             # data pass; this guards runs driven without it): the epoch trains without targets.
             return
-        index = gather_with_grad(self.bank_index, self.group)
+        index = all_gather_cat(self.bank_index, self.group)
         assignments = torch.full_like(self.assignments, UNASSIGNED)
         for j, k in enumerate(self.num_prototypes):
             x = self.bank[j % len(self.crops_for_assign)][filled]
@@ -163,7 +163,7 @@ class DeepClusterV2(Method):
             self.prototypes(j).copy_(centroids)
             padded = torch.full_like(self.bank_index, UNASSIGNED)
             padded[filled] = local
-            gathered = gather_with_grad(padded, self.group)
+            gathered = all_gather_cat(padded, self.group)
             known = index != UNASSIGNED
             assignments[j, index[known]] = gathered[known]
         self.assignments.copy_(assignments)

@@ -62,7 +62,7 @@ def tiny_cfg(method: Any) -> Any:
             "head": OmegaConf.structured(head),
             "method": OmegaConf.structured(method),
             "model": {"sync_bn": False},
-            "trainer": {"compile": False, "precision": "fp32"},
+            "trainer": {"compile": False, "precision": "fp32", "channels_last": False},
             "distributed": {"strategy": "ddp", "activation_checkpointing": False},
         }
     )
