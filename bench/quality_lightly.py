@@ -53,6 +53,8 @@ class LightlyMethod:
     before_step: Callable[[int, int], None] = lambda step, epoch: None
     # Modules whose parameters the optimizer sees (default: all of ``model``).
     trained: list[nn.Module] = field(default_factory=list)
+    # The trained trunk in sslframe's layout, when lightly trains another module (MAE's timm ViT).
+    trunk_after: Callable[[], nn.Module] | None = None
 
 
 def _normalize(cfg: DictConfig) -> dict[str, list[float]]:
@@ -349,6 +351,92 @@ def dino(trunk: nn.Module, cfg: DictConfig) -> LightlyMethod:
     return LightlyMethod(model, transform, loss, before_step, trained=[trunk, student])
 
 
+def timm_vit(trunk: nn.Module) -> nn.Module:
+    """timm's VisionTransformer with our ViT trunk's shape and weights (sslframe.eval.interchange
+    maps the names; fixed sine-cosine positions go in ``pos_embed``, kept frozen as ours are), so
+    lightly's MAE starts from the same network as sslframe's."""
+    from functools import partial
+
+    from timm.models.vision_transformer import VisionTransformer as TimmViT
+
+    from sslframe.eval.interchange import export_trunk
+
+    vit = TimmViT(
+        img_size=trunk.grid * trunk.patch_size,
+        patch_size=trunk.patch_size,
+        embed_dim=trunk.embed_dim,
+        depth=len(trunk.blocks()),
+        num_heads=trunk.num_heads,
+        mlp_ratio=4.0,
+        qkv_bias=True,
+        class_token=trunk.cls_token is not None,
+        no_embed_class=True,
+        global_pool="avg" if trunk.pool == "mean" else "token",
+        fc_norm=False,
+        num_classes=0,
+        norm_layer=partial(nn.LayerNorm, eps=1e-6),
+    )
+    missing, unexpected = vit.load_state_dict(export_trunk(trunk, "timm"), strict=False)
+    if missing or unexpected:
+        raise ValueError(f"timm ViT does not take our trunk's weights: missing {missing}, unexpected {unexpected}")
+    vit.pos_embed.requires_grad_(trunk.pos_embed is not None)
+    return vit
+
+
+def mae(trunk: nn.Module, cfg: DictConfig) -> LightlyMethod:
+    """lightly's MAE example (``examples/pytorch/mae.py``): MaskedVisionTransformerTIMM around a
+    timm ViT, MAEDecoderTIMM, ``utils.random_token_mask``, MSE on the masked patches (their
+    pixels normalised per patch with ``utils.normalize_mean_var`` when the recipe asks for it)."""
+    from lightly.models import utils
+    from lightly.models.modules import MAEDecoderTIMM, MaskedVisionTransformerTIMM
+    from lightly.transforms import MAETransform
+
+    m, tf = cfg.method, cfg.transform
+    vit = timm_vit(trunk)
+    backbone = MaskedVisionTransformerTIMM(vit=vit, weight_initialization="skip", pos_embed_initialization="skip")
+    decoder = MAEDecoderTIMM(
+        num_patches=vit.patch_embed.num_patches,
+        patch_size=trunk.patch_size,
+        embed_dim=vit.embed_dim,
+        decoder_embed_dim=m.decoder_dim,
+        decoder_depth=m.decoder_depth,
+        decoder_num_heads=m.decoder_heads,
+        mlp_ratio=4.0,
+        proj_drop_rate=0.0,
+        attn_drop_rate=0.0,
+    )
+    model = nn.ModuleDict({"backbone": backbone, "decoder": decoder})
+    transform = MAETransform(input_size=tf.global_size, min_scale=tf.global_scale[0], normalize=_normalize(cfg))
+    sequence = backbone.sequence_length
+
+    def loss(views: list[torch.Tensor], step: int, epoch: int, total: int) -> torch.Tensor:
+        images = views[0]
+        batch = images.shape[0]
+        idx_keep, idx_mask = utils.random_token_mask(
+            size=(batch, sequence), mask_ratio=m.mask_ratio, device=images.device
+        )
+        encoded = backbone.encode(images=images, idx_keep=idx_keep)
+        decoded = decoder.embed(encoded)
+        masked = utils.repeat_token(decoder.mask_token, (batch, sequence))
+        masked = utils.set_at_index(masked, idx_keep, decoded.type_as(masked))
+        pred = decoder.predict(utils.get_at_index(decoder.decode(masked), idx_mask))
+        target = utils.get_at_index(utils.patchify(images, trunk.patch_size), idx_mask - 1)
+        if m.norm_pix_loss:
+            target = utils.normalize_mean_var(target, dim=-1)
+        return nn.functional.mse_loss(pred, target)
+
+    def trained_trunk() -> nn.Module:
+        from sslframe.eval.interchange import import_state
+
+        state, report = import_state(trunk, vit.state_dict(), "timm")
+        if report.missing or report.unexpected:
+            raise ValueError(f"the trained timm ViT does not map back: {report.summary()}")
+        trunk.load_state_dict(state)
+        return trunk
+
+    return LightlyMethod(model, transform, loss, trunk_after=trained_trunk)
+
+
 LIGHTLY: dict[str, Callable[[nn.Module, DictConfig], LightlyMethod]] = {
     "simclr": simclr,
     "mocov2": mocov2,
@@ -358,6 +446,7 @@ LIGHTLY: dict[str, Callable[[nn.Module, DictConfig], LightlyMethod]] = {
     "simsiam": simsiam,
     "barlowtwins": barlowtwins,
     "vicreg": vicreg,
+    "mae": mae,
 }
 
 
@@ -454,4 +543,6 @@ def train_lightly(method: str, cfg: DictConfig) -> tuple[nn.Module, int, float]:
                 log.info("lightly %s step %d/%d loss %.4f, %.0f images/s so far", method, step, stop, recent[-1], rate)
             if step >= stop:
                 break
+    if spec.trunk_after is not None:
+        trunk = spec.trunk_after()
     return trunk, step, sum(recent) / max(len(recent), 1)

@@ -84,3 +84,22 @@ def test_both_sides_start_from_the_same_trunk() -> None:
 def test_unknown_method_is_refused() -> None:
     with pytest.raises(SystemExit, match="unknown method nope; valid choices: simclr"):
         quality.main(["--methods", "nope"])
+
+
+def test_lightly_mae_starts_from_the_same_vit_and_maps_back() -> None:
+    """lightly's MAE trains a timm ViT: built from our trunk it computes the same features, and
+    its weights map back onto our trunk unchanged."""
+    from bench.quality_lightly import timm_vit
+    from sslframe.config import compose_config
+    from sslframe.eval.interchange import import_state
+
+    cfg = compose_config("train", ["config=fmnist_mae", "trunk.depth=2"])
+    trunk = quality.random_init_trunk(cfg).eval()
+    vit = timm_vit(trunk).eval()
+    x = torch.randn(3, 3, 28, 28)
+    with torch.no_grad():
+        torch.testing.assert_close(vit(x), trunk(x), rtol=1e-5, atol=1e-5)
+    state, report = import_state(trunk, vit.state_dict(), "timm")
+    assert not report.missing and not report.unexpected
+    for key, value in trunk.state_dict().items():
+        assert torch.equal(state[key], value), key
