@@ -5,6 +5,9 @@ from __future__ import annotations
 import json
 import os
 import platform
+import subprocess
+import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -18,8 +21,19 @@ def quick_mode() -> bool:
     return os.environ.get("BENCH_QUICK", "0") not in ("", "0")
 
 
+def cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "?"
+
+
 def machine() -> dict[str, Any]:
     info = {
+        "cpu_model": cpu_model(),
         "python": platform.python_version(),
         "torch": torch.__version__,
         "cpu": platform.processor() or "?",
@@ -42,12 +56,29 @@ def markdown_table(rows: list[dict[str, Any]], columns: list[str] | None = None)
     return "\n".join(lines)
 
 
+def provenance() -> dict[str, str]:
+    """The command, commit and date of a result (README figures name where they come from)."""
+    root = Path(__file__).resolve().parents[1]
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=root, capture_output=True, text=True)
+    dirty = subprocess.run(
+        ["git", "status", "--porcelain", "--untracked-files=no"], cwd=root, capture_output=True, text=True
+    )
+    script = Path(sys.argv[0]).resolve()
+    where = script.relative_to(root) if script.is_relative_to(root) else script.name
+    return {
+        "command": " ".join(["python", str(where), *sys.argv[1:]]),
+        "commit": commit.stdout.strip() + ("+dirty" if dirty.stdout.strip() else ""),
+        "date": time.strftime("%Y-%m-%d %H:%M"),
+    }
+
+
 def write_results(
     name: str, rows: list[dict[str, Any]], notes: str, columns: list[str] | None = None, extra: Any = None
 ) -> Path:
-    """``bench/results/<name>.json`` (every field) and ``<name>.md`` (``columns`` of each row)."""
+    """``bench/results/<name>.json`` (every field, the machine, command, commit and date) and
+    ``<name>.md`` (``columns`` of each row)."""
     RESULTS.mkdir(parents=True, exist_ok=True)
-    payload = {"machine": machine(), "rows": rows, "notes": notes}
+    payload = {"machine": machine(), **provenance(), "rows": rows, "notes": notes, "columns": columns or list(rows[0])}
     if extra is not None:
         payload["extra"] = extra
     (RESULTS / f"{name}.json").write_text(json.dumps(payload, indent=1))

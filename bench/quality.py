@@ -456,7 +456,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     commit = git_commit()
     peers = lightly_methods() if "lightly" in sides else set()
     results = load_results(out)
-    results["machine"] = {**machine(), "cpu_model": cpu_model()}
+    results["machine"] = machine()
     have = {row_key(r) for r in results["rows"]}
     for row in baseline_rows(methods, seeds, setting, have if not args.force else set()):
         results["rows"] = [r for r in results["rows"] if row_key(r) != row_key(row)] + [row]
@@ -490,16 +490,6 @@ def main(argv: Sequence[str] | None = None) -> int:
                 save_results(results, out)
     print(out.with_suffix(".md").read_text())
     return 0
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return "?"
 
 
 if __name__ == "__main__":

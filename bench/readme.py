@@ -96,9 +96,32 @@ def quality(data: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def table(data: dict[str, Any]) -> str:
+    """A benchmark section's rows (the columns its script chose), its notes, and where they come
+    from: machine, command, commit and date."""
+    from bench.common import markdown_table
+
+    machine = data.get("machine", {})
+    lines = [
+        markdown_table(data["rows"], data.get("columns")),
+        "",
+        data.get("notes", "").strip(),
+        "",
+        f"Measured on {machine.get('cpu_model', '?')} ({machine.get('cpu_count', '?')} cores, torch "
+        f"{machine.get('torch', '?')}) with `{data.get('command', '?')}` at commit {data.get('commit', '?')}, "
+        f"{data.get('date', '?')}.",
+    ]
+    return "\n".join(lines).strip() + "\n"
+
+
 # NAME -> (result file under bench/results, renderer)
 BLOCKS: dict[str, tuple[str, Callable[[dict[str, Any]], str]]] = {
     "quality": ("quality.json", quality),
+    "throughput": ("throughput_cpu.json", table),
+    "data_pipeline": ("data_pipeline.json", table),
+    "pipeline": ("pipeline.json", table),
+    "scaling": ("scaling.json", table),
+    "strategies": ("strategies.json", table),
 }
 
 
