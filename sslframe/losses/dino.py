@@ -8,6 +8,7 @@ from torch.distributed import ProcessGroup
 
 from sslframe.distributed.collectives import all_reduce_sum, world_size
 from sslframe.losses.precision import upcast
+from sslframe.losses.swav import cross_entropy_over_crop_pairs
 
 
 def dino_loss(
@@ -27,17 +28,9 @@ def dino_loss(
     the ranks' losses is the loss over the global batch.
     """
     batch = teacher.shape[0] // teacher_crops
-    student_crops = student.shape[0] // batch
     targets = F.softmax((upcast(teacher).detach() - center) / teacher_temperature, dim=1)
     log_p = F.log_softmax(upcast(student) / student_temperature, dim=1)
-    total, terms = log_p.new_zeros(()), 0
-    for t in range(teacher_crops):
-        q = targets[t * batch : (t + 1) * batch]
-        for s in range(student_crops):
-            if s != t:
-                total = total - (q * log_p[s * batch : (s + 1) * batch]).sum(dim=1).mean()
-                terms += 1
-    return total / terms
+    return cross_entropy_over_crop_pairs(dict(enumerate(targets.split(batch))), log_p, batch)
 
 
 @torch.no_grad()
