@@ -9,20 +9,14 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from torch import nn
 
 from sslframe.errors import UserError
 from sslframe.losses.masked import latent_prediction_loss
 from sslframe.methods.base import Method, StepContext, StepOutput
 from sslframe.models.ema import ema_update_, frozen_copy
+from sslframe.models.token_predictor import TokenPredictor
 from sslframe.models.trunks import Trunk
-from sslframe.models.trunks.vit import (
-    Block,
-    VisionTransformer,
-    cached_sincos,
-    gather_tokens,
-    init_transformer_weights,
-)
+from sslframe.models.trunks.vit import VisionTransformer, gather_tokens
 
 # Layouts tried per image before accepting a context smaller than ``min_context``.
 _MAX_TRIES = 20
@@ -126,22 +120,13 @@ def to_device(t: torch.Tensor, device: torch.device) -> torch.Tensor:
     return t.to(device, non_blocking=True)
 
 
-class IJEPAPredictor(nn.Module):
+class IJEPAPredictor(TokenPredictor):
     """Narrow ViT predictor (sec. 3): context features plus a mask token at each target position,
     all with fixed sine-cosine positions; its outputs at the mask tokens, mapped back to the
     encoder width, predict the target features. All target blocks run in one batch."""
 
     def __init__(self, encoder_dim: int, dim: int, depth: int, num_heads: int) -> None:
-        super().__init__()
-        self.dim = dim
-        self.embed = nn.Linear(encoder_dim, dim)
-        self.mask_token = nn.Parameter(torch.zeros(1, 1, dim))
-        self.blocks = nn.ModuleList(Block(dim, num_heads) for _ in range(depth))
-        self.norm = nn.LayerNorm(dim, eps=1e-6)
-        self.proj = nn.Linear(dim, encoder_dim)
-        init_transformer_weights(self)
-        nn.init.trunc_normal_(self.mask_token, std=0.02)
-        self._sincos: dict[tuple, torch.Tensor] = {}
+        super().__init__(encoder_dim, dim, depth, num_heads, encoder_dim, out_name="proj", truncated=True)
 
     def forward(
         self, context: torch.Tensor, context_idx: torch.Tensor, target_idx: torch.Tensor, grid: tuple[int, int]
@@ -150,13 +135,10 @@ class IJEPAPredictor(nn.Module):
         -> predictions ``(M, B, Kt, D)``."""
         m, b, kt = target_idx.shape
         x = self.embed(context)
-        pos = cached_sincos(self._sincos, self.dim, grid, x.device, x.dtype)[0]
+        pos = self.positions(grid, x)
         x = (x + pos[context_idx]).repeat(m, 1, 1)
         queries = self.mask_token.to(x.dtype) + pos[target_idx.reshape(m * b, kt)]
-        x = torch.cat([x, queries], dim=1)
-        for block in self.blocks:
-            x = block(x)
-        out = self.proj(self.norm(x[:, -kt:]))
+        out = self.predict(torch.cat([x, queries], dim=1))[:, -kt:]
         return out.reshape(m, b, kt, -1)
 
 

@@ -6,13 +6,13 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from torch import nn
 
 from sslframe.errors import UserError
 from sslframe.losses.masked import masked_patch_loss
 from sslframe.methods.base import Method, StepContext, StepOutput
+from sslframe.models.token_predictor import TokenPredictor
 from sslframe.models.trunks import Trunk
-from sslframe.models.trunks.vit import Block, VisionTransformer, cached_sincos, init_transformer_weights
+from sslframe.models.trunks.vit import VisionTransformer
 
 
 def random_masking(
@@ -33,22 +33,13 @@ def random_masking(
     return keep, mask
 
 
-class MAEDecoder(nn.Module):
+class MAEDecoder(TokenPredictor):
     """The light decoder: visible-token features and a shared mask token at every hidden position,
     with fixed sine-cosine positions, through a few transformer blocks, then a linear map to each
     patch's pixels (MAE sec. 3, "MAE decoder")."""
 
     def __init__(self, encoder_dim: int, patch_pixels: int, dim: int, depth: int, num_heads: int) -> None:
-        super().__init__()
-        self.dim = dim
-        self.embed = nn.Linear(encoder_dim, dim)
-        self.mask_token = nn.Parameter(torch.zeros(1, 1, dim))
-        self.blocks = nn.ModuleList(Block(dim, num_heads) for _ in range(depth))
-        self.norm = nn.LayerNorm(dim, eps=1e-6)
-        self.pred = nn.Linear(dim, patch_pixels)
-        init_transformer_weights(self)
-        nn.init.normal_(self.mask_token, std=0.02)
-        self._sincos: dict[tuple, torch.Tensor] = {}
+        super().__init__(encoder_dim, dim, depth, num_heads, patch_pixels, out_name="pred", truncated=False)
 
     def forward(self, latent: torch.Tensor, keep: torch.Tensor, grid: tuple[int, int], prefix: int) -> torch.Tensor:
         """``latent`` ``(B, prefix + K, D_enc)`` -> pixel predictions ``(B, N, patch_pixels)``."""
@@ -56,11 +47,8 @@ class MAEDecoder(nn.Module):
         b, n = x.shape[0], grid[0] * grid[1]
         full = self.mask_token.to(x.dtype).expand(b, n, -1).clone()
         full.scatter_(1, keep.unsqueeze(-1).expand(-1, -1, self.dim), x[:, prefix:])
-        full = full + cached_sincos(self._sincos, self.dim, grid, x.device, x.dtype)
-        x = torch.cat([x[:, :prefix], full], dim=1)
-        for block in self.blocks:
-            x = block(x)
-        return self.pred(self.norm(x))[:, prefix:]
+        full = full + self.positions(grid, x)
+        return self.predict(torch.cat([x[:, :prefix], full], dim=1))[:, prefix:]
 
 
 class MAE(Method):
