@@ -79,6 +79,12 @@ def _view_args(cfg: DictConfig) -> dict[str, Any]:
     }
 
 
+def _two_views(transform: Callable[..., Any], cfg: DictConfig) -> Any:
+    """A lightly two-view transform (SimCLR's, MoCo v2's, SimSiam's) with the recipe's views."""
+    tf = cfg.transform
+    return transform(input_size=tf.global_size, min_scale=tf.global_scale[0], gaussian_blur=0.0, **_view_args(cfg))
+
+
 def _check_recipe(cfg: DictConfig) -> None:
     tf = cfg.transform
     if any(p > 0 for p in tf.blur_p) or tf.local_blur_p > 0 or any(p > 0 for p in tf.solarize_p):
@@ -100,10 +106,7 @@ def simclr(trunk: nn.Module, cfg: DictConfig) -> LightlyMethod:
     projection = SimCLRProjectionHead(trunk.out_dim, head.hidden_dims[0], head.output_dim, len(head.hidden_dims) + 1)
     model = nn.ModuleDict({"backbone": trunk, "projection_head": projection})
     criterion = NTXentLoss(temperature=cfg.method.temperature)
-    tf = cfg.transform
-    transform = SimCLRTransform(
-        input_size=tf.global_size, min_scale=tf.global_scale[0], gaussian_blur=0.0, **_view_args(cfg)
-    )
+    transform = _two_views(SimCLRTransform, cfg)
 
     def loss(views: list[torch.Tensor], step: int, epoch: int, total: int) -> torch.Tensor:
         z0 = projection(_features(trunk, views[0]))
@@ -134,10 +137,7 @@ def mocov2(trunk: nn.Module, cfg: DictConfig) -> LightlyMethod:
     criterion = NTXentLoss(
         temperature=cfg.method.temperature, memory_bank_size=(cfg.method.queue_length, head.output_dim)
     )
-    tf = cfg.transform
-    transform = MoCoV2Transform(
-        input_size=tf.global_size, min_scale=tf.global_scale[0], gaussian_blur=0.0, **_view_args(cfg)
-    )
+    transform = _two_views(MoCoV2Transform, cfg)
 
     def loss(views: list[torch.Tensor], step: int, epoch: int, total: int) -> torch.Tensor:
         update_momentum(trunk, trunk_m, m=cfg.method.momentum)
@@ -194,10 +194,7 @@ def simsiam(trunk: nn.Module, cfg: DictConfig) -> LightlyMethod:
     prediction = SimSiamPredictionHead(head.output_dim, cfg.method.predictor_hidden_dims[0], head.output_dim)
     model = nn.ModuleDict({"backbone": trunk, "projection_head": projection, "prediction_head": prediction})
     criterion = NegativeCosineSimilarity()
-    tf = cfg.transform
-    transform = SimSiamTransform(
-        input_size=tf.global_size, min_scale=tf.global_scale[0], gaussian_blur=0.0, **_view_args(cfg)
-    )
+    transform = _two_views(SimSiamTransform, cfg)
 
     def loss(views: list[torch.Tensor], step: int, epoch: int, total: int) -> torch.Tensor:
         z0 = projection(_features(trunk, views[0]))
