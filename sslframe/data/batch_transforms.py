@@ -24,7 +24,8 @@ import torch.nn.functional as F
 from torchvision.ops import roi_align
 from torchvision.transforms.v2 import functional as TF
 
-from sslframe.data.colour import LUMA, hue_rotation
+from sslframe.data import colour
+from sslframe.data.colour import LUMA, hue_angle, hue_rotation
 
 
 def _uniform(n: int, low: float, high: float, g: torch.Generator) -> torch.Tensor:
@@ -107,7 +108,7 @@ def color_jitter(
         if hue_space == "hsv":
             out = torch.stack([TF.adjust_hue(image, float(f)) for image, f in zip(out, shift)])
         else:
-            out = _rotate_hue(out, (shift * 2 * math.pi).to(device)).clamp(0, 1)
+            out = _rotate_hue(out, hue_angle(shift).to(device)).clamp(0, 1)
     return _select(apply, out, x)
 
 
@@ -139,8 +140,9 @@ def gaussian_blur(x: torch.Tensor, kernel: int, p: float, g: torch.Generator) ->
 
 
 def solarize(x: torch.Tensor, p: float, g: torch.Generator) -> torch.Tensor:
+    """Solarisation (the per-image pipeline's threshold, 128/255) of each image with probability ``p``."""
     apply = _bernoulli(x.shape[0], p, g)
-    return _select(apply, torch.where(x >= 0.5, 1.0 - x, x), x)
+    return _select(apply, colour.solarize(x), x)
 
 
 class BatchMultiCrop:

@@ -15,6 +15,7 @@ change is as large as torchvision's (within a few percent), at a cosine of about
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import torch
 from torchvision.transforms.v2 import functional as TF
@@ -73,6 +74,13 @@ def adjust_saturation(image: torch.Tensor, factor: float) -> torch.Tensor:
     return _mix(_matrix([factor * (i == j) + rest * LUMA[j] for i in range(3) for j in range(3)]), image)
 
 
+def hue_angle(factor: Any) -> Any:
+    """The (I, Q) rotation, in radians, of a hue factor (a fraction of a turn, float or tensor):
+    negative, so that a positive factor turns red towards yellow as torchvision's HSV shift does.
+    The per-image and the per-batch pipelines both take it from here."""
+    return -2 * math.pi * factor
+
+
 def adjust_hue(image: torch.Tensor, factor: float, space: str = "yiq") -> torch.Tensor:
     """Turn hues by ``factor`` of a full turn (torchvision's hue factor, in [-0.5, 0.5]): in YIQ,
     or with ``space="hsv"`` exactly as torchvision does (an HSV round trip). In YIQ a positive
@@ -81,7 +89,7 @@ def adjust_hue(image: torch.Tensor, factor: float, space: str = "yiq") -> torch.
         return image.clone()
     if space == "hsv":
         return TF.adjust_hue(image, factor)
-    angle = -2 * math.pi * factor
+    angle = hue_angle(factor)
     cos, sin = math.cos(angle), math.sin(angle)
     a, b, c = _HUE_LISTS
     return _mix(_matrix([x + cos * y + sin * z for x, y, z in zip(a, b, c, strict=True)]), image)

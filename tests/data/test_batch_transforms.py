@@ -67,7 +67,7 @@ def test_each_op_does_what_it_says() -> None:
     blurred = bt.gaussian_blur(x, 5, 1.0, gen())
     assert blurred.std() < x.std()  # blurring i.i.d. noise lowers its spread
     solarized = bt.solarize(x, 1.0, gen())
-    torch.testing.assert_close(solarized, torch.where(x >= 0.5, 1 - x, x))
+    torch.testing.assert_close(solarized, torch.where(x >= 128 / 255, 1 - x, x))  # torchvision: 128 on uint8
     aug = bt.BatchMultiCrop(config(grayscale_p=1.0, jitter_p=0.0, blur_p=[0.0]))
     view = aug((x * 255).to(torch.uint8), torch.tensor([[16, 16]] * 64), gen())[0]
     torch.testing.assert_close(view[:, 0], view[:, 1])
@@ -77,3 +77,22 @@ def test_hue_rotation_keeps_gray_pixels_gray() -> None:
     gray = torch.full((4, 3, 2, 2), 0.4)
     rotated = bt._rotate_hue(gray, torch.tensor([0.3, 1.0, -2.0, 3.1]))
     torch.testing.assert_close(rotated, gray)
+
+
+def test_batched_and_per_image_colour_ops_agree_on_the_same_parameters() -> None:
+    """The per-batch executor and the per-image one (``sslframe.data.colour``, used by the loader
+    workers) give the same view from the same draws: a hue factor turns the same way, and the
+    solarisation threshold is the same (they once differed in both)."""
+    from sslframe.data import colour
+
+    g = torch.Generator().manual_seed(0)
+    images = torch.rand(4, 3, 8, 8, generator=g)
+    images[:, :, 0, 0] = 128 / 255  # exactly at torchvision's threshold: inverted
+    factors = torch.tensor([-0.3, -0.05, 0.1, 0.45])
+    batched = bt._rotate_hue(images, colour.hue_angle(factors)).clamp(0, 1)
+    for image, factor, out in zip(images, factors.tolist(), batched, strict=True):
+        torch.testing.assert_close(out, colour.adjust_hue(image, factor), rtol=0, atol=1e-6)
+    solarized = bt.solarize(images, 1.0, torch.Generator())
+    for image, out in zip(images, solarized, strict=True):
+        assert torch.equal(out, colour.solarize(image))
+    assert torch.allclose(solarized[:, :, 0, 0], torch.tensor(1 - 128 / 255))
