@@ -114,9 +114,32 @@ def table(data: dict[str, Any]) -> str:
     return "\n".join(lines).strip() + "\n"
 
 
+def demo(data: dict[str, Any]) -> str:
+    """What ``make demo`` printed: kNN of the pretrained trunk, the same network at random init and
+    the raw pixels, with the time it took and where it ran."""
+    knn = data["knn"]
+    machine = data.get("machine", {})
+    lines = [
+        "| kNN top-1 (weighted, T = 0.07) | pretrained | same network at random init | raw pixels |",
+        "|---|---|---|---|",
+    ]
+    for k in knn["pretrained"]:
+        cells = [f"{knn[name][k]:.4f}" for name in ("pretrained", "random_init", "raw_pixels")]
+        lines.append(f"| k = {k} | " + " | ".join(cells) + " |")
+    lines += [
+        "",
+        f"`make demo` (`config={data.get('config', '?')}`) on {machine.get('cpu_model', '?')} "
+        f"({machine.get('cpu_count', '?')} cores, torch {machine.get('torch', '?')}): pretraining took "
+        f"{data['train_seconds'] / 60:.1f} min, {data['seconds_before_pictures'] / 60:.1f} min to the three "
+        f"evaluations, at commit {data.get('commit', '?')}, {data.get('date', '?')}.",
+    ]
+    return "\n".join(lines) + "\n"
+
+
 # NAME -> (result file under bench/results, renderer)
 BLOCKS: dict[str, tuple[str, Callable[[dict[str, Any]], str]]] = {
     "quality": ("quality.json", quality),
+    "demo": ("demo.json", demo),
     "throughput": ("throughput_cpu.json", table),
     "data_pipeline": ("data_pipeline.json", table),
     "pipeline": ("pipeline.json", table),
