@@ -1,11 +1,14 @@
 """sslframe: self-supervised pretraining of vision models, from a laptop CPU to SLURM clusters.
 
-Importing the package imports the components whose names config validation checks (trunk
-architectures, data sources, optimizers, schedules: see ``sslframe.registry.choices``).
+Importing the package imports the components that declare what config validation checks: their
+config schemas (trunks, heads, methods: ``sslframe.registry.registered_schemas``) and valid names
+(trunk architectures, data sources, optimizers, schedules: ``sslframe.registry.choices``).
 """
 
 __version__ = "0.1.0"
 
-from sslframe.data import sources  # noqa: F401  (each registers its choices)
-from sslframe.models import trunks  # noqa: F401
+# Each of these registers its schemas or choices when imported.
+from sslframe import methods  # noqa: F401
+from sslframe.data import sources  # noqa: F401
+from sslframe.models import heads, trunks  # noqa: F401
 from sslframe.optim import build, schedules  # noqa: F401

@@ -22,40 +22,28 @@ from hydra.errors import HydraException, MissingConfigException
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from sslframe.config.schema import (
-    GROUP_SCHEMAS,
-    PRIMARY_SCHEMAS,
-    ModelConfig,
-    MonitorConfig,
-    PlanConfig,
-    RunConfig,
-)
+from sslframe.config.schema import PRIMARY_SCHEMAS, SECTION_SCHEMAS
 from sslframe.errors import UserError
-from sslframe.registry import choices
+from sslframe.registry import choices, registered_schemas
 
 CONFIG_DIR = Path(os.environ.get("SSLFRAME_CONFIG_DIR", Path(__file__).resolve().parents[2] / "configs"))
 
 
-# Sections validated like groups: the option groups plus the fixed sections of the primary schemas.
-SECTION_SCHEMAS: dict[str, dict[str, type]] = {
-    **GROUP_SCHEMAS,
-    "run": {"run": RunConfig},
-    "model": {"model": ModelConfig},
-    "plan": {"plan": PlanConfig},
-    "monitor": {"monitor": MonitorConfig},
-}
+def section_schemas() -> dict[str, dict[str, type]]:
+    """What ``validate`` checks: every config group's option schemas (the configuration's own and
+    the components' registered ones) and the fixed sections of the primary configs."""
+    return {**registered_schemas(), **{name: {name: schema} for name, schema in SECTION_SCHEMAS.items()}}
 
 
 def _register_schemas() -> None:
+    """Hydra's config store: ``schema/<group>/<option>`` for every registered schema (components
+    register theirs when imported, so this runs at each composition, idempotently)."""
     store = ConfigStore.instance()
-    for group, options in GROUP_SCHEMAS.items():
+    for group, options in registered_schemas().items():
         for name, schema in options.items():
             store.store(group=f"schema/{group}", name=name, node=schema)
     for name, schema in PRIMARY_SCHEMAS.items():
         store.store(name=name, node=schema)
-
-
-_register_schemas()
 
 
 def group_options(group: str) -> list[str]:
@@ -100,14 +88,15 @@ def _explain_omegaconf(exc: OmegaConfBaseException) -> str:
     if "not in" in message or "not in struct" in message or ("Key '" in message and "not" in message):
         valid = ", ".join(_field_names(schema)) if dataclasses.is_dataclass(schema) else ""
         group = key.split(".")[0]
-        if not valid and group in GROUP_SCHEMAS:
-            valid = ", ".join(sorted({n for s in GROUP_SCHEMAS[group].values() for n in _field_names(s)}))
+        groups = registered_schemas()
+        if not valid and group in groups:
+            valid = ", ".join(sorted({n for s in groups[group].values() for n in _field_names(s)}))
         return f"unknown key '{key}'" + (f"; valid keys: {valid}" if valid else "")
     return f"bad value for '{key}': {message}"
 
 
 def _schema_for(group: str, node: Any) -> type | None:
-    options = SECTION_SCHEMAS.get(group)
+    options = section_schemas().get(group)
     if not options or not isinstance(node, DictConfig):
         return None
     if len(options) == 1:
@@ -128,7 +117,7 @@ def _choice_values(spec: Any) -> Sequence[str]:
 
 def validate(cfg: DictConfig) -> None:
     """Check the composed config against the schemas; raise UserError on the first problem."""
-    for group in SECTION_SCHEMAS:
+    for group in section_schemas():
         if group not in cfg:
             continue
         node = cfg[group]
@@ -156,6 +145,7 @@ def validate(cfg: DictConfig) -> None:
 def compose_config(primary: str, overrides: Sequence[str]) -> DictConfig:
     """Compose ``configs/<primary>.yaml`` with command-line overrides and validate it."""
     GlobalHydra.instance().clear()
+    _register_schemas()
     try:
         with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base=None):
             cfg = compose(config_name=primary, overrides=list(overrides))

@@ -1,38 +1,28 @@
-"""Method registry: ``method.name`` picks the class."""
+"""The method zoo: importing this package registers every method (``METHODS``, with its config
+schema) so that ``method.name`` picks the class. Adding a method is one module here (its class
+and schema, registered with ``@METHODS.register(name, schema=...)``), its import below, and its
+YAML files under ``configs/method/``."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from sslframe.methods.barlowtwins import BarlowTwins
-from sslframe.methods.base import Method, StepContext, StepOutput
-from sslframe.methods.byol import BYOL
-from sslframe.methods.deepclusterv2 import DeepClusterV2
-from sslframe.methods.dino import DINO
-from sslframe.methods.ijepa import IJEPA
-from sslframe.methods.mae import MAE
-from sslframe.methods.mocov2 import MoCoV2
-from sslframe.methods.mocov3 import MoCoV3
-from sslframe.methods.simclr import SimCLR
-from sslframe.methods.simsiam import SimSiam
-from sslframe.methods.swav import SwAV
-from sslframe.methods.vicreg import VICReg
+from sslframe.methods import (  # noqa: F401  (each registers its method)
+    barlowtwins,
+    byol,
+    deepclusterv2,
+    dino,
+    ijepa,
+    mae,
+    mocov2,
+    mocov3,
+    simclr,
+    simsiam,
+    swav,
+    vicreg,
+)
+from sslframe.methods.base import METHODS, Method, StepContext, StepOutput
 from sslframe.models.trunks import build_trunk
-from sslframe.registry import Registry
-
-METHODS: Registry[type[Method]] = Registry("method")
-METHODS.register("swav")(SwAV)
-METHODS.register("simclr")(SimCLR)
-METHODS.register("barlowtwins")(BarlowTwins)
-METHODS.register("vicreg")(VICReg)
-METHODS.register("deepclusterv2")(DeepClusterV2)
-METHODS.register("mocov3")(MoCoV3)
-METHODS.register("mae")(MAE)
-METHODS.register("ijepa")(IJEPA)
-METHODS.register("mocov2")(MoCoV2)
-METHODS.register("byol")(BYOL)
-METHODS.register("simsiam")(SimSiam)
-METHODS.register("dino")(DINO)
 
 
 def build_method(cfg: Any) -> Method:

@@ -2,18 +2,29 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 
 from sslframe.losses.barlow import barlow_twins_loss
-from sslframe.methods.base import Method, StepContext, StepOutput
+from sslframe.methods.base import METHODS, Method, StepContext, StepOutput
 from sslframe.models.heads import MLPHead
 from sslframe.models.multicrop import per_view_forward
 from sslframe.models.trunks import Trunk
 
 
+@dataclass
+class BarlowTwinsConfig:
+    """Barlow Twins (Zbontar et al. 2021): cross-correlation of two views pushed to the identity."""
+
+    name: str = "barlowtwins"
+    # Weight of the off-diagonal (redundancy reduction) term, lambda in eq. 1.
+    lambda_offdiag: float = 0.0051
+
+
+@METHODS.register("barlowtwins", schema=BarlowTwinsConfig)
 class BarlowTwins(Method):
     """Trunk + projector; the cross-correlation of the two views' projections over the global
     batch is pushed towards the identity (sec. 2). Collapse is avoided because the off-diagonal

@@ -9,6 +9,10 @@ from torch import nn
 from torch.distributed import ProcessGroup
 
 from sslframe.models.trunks import Trunk
+from sslframe.registry import Registry
+
+# ``method.name`` -> the method class; each method file registers its class with its config schema.
+METHODS: Registry[type[Method]] = Registry("method", group="method")
 
 
 @dataclass

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -9,12 +10,22 @@ import torch.nn.functional as F
 
 from sslframe.errors import UserError
 from sslframe.losses.cosine import byol_regression_loss
-from sslframe.methods.base import Method, StepContext, StepOutput
+from sslframe.methods.base import METHODS, Method, StepContext, StepOutput
 from sslframe.models.ema import cosine_momentum, ema_update_, frozen_copy
 from sslframe.models.heads import MLPHead, predictor
 from sslframe.models.trunks import Trunk
 
 
+@dataclass
+class BYOLConfig:
+    """BYOL (Grill et al. 2020): predict an EMA target's projection; momentum 0.996 -> 1 (cosine)."""
+
+    name: str = "byol"
+    base_momentum: float = 0.996
+    predictor_hidden_dims: list[int] = field(default_factory=lambda: [4096])
+
+
+@METHODS.register("byol", schema=BYOLConfig)
 class BYOL(Method):
     """Online network (trunk, projector ``head``, ``predictor``) regressing an EMA target
     (trunk + projector) of the other view; the loss is symmetrised over the two views (eq. 2).

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import math
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -12,7 +13,7 @@ import torch.nn.functional as F
 from sslframe.distributed.collectives import all_gather_cat
 from sslframe.errors import UserError
 from sslframe.losses.kmeans import broadcast_from_first, init_centroids, spherical_kmeans
-from sslframe.methods.base import Method, StepContext, StepOutput, update_unless_skipped_
+from sslframe.methods.base import METHODS, Method, StepContext, StepOutput, update_unless_skipped_
 from sslframe.models.heads import MLPHead
 from sslframe.models.multicrop import multicrop_forward
 from sslframe.models.trunks import Trunk
@@ -23,6 +24,20 @@ log = logging.getLogger(__name__)
 UNASSIGNED = -1
 
 
+@dataclass
+class DeepClusterV2Config:
+    """DeepCluster-v2 (Caron et al. 2020, SwAV paper appendix): predict k-means clusters of last epoch's features."""
+
+    name: str = "deepclusterv2"
+    temperature: float = 0.1
+    # One k-means (and one prototype set) per entry.
+    num_prototypes: list[int] = field(default_factory=lambda: [3000, 3000, 3000])
+    # Crops whose projections fill the memory bank; prototype set j clusters crop j modulo their count.
+    crops_for_assign: list[int] = field(default_factory=lambda: [0, 1])
+    kmeans_iterations: int = 10
+
+
+@METHODS.register("deepclusterv2", schema=DeepClusterV2Config)
 class DeepClusterV2(Method):
     """Trunk + projection head; every crop predicts the k-means cluster of its image.
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -9,7 +10,7 @@ import torch.nn.functional as F
 
 from sslframe.errors import UserError
 from sslframe.losses.dino import dino_loss, teacher_temperature, updated_center
-from sslframe.methods.base import Method, StepContext, StepOutput, update_unless_skipped_
+from sslframe.methods.base import METHODS, Method, StepContext, StepOutput, update_unless_skipped_
 from sslframe.models.ema import cosine_momentum, ema_update_, frozen_copy
 from sslframe.models.heads import DINOHead
 from sslframe.models.multicrop import multicrop_forward
@@ -19,6 +20,28 @@ from sslframe.models.trunks import Trunk
 TEACHER_CROPS = 2
 
 
+@dataclass
+class DINOConfig:
+    """DINO (Caron et al. 2021): self-distillation to an EMA teacher with centering and sharpening.
+
+    The ``head`` group gives the MLP part of the DINO head (its ``output_dim`` is the bottleneck).
+    """
+
+    name: str = "dino"
+    out_dim: int = 65536
+    # Fix the last layer's weight-norm scale to 1 (False: learn it; the ViT-S recipe).
+    norm_last_layer: bool = True
+    base_momentum: float = 0.996
+    student_temperature: float = 0.1
+    teacher_temperature: float = 0.07
+    warmup_teacher_temperature: float = 0.04
+    warmup_teacher_temperature_epochs: int = 30
+    center_momentum: float = 0.9
+    # The last layer receives no update during these first epochs.
+    freeze_last_layer_epochs: int = 1
+
+
+@METHODS.register("dino", schema=DINOConfig)
 class DINO(Method):
     """Student (trunk + DINO head) distilled from an EMA teacher of the same architecture.
 

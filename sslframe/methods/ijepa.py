@@ -4,22 +4,46 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
 
 from sslframe.errors import UserError
 from sslframe.losses.masked import latent_prediction_loss
-from sslframe.methods.base import Method, StepContext, StepOutput
+from sslframe.methods.base import METHODS, Method, StepContext, StepOutput
 from sslframe.models.ema import ema_update_, frozen_copy
 from sslframe.models.token_predictor import TokenPredictor
 from sslframe.models.trunks import Trunk
 from sslframe.models.trunks.vit import VisionTransformer, gather_tokens
+from sslframe.registry import Choices
 
 # Layouts tried per image before accepting a context smaller than ``min_context``.
 _MAX_TRIES = 20
+
+
+@dataclass
+class IJEPAConfig:
+    """I-JEPA (Assran et al. 2023): predict target-block features of an EMA encoder from a context block."""
+
+    name: str = "ijepa"
+    num_targets: int = 4
+    target_scale: list[float] = field(default_factory=lambda: [0.15, 0.2])
+    target_aspect: list[float] = field(default_factory=lambda: [0.75, 1.5])
+    context_scale: list[float] = field(default_factory=lambda: [0.85, 1.0])
+    context_aspect: list[float] = field(default_factory=lambda: [1.0, 1.0])
+    # Fewest context patches accepted before a block layout is sampled again.
+    min_context: int = 10
+    predictor_dim: int = 384
+    predictor_depth: int = 12
+    predictor_heads: int = 16
+    # EMA momentum of the target encoder, linear from the first value to the second.
+    momentum: list[float] = field(default_factory=lambda: [0.996, 1.0])
+    # smooth_l1: the authors' released code (src/train.py: F.smooth_l1_loss), which the published
+    # numbers come from; l2: squared L2 per patch (the paper's eq. 1).
+    loss: str = "smooth_l1"
+    choices: ClassVar[Choices] = {"loss": ("l2", "smooth_l1")}
 
 
 @dataclass
@@ -142,6 +166,7 @@ class IJEPAPredictor(TokenPredictor):
         return out.reshape(m, b, kt, -1)
 
 
+@METHODS.register("ijepa", schema=IJEPAConfig)
 class IJEPA(Method):
     """Context encoder (the trunk), EMA target encoder, predictor (``head``).
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -9,10 +10,23 @@ import torch.nn.functional as F
 
 from sslframe.errors import UserError
 from sslframe.losses.masked import masked_patch_loss
-from sslframe.methods.base import Method, StepContext, StepOutput
+from sslframe.methods.base import METHODS, Method, StepContext, StepOutput
 from sslframe.models.token_predictor import TokenPredictor
 from sslframe.models.trunks import Trunk
 from sslframe.models.trunks.vit import VisionTransformer
+
+
+@dataclass
+class MAEConfig:
+    """MAE (He et al. 2022): reconstruct randomly masked patches from the visible ones."""
+
+    name: str = "mae"
+    mask_ratio: float = 0.75
+    decoder_dim: int = 512
+    decoder_depth: int = 8
+    decoder_heads: int = 16
+    # Target = pixels of each patch normalised by the patch's own mean and std.
+    norm_pix_loss: bool = True
 
 
 def random_masking(
@@ -51,6 +65,7 @@ class MAEDecoder(TokenPredictor):
         return self.predict(torch.cat([x[:, :prefix], full], dim=1))[:, prefix:]
 
 
+@METHODS.register("mae", schema=MAEConfig)
 class MAE(Method):
     """ViT encoder on the visible patches of one view, decoder (``head``) on all positions, loss on
     the hidden patches only.

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -10,7 +11,7 @@ import torch.nn.functional as F
 from sslframe.distributed.collectives import gather_with_grad, rank, world_size
 from sslframe.errors import UserError
 from sslframe.losses.moco import enqueue_, moco_infonce_loss
-from sslframe.methods.base import Method, StepContext, StepOutput
+from sslframe.methods.base import METHODS, Method, StepContext, StepOutput
 from sslframe.models.ema import ema_update_, frozen_copy
 from sslframe.models.heads import MLPHead
 from sslframe.models.split_bn import split_batch_norm
@@ -20,6 +21,23 @@ from sslframe.models.trunks import Trunk
 _SHUFFLE_SEED = 0x5EED
 
 
+@dataclass
+class MoCoV2Config:
+    """MoCo v2 (Chen et al. 2020, "Improved baselines"): InfoNCE against a queue of momentum-encoder keys."""
+
+    name: str = "mocov2"
+    temperature: float = 0.2
+    # Key encoder momentum (constant, He et al. 2020 sec. 3.2).
+    momentum: float = 0.999
+    queue_length: int = 65536
+    # Shuffle the key encoder's batch across ranks so batch norm cannot leak the positive (sec. 3.3).
+    shuffle_bn: bool = True
+    # In one process (no ranks to shuffle across), shuffle-BN's substitute from the authors'
+    # CIFAR-10 demo: batch norm over this many groups of the batch, keys shuffled before grouping
+    # (1: off). The per-process batch must be a multiple of it.
+    bn_splits: int = 8
+
+
 def shuffle_order(count: int, step: int, device: torch.device | str = "cpu") -> torch.Tensor:
     """The permutation of the global key batch at ``step``, identical on every rank; drawn on
     ``device`` by a generator of that device seeded with the step (no host tensor to copy)."""
@@ -27,6 +45,7 @@ def shuffle_order(count: int, step: int, device: torch.device | str = "cpu") -> 
     return torch.randperm(count, generator=generator, device=device)
 
 
+@METHODS.register("mocov2", schema=MoCoV2Config)
 class MoCoV2(Method):
     """Query encoder (trunk + MLP head), momentum key encoder and a queue of negative keys.
 

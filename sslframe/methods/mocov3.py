@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -9,12 +10,28 @@ import torch.nn.functional as F
 
 from sslframe.errors import UserError
 from sslframe.losses.mocov3 import mocov3_contrastive_loss
-from sslframe.methods.base import Method, StepContext, StepOutput
+from sslframe.methods.base import METHODS, Method, StepContext, StepOutput
 from sslframe.models.ema import cosine_momentum, ema_update_, frozen_copy
 from sslframe.models.heads import MLPHead
 from sslframe.models.trunks import Trunk
 
 
+@dataclass
+class MoCoV3Config:
+    """MoCo v3 (Chen, Xie, He 2021): symmetric InfoNCE against a momentum encoder, no queue."""
+
+    name: str = "mocov3"
+    temperature: float = 0.2
+    # Base of the cosine momentum schedule (rises to 1 over training).
+    momentum: float = 0.99
+    predictor_hidden_dim: int = 4096
+    # The ViT recipe ends the predictor with batch norm; the ResNet-50 one does not.
+    predictor_last_batch_norm: bool = True
+    # Random, frozen patch projection for ViTs (the paper's stability trick, sec. 4.2).
+    freeze_patch_embed: bool = False
+
+
+@METHODS.register("mocov3", schema=MoCoV3Config)
 class MoCoV3(Method):
     """Query encoder = trunk + projector (``head``) + predictor; momentum encoder = EMA copies of
     trunk and projector. Symmetric InfoNCE between each view's query and the other view's key,

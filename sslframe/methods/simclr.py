@@ -2,18 +2,28 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 
 from sslframe.losses.ntxent import nt_xent_loss
-from sslframe.methods.base import Method, StepContext, StepOutput
+from sslframe.methods.base import METHODS, Method, StepContext, StepOutput
 from sslframe.models.heads import MLPHead
 from sslframe.models.multicrop import multicrop_forward
 from sslframe.models.trunks import Trunk
 
 
+@dataclass
+class SimCLRConfig:
+    """SimCLR (Chen et al. 2020): NT-Xent contrastive loss between two views."""
+
+    name: str = "simclr"
+    temperature: float = 0.1
+
+
+@METHODS.register("simclr", schema=SimCLRConfig)
 class SimCLR(Method):
     """Trunk + projection head; NT-Xent between the two global views over the global batch."""
 

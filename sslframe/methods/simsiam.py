@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -9,11 +10,20 @@ import torch.nn.functional as F
 
 from sslframe.errors import UserError
 from sslframe.losses.cosine import negative_cosine_similarity
-from sslframe.methods.base import Method, StepContext, StepOutput
+from sslframe.methods.base import METHODS, Method, StepContext, StepOutput
 from sslframe.models.heads import MLPHead, predictor
 from sslframe.models.trunks import Trunk
 
 
+@dataclass
+class SimSiamConfig:
+    """SimSiam (Chen & He 2021): predictor + stop-gradient, symmetric negative cosine."""
+
+    name: str = "simsiam"
+    predictor_hidden_dims: list[int] = field(default_factory=lambda: [512])
+
+
+@METHODS.register("simsiam", schema=SimSiamConfig)
 class SimSiam(Method):
     """Trunk + projector (``head``, 3 layers with batch norm on its output) + predictor; the
     loss D(p1, sg(z2))/2 + D(p2, sg(z1))/2 (eq. 3). No momentum encoder: the stop-gradient

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -10,12 +11,28 @@ import torch.nn.functional as F
 from sslframe.distributed.collectives import world_size
 from sslframe.losses.sinkhorn import sinkhorn_knopp
 from sslframe.losses.swav import assigned_crops, swapped_prediction_loss
-from sslframe.methods.base import Method, StepContext, StepOutput, update_unless_skipped_
+from sslframe.methods.base import METHODS, Method, StepContext, StepOutput, update_unless_skipped_
 from sslframe.models.heads import MLPHead, Prototypes
 from sslframe.models.multicrop import multicrop_forward
 from sslframe.models.trunks import Trunk
 
 
+@dataclass
+class SwAVConfig:
+    """SwAV (Caron et al. 2020): swapped prediction of Sinkhorn-Knopp cluster codes."""
+
+    name: str = "swav"
+    temperature: float = 0.1
+    epsilon: float = 0.05
+    sinkhorn_iterations: int = 3
+    num_prototypes: list[int] = field(default_factory=lambda: [3000])
+    crops_for_assign: list[int] = field(default_factory=lambda: [0, 1])
+    queue_length: int = 0
+    queue_start_epoch: int = 15
+    freeze_prototypes_steps: int = 313
+
+
+@METHODS.register("swav", schema=SwAVConfig)
 class SwAV(Method):
     """Trunk + projection head + prototypes; codes from the global crops by Sinkhorn-Knopp.
 

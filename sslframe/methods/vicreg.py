@@ -2,18 +2,34 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 
 from sslframe.losses.vicreg import vicreg_loss
-from sslframe.methods.base import Method, StepContext, StepOutput
+from sslframe.methods.base import METHODS, Method, StepContext, StepOutput
 from sslframe.models.heads import MLPHead
 from sslframe.models.multicrop import per_view_forward
 from sslframe.models.trunks import Trunk
 
 
+@dataclass
+class VICRegConfig:
+    """VICReg (Bardes et al. 2022): invariance + variance hinge + covariance decorrelation (eq. 6)."""
+
+    name: str = "vicreg"
+    # lambda, mu and nu of eq. 6.
+    sim_coeff: float = 25.0
+    std_coeff: float = 25.0
+    cov_coeff: float = 1.0
+    # Target standard deviation of each dimension and the epsilon under the square root (eq. 1).
+    gamma: float = 1.0
+    eps: float = 1e-4
+
+
+@METHODS.register("vicreg", schema=VICRegConfig)
 class VICReg(Method):
     """Trunk + expander; the two views' embeddings are pulled together (invariance) while a
     hinge keeps every dimension's standard deviation over the global batch above ``gamma``

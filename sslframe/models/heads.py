@@ -3,11 +3,30 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from sslframe.registry import Choices, register_schema
+
+
+@dataclass
+class MLPHeadConfig:
+    """Projection head: Linear (+BN) + activation per hidden layer, then a Linear output."""
+
+    name: str = "mlp"
+    hidden_dims: list[int] = field(default_factory=lambda: [2048])
+    output_dim: int = 128
+    batch_norm: bool = True
+    last_batch_norm: bool = False
+    activation: str = "relu"
+    choices: ClassVar[Choices] = {"activation": ("relu", "gelu")}
+
+
+register_schema("head", "mlp", MLPHeadConfig)
 
 _ACTIVATIONS = {"relu": nn.ReLU, "gelu": nn.GELU}
 

@@ -13,10 +13,10 @@ import pytest
 import torch
 import torch.distributed as dist
 
-from sslframe.config.schema import MLPHeadConfig, MoCoV2Config
 from sslframe.losses.dino import dino_loss, updated_center
 from sslframe.methods import StepContext
-from sslframe.methods.mocov2 import MoCoV2, shuffle_order
+from sslframe.methods.mocov2 import MoCoV2, MoCoV2Config, shuffle_order
+from sslframe.models.heads import MLPHeadConfig
 from tests.distributed.harness import run_distributed
 from tests.methods.generated_views import one_thread, tiny_method
 

@@ -13,13 +13,16 @@ import torch
 import torch.distributed as dist
 from omegaconf import OmegaConf
 
-from sslframe.config.schema import DeepClusterV2Config, MLPHeadConfig, ResNetConfig, SwAVConfig
 from sslframe.distributed.env import DistEnv
 from sslframe.distributed.parallelize import parallelize
 from sslframe.losses.barlow import barlow_twins_loss
 from sslframe.losses.kmeans import init_centroids, spherical_kmeans
 from sslframe.losses.vicreg import vicreg_loss
 from sslframe.methods import StepContext, build_method
+from sslframe.methods.deepclusterv2 import DeepClusterV2Config
+from sslframe.methods.swav import SwAVConfig
+from sslframe.models.heads import MLPHeadConfig
+from sslframe.models.trunks.resnet import ResNetConfig
 from tests.distributed.harness import run_distributed
 from tests.losses.test_kmeans import K, clustered_points
 

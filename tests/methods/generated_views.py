@@ -17,9 +17,10 @@ import torch
 import torch.nn.functional as F
 from omegaconf import OmegaConf
 
-from sslframe.config.schema import MLPHeadConfig, ResNetConfig
 from sslframe.methods import Method, StepContext
+from sslframe.models.heads import MLPHeadConfig
 from sslframe.models.trunks import build_trunk
+from sslframe.models.trunks.resnet import ResNetConfig
 
 IMAGE_SIDE, CROP_SIDE = 20, 16
 

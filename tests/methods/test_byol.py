@@ -10,9 +10,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from sslframe.config.schema import BYOLConfig, MLPHeadConfig
 from sslframe.methods import StepContext
-from sslframe.methods.byol import BYOL
+from sslframe.methods.byol import BYOL, BYOLConfig
+from sslframe.models.heads import MLPHeadConfig
 from tests.methods.generated_views import one_thread, short_run, tiny_method
 
 

@@ -9,12 +9,11 @@ from collections.abc import Iterator
 import pytest
 import torch
 
-from sslframe.config.schema import DINOConfig, MLPHeadConfig
 from sslframe.errors import UserError
 from sslframe.losses.dino import dino_loss
 from sslframe.methods import StepContext
-from sslframe.methods.dino import DINO
-from sslframe.models.heads import DINOHead
+from sslframe.methods.dino import DINO, DINOConfig
+from sslframe.models.heads import DINOHead, MLPHeadConfig
 from tests.methods.generated_views import one_thread, short_run, tiny_method
 
 

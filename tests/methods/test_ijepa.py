@@ -9,11 +9,11 @@ import torch
 from omegaconf import OmegaConf
 
 from sslframe.config import compose_config
-from sslframe.config.schema import IJEPAConfig, MLPHeadConfig
 from sslframe.errors import UserError
 from sslframe.losses.masked import latent_prediction_loss
 from sslframe.methods import StepContext
-from sslframe.methods.ijepa import IJEPA, BlockMaskSampler
+from sslframe.methods.ijepa import IJEPA, BlockMaskSampler, IJEPAConfig
+from sslframe.models.heads import MLPHeadConfig
 from sslframe.optim.build import parameter_groups
 from tests.methods.vit_runs import assert_learns_without_collapse, short_run, tiny_vit
 

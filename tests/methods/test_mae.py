@@ -6,10 +6,10 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from sslframe.config.schema import MAEConfig, MLPHeadConfig
 from sslframe.errors import UserError
 from sslframe.methods import StepContext
-from sslframe.methods.mae import MAE, random_masking
+from sslframe.methods.mae import MAE, MAEConfig, random_masking
+from sslframe.models.heads import MLPHeadConfig
 from sslframe.models.trunks.resnet import ResNet
 from tests.methods.vit_runs import assert_learns_without_collapse, short_run, tiny_vit
 

@@ -9,10 +9,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from sslframe.config.schema import MLPHeadConfig, MoCoV2Config
 from sslframe.errors import UserError
 from sslframe.methods import StepContext
-from sslframe.methods.mocov2 import MoCoV2
+from sslframe.methods.mocov2 import MoCoV2, MoCoV2Config
+from sslframe.models.heads import MLPHeadConfig
 from tests.methods.generated_views import one_thread, short_run, tiny_method
 
 

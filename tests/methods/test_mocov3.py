@@ -10,11 +10,11 @@ import torch
 import torch.distributed as dist
 from omegaconf import OmegaConf
 
-from sslframe.config.schema import MLPHeadConfig, MoCoV3Config
 from sslframe.distributed.parallelize import apply_fsdp
 from sslframe.losses.mocov3 import mocov3_contrastive_loss
 from sslframe.methods import StepContext
-from sslframe.methods.mocov3 import MoCoV3
+from sslframe.methods.mocov3 import MoCoV3, MoCoV3Config
+from sslframe.models.heads import MLPHeadConfig
 from sslframe.optim.build import parameter_groups
 from tests.distributed.harness import run_distributed
 from tests.methods.vit_runs import assert_learns_without_collapse, generated_images, short_run, tiny_vit

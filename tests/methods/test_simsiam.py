@@ -10,9 +10,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from sslframe.config.schema import MLPHeadConfig, SimSiamConfig
 from sslframe.methods import StepContext
-from sslframe.methods.simsiam import SimSiam
+from sslframe.methods.simsiam import SimSiam, SimSiamConfig
+from sslframe.models.heads import MLPHeadConfig
 from tests.methods.generated_views import one_thread, short_run, tiny_method
 
 

@@ -6,10 +6,9 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from sslframe.config.schema import TimmTrunkConfig
 from sslframe.errors import UserError
 from sslframe.models.trunks import build_trunk
-from sslframe.models.trunks.timm_trunk import TimmTrunk, repeated_units
+from sslframe.models.trunks.timm_trunk import TimmTrunk, TimmTrunkConfig, repeated_units
 
 
 def test_resnet18_exposes_its_stages() -> None:

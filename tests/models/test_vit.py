@@ -10,11 +10,10 @@ import torch
 from omegaconf import OmegaConf
 
 from sslframe.config import compose_config
-from sslframe.config.schema import ViTConfig
 from sslframe.errors import UserError
 from sslframe.models.multicrop import multicrop_forward
 from sslframe.models.trunks import build_trunk
-from sslframe.models.trunks.vit import VIT_ARCHS, VisionTransformer, sincos_pos_embed
+from sslframe.models.trunks.vit import VIT_ARCHS, VisionTransformer, ViTConfig, sincos_pos_embed
 from tests.methods.vit_runs import tiny_vit
 
 

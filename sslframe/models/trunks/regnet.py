@@ -12,12 +12,23 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 from torch import nn
 
 from sslframe.models.trunks.base import Trunk
-from sslframe.registry import provide_choices
+from sslframe.registry import Choices, provide_choices
+
+
+@dataclass
+class RegNetConfig:
+    """RegNet X/Y trunks from the RegNet design-space parameters (Radosavovic et al. 2020)."""
+
+    name: str = "regnet"
+    arch: str = "regnety_16gf"
+    small_images: bool = False
+    choices: ClassVar[Choices] = {"arch": "regnet_archs"}
 
 
 @dataclass(frozen=True)

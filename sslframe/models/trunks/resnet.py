@@ -11,12 +11,32 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 from torch import nn
 
 from sslframe.models.trunks.base import Trunk
-from sslframe.registry import provide_choices
+from sslframe.registry import Choices, provide_choices
+
+
+@dataclass
+class ResNetConfig:
+    """ResNet / ResNeXt / wide ResNet trunks (He et al. 2016; Xie et al. 2017; SwAV's wide R50)."""
+
+    name: str = "resnet"
+    arch: str = "resnet50"
+    # Extra multiplier on every width (the SwAV-style widening lives in ``arch``: resnet50w2...).
+    width_multiplier: float = 1.0
+    # CIFAR-style stem for small images: 3x3 stride-1 convolution and no max-pool.
+    small_images: bool = False
+    # Whether the stem ends with a 3x3 stride-2 max-pool; null: the stem's default (yes for the
+    # ImageNet stem, no for the small-image one).
+    max_pool: bool | None = None
+    zero_init_residual: bool = False
+    # batch | group: group norm keeps results independent of the per-rank batch split.
+    norm: str = "batch"
+    choices: ClassVar[Choices] = {"arch": "resnet_archs", "norm": "norms"}
 
 
 @dataclass(frozen=True)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 
 import torch
 from torch import nn
@@ -13,6 +14,15 @@ from sslframe.models.trunks.base import Trunk
 # Attributes under which timm models keep their repeated units: transformer ``blocks``,
 # convolutional ``stages`` (ConvNeXt, RegNet, EfficientNet-style) or ``layers`` (Swin).
 _BLOCK_ATTRIBUTES = ("blocks", "stages", "layers")
+
+
+@dataclass
+class TimmTrunkConfig:
+    """Any timm model, built without pretrained weights (``name`` is the timm model name)."""
+
+    # The trunk registry key: ``name`` is taken by the timm model name here.
+    family: str = "timm"
+    name: str = "resnet18"
 
 
 def repeated_units(model: nn.Module) -> list[nn.Module]:

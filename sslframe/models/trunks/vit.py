@@ -7,15 +7,46 @@ positions) and ``encode(images, keep)`` (run the encoder on a subset of the patc
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import ClassVar
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from sslframe.errors import UserError
 from sslframe.models.trunks.base import Trunk
+from sslframe.registry import Choices
 
 # name -> (embed_dim, depth, num_heads). Tiny and small: Touvron et al. 2021 (DeiT, Table 1);
 # base, large and huge: Dosovitskiy et al. 2021, Table 1. The MLP is 4x wider than the tokens.
+
+
+@dataclass
+class ViTConfig:
+    """Vision Transformer trunks (Dosovitskiy et al. 2021; tiny and small from Touvron et al. 2021)."""
+
+    name: str = "vit"
+    arch: str = "vit_base"
+    patch_size: int = 16
+    # Image side the learned position embeddings are made for; other sides interpolate them.
+    image_size: int = 224
+    # sincos: fixed 2-D sine-cosine (MAE, I-JEPA, MoCo v3); learned: trained parameters.
+    pos_embed: str = "sincos"
+    class_token: bool = True
+    # Pooled feature: the class token after the final norm, or the mean of the patch tokens.
+    pool: str = "cls"
+    # 0 keeps the arch's value (MoCo v3's ViT-S uses 12 heads; tests use tiny widths).
+    embed_dim: int = 0
+    depth: int = 0
+    num_heads: int = 0
+    choices: ClassVar[Choices] = {
+        "arch": ("vit_tiny", "vit_small", "vit_base", "vit_large", "vit_huge"),
+        "pos_embed": ("sincos", "learned"),
+        "pool": ("cls", "mean"),
+    }
+
+
 VIT_ARCHS: dict[str, tuple[int, int, int]] = {
     "vit_tiny": (192, 12, 3),
     "vit_small": (384, 12, 6),
