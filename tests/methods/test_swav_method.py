@@ -5,7 +5,8 @@ from __future__ import annotations
 import torch
 
 from sslframe.config import compose_config
-from sslframe.methods import StepContext, SwAV, build_method
+from sslframe.methods import StepContext, build_method
+from sslframe.methods.swav import SwAV
 from tests.helpers import TINY
 
 
