@@ -53,19 +53,19 @@ def measure(backend: str, workers: int, steps: int, data: Path, case: Case) -> d
         [f"data.path={data}", f"data.num_workers={workers}", f"transform.backend={backend}"],
     )
     trainer = contenders.trainer("channels_last")
-    batches = trainer._batches()
+    batches = trainer.batches.from_step(lambda: trainer.step)
     next(batches)
     start = time.perf_counter()
     for _ in range(steps):
         _, batch = next(batches)
-        trainer._crops(batch)
+        trainer.batches.crops(batch, trainer.step)
     loader_rate = steps * case.batch / (time.perf_counter() - start)
     signals = StopRequest()
     waits, totals = [], []
     for step in range(steps):
         start = time.perf_counter()
         epoch, batch = next(batches)
-        crops = trainer._crops(batch)
+        crops = trainer.batches.crops(batch, trainer.step)
         waited = time.perf_counter() - start
         ctx = StepContext(step, epoch, trainer.steps_per_epoch, trainer.total_steps)
         trainer.train_step(crops, ctx, batch, signals)

@@ -108,3 +108,14 @@ def build_eval_loader(
         return make_loader(stream, None, batch_size, num_workers, drop_last=False)
     sampler = EpochSampler(len(source), seed=0, shuffle=False)
     return make_loader(ViewsDataset(source, transform, seed=0), sampler, batch_size, num_workers, drop_last=False)
+
+
+def build_views(transform_cfg: Any) -> tuple[Any, Any]:
+    """(per-image transform for the loader workers, whole-batch transform for the training
+    process): one of them, as ``transform.backend`` says, the other None."""
+    from sslframe.data.batch_transforms import BatchMultiCrop
+    from sslframe.data.transforms import MultiCropTransform
+
+    if transform_cfg.backend == "batch":
+        return None, BatchMultiCrop(transform_cfg)
+    return MultiCropTransform(transform_cfg), None

@@ -43,6 +43,16 @@ class ParallelPlan:
         """The dtype for ``torch.autocast`` around the forward: None in float32 and under FSDP."""
         return None if self.sharded else PRECISION_DTYPES[self.precision]
 
+    def grad_scaler(self) -> Any:
+        """fp16's gradient scaler (FSDP2's sharded one when sharded); None in other precisions."""
+        if self.precision != "fp16":
+            return None
+        if self.sharded:
+            from torch.distributed.fsdp.sharded_grad_scaler import ShardedGradScaler
+
+            return ShardedGradScaler()
+        return torch.amp.GradScaler("cuda")
+
 
 def plan_parallelism(cfg: Any, env: DistEnv, device: torch.device, trunk: nn.Module) -> ParallelPlan:
     """Precision (``auto``: bf16 where the hardware runs it natively), sharding and memory layout

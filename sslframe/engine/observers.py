@@ -134,3 +134,10 @@ class ConsoleProgress:
     def on_end(self) -> None:
         if self.bar is not None:
             self.bar.close()
+
+
+def default_observers(run_dir: Path, progress: bool, is_main: bool) -> list[Observer]:
+    """What every run reports to, on its first rank: metrics.jsonl, TensorBoard, the console."""
+    if not is_main:
+        return []
+    return [JSONLinesLog(run_dir / "metrics.jsonl"), TensorBoardLog(run_dir / "tensorboard"), ConsoleProgress(progress)]

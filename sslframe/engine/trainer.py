@@ -18,10 +18,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from sslframe.config import config_hash, save_config
-from sslframe.data.batch_transforms import BatchMultiCrop
-from sslframe.data.build import build_train_data
-from sslframe.data.loader import sample_seed
-from sslframe.data.transforms import MultiCropTransform
+from sslframe.data.build import build_train_data, build_views
 from sslframe.distributed import checkpoint as ckpt
 from sslframe.distributed.collectives import all_reduce_sum
 from sslframe.distributed.device import pick_device
@@ -29,19 +26,12 @@ from sslframe.distributed.env import DistEnv, init_distributed, teardown
 from sslframe.distributed.parallelize import parallelize, plan_parallelism
 from sslframe.distributed.run_state import RunState
 from sslframe.engine import stop
+from sslframe.engine.batches import StepBatches
 from sslframe.engine.flags import FlagQueue, NormStatistics, StepCounters, dump_nonfinite_step, local_flags
 from sslframe.engine.monitors import build_monitors
-from sslframe.engine.observers import ConsoleProgress, JSONLinesLog, MetricsWindow, Observer, TensorBoardLog
+from sslframe.engine.observers import MetricsWindow, default_observers
 from sslframe.methods import Method, StepContext, StepOutput, build_method
-from sslframe.optim.build import (
-    build_optimizer,
-    build_schedule,
-    build_weight_decay_schedule,
-    scaled_lr,
-    set_lr,
-    set_weight_decay,
-    step_unless,
-)
+from sslframe.optim.build import build_optimizer, build_schedules, scaled_lr, set_lr, set_weight_decay, step_unless
 
 log = logging.getLogger(__name__)
 
@@ -72,19 +62,15 @@ class Trainer:
         self.memory_format = self.plan.memory_format
         self.sharded = self.plan.sharded
         self.method.set_process_group(self.env.group)
-        batched = cfg.transform.backend == "batch"
-        self.batch_transform = BatchMultiCrop(cfg.transform) if batched else None
-        per_sample = None if batched else MultiCropTransform(cfg.transform)
+        per_sample, batch_transform = build_views(cfg.transform)
+        env = self.env
         self.data = build_train_data(
-            cfg.data,
-            per_sample,
-            cfg.trainer.seed,
-            self.env.rank,
-            self.env.world_size,
-            self.device.type,
-            cfg.transform.decoder,
+            cfg.data, per_sample, cfg.trainer.seed, env.rank, env.world_size, self.device.type, cfg.transform.decoder
         )
         self.method.bind_dataset(self.data.num_samples, self.env.rank, self.env.world_size)
+        self.batches = StepBatches(
+            self.data, batch_transform, self.device, self.memory_format, cfg.trainer.seed, env.rank
+        )
         self.model: torch.nn.Module = parallelize(self.method, cfg, self.env, self.device, self.plan)
         self.batch_size = cfg.data.batch_size
         self.steps_per_epoch = self.data.steps_per_epoch
@@ -97,39 +83,23 @@ class Trainer:
         self.global_batch = self.batch_size * self.env.world_size
         self.peak_lr = scaled_lr(cfg.optim, self.global_batch)
         self.optimizer = build_optimizer(self.method, cfg.optim, self.peak_lr)
-        self.lr_schedule = build_schedule(cfg.schedule, self.peak_lr, self.total_steps, self.steps_per_epoch)
-        self.wd_schedule = build_weight_decay_schedule(cfg.optim, cfg.schedule, self.total_steps)
+        self.lr_schedule, self.wd_schedule = build_schedules(cfg, self.peak_lr, self.total_steps, self.steps_per_epoch)
         dtype = self.plan.autocast_dtype
         # Under FSDP the mixed-precision policy casts parameters; elsewhere autocast does.
         self.autocast = torch.autocast(self.device.type, dtype=dtype) if dtype else nullcontext()
-        self.scaler = self._grad_scaler() if self.plan.precision == "fp16" else None
+        self.scaler = self.plan.grad_scaler()
         self.step = 0
         self.counters = StepCounters(cfg.data.max_bad_fraction, cfg.data.path)
         self.flags = FlagQueue()
         self.norm_statistics = NormStatistics(self.method)
-        self.run_state = RunState(
-            self.run_dir / "checkpoints",
-            self.method,
-            self.optimizer,
-            self.scaler,
-            config_hash(cfg),
-            self.env.rank,
-            self.env.group,
-            self.device,
-        )
+        state = (self.method, self.optimizer, self.scaler, config_hash(cfg), env.rank, env.group, self.device)
+        self.run_state = RunState(self.run_dir / "checkpoints", *state)
 
     def recorded_config(self) -> DictConfig:
         """The config as this run uses it: ``trainer.precision`` as the plan resolved it."""
         recorded = self.cfg.copy()
         recorded.trainer.precision = self.plan.precision
         return recorded
-
-    def _grad_scaler(self) -> Any:
-        if self.sharded:
-            from torch.distributed.fsdp.sharded_grad_scaler import ShardedGradScaler
-
-            return ShardedGradScaler()
-        return torch.amp.GradScaler("cuda")
 
     # ----------------------------------------------------------------------------- state
     def rank_state_dict(self) -> dict[str, Any]:
@@ -161,40 +131,6 @@ class Trainer:
         return resumed.path
 
     # ------------------------------------------------------------------------------ loop
-    def _batches(self) -> Any:
-        """Batches from the current step on, crossing epochs. The data position (epoch, batch in
-        epoch) is derived from ``self.step``, which every checkpoint holds; the order of every
-        source (folder, filelist, shards) is a pure function of it, so a resumed run continues
-        mid-epoch at the exact sample."""
-        while True:
-            epoch, in_epoch = divmod(self.step, self.steps_per_epoch)
-            self.data.set_position(epoch, in_epoch)
-            for batch in self.data:
-                yield epoch, batch
-                if self.step % self.steps_per_epoch == 0:
-                    break
-
-    def _observers(self) -> list[Observer]:
-        if not self.env.is_main:
-            return []
-        return [
-            JSONLinesLog(self.run_dir / "metrics.jsonl"),
-            TensorBoardLog(self.run_dir / "tensorboard"),
-            ConsoleProgress(enabled=self.cfg.trainer.progress),
-        ]
-
-    def _log_bad(self, batch: Any) -> None:
-        for bad in batch.bad:
-            log.warning("rank %d skipped unreadable sample %s (%s)", self.env.rank, bad.key, bad.reason)
-
-    def _crops(self, batch: Any, *stream: int) -> list[torch.Tensor]:
-        views = [v.to(self.device, non_blocking=True) for v in batch.views]
-        if self.batch_transform is not None:
-            # Seeded by (seed, step, rank): a resumed run augments this batch identically.
-            seed = sample_seed(self.cfg.trainer.seed, self.step, self.env.rank, *stream)
-            views = self.batch_transform(views[0], batch.sizes, torch.Generator().manual_seed(seed))
-        return [v.contiguous(memory_format=self.memory_format) for v in views]
-
     def _data_pass(self) -> None:
         """One forward pass without gradients over the current epoch's batches, for a method
         that asks for it before training (DeepCluster-v2 fills its memory bank, as its authors
@@ -202,15 +138,13 @@ class Trainer:
         epoch = self.step // self.steps_per_epoch
         log.info("%s: one pass over the data before training", type(self.method).__name__)
         rng = ckpt.rng_state()
-        self.data.set_position(epoch, 0)
         with torch.no_grad():
-            for i, batch in enumerate(self.data):
-                if i == self.steps_per_epoch:
-                    break
-                indices = batch.indices.to(self.device, non_blocking=True) if batch.indices is not None else None
-                ctx = StepContext(i, epoch, self.steps_per_epoch, self.total_steps, indices, data_pass=True)
+            for i, batch in self.batches.epoch(epoch):
+                ctx = StepContext(
+                    i, epoch, self.steps_per_epoch, self.total_steps, self.batches.indices(batch), data_pass=True
+                )
                 with self.autocast:
-                    self.model(self._crops(batch, i, 1), ctx)
+                    self.model(self.batches.crops(batch, i, 1), ctx)
         ckpt.set_rng_state(rng)
 
     def fit(self) -> TrainResult:
@@ -230,35 +164,30 @@ class Trainer:
         start_step = self.step
         if self.method.needs_data_pass():
             self._data_pass()
-        observers = self._observers()
+        observers = default_observers(self.run_dir, cfg.trainer.progress, self.env.is_main)
         for obs in observers:
             obs.on_start(self.step, self.stop_step)
         monitors = build_monitors(cfg, self.method.trunk, self.device, self.memory_format)
         log.info(
             "training to step %d of %d (%d per epoch), batch %d per process, global batch %d, peak lr %.4g",
-            self.stop_step,
-            self.total_steps,
-            self.steps_per_epoch,
-            self.batch_size,
-            self.global_batch,
-            self.peak_lr,
-        )
+            self.stop_step, self.total_steps, self.steps_per_epoch, self.batch_size, self.global_batch, self.peak_lr,
+        )  # fmt: skip
         self.model.train()
         window = MetricsWindow(self.device, self.env.group)
         last_loss = math.nan
         last_ckpt: Path | None = None
-        batches = self._batches()
+        batches = self.batches.from_step(lambda: self.step)
         stop = False
         while self.step < self.stop_step:
             epoch, batch = next(batches)
-            self._log_bad(batch)
-            indices = batch.indices.to(self.device, non_blocking=True) if batch.indices is not None else None
-            ctx = StepContext(self.step, epoch, self.steps_per_epoch, self.total_steps, indices)
+            for bad in batch.bad:
+                log.warning("rank %d skipped unreadable sample %s (%s)", self.env.rank, bad.key, bad.reason)
+            ctx = StepContext(self.step, epoch, self.steps_per_epoch, self.total_steps, self.batches.indices(batch))
             lr = float(self.lr_schedule[self.step])
             set_lr(self.optimizer, lr)
             if self.wd_schedule is not None:
                 set_weight_decay(self.optimizer, float(self.wd_schedule[self.step]))
-            out, flags = self.train_step(self._crops(batch), ctx, batch, signals)
+            out, flags = self.train_step(self.batches.crops(batch, self.step), ctx, batch, signals)
             self.step += 1
             for monitor in monitors:
                 monitor.on_step(self.step, out)

@@ -139,3 +139,9 @@ def set_weight_decay(optimizer: torch.optim.Optimizer, value: float) -> None:
     for group in optimizer.param_groups:
         if group.get("decayed", False):
             group["weight_decay"] = value
+
+
+def build_schedules(cfg: Any, peak_lr: float, total_steps: int, steps_per_epoch: int) -> tuple[Any, Any]:
+    """The per-iteration learning-rate schedule and weight-decay schedule (None when constant)."""
+    lr = build_schedule(cfg.schedule, peak_lr, total_steps, steps_per_epoch)
+    return lr, build_weight_decay_schedule(cfg.optim, cfg.schedule, total_steps)
