@@ -2,13 +2,11 @@
 
 The per-sample pipeline (``transforms.MultiCropTransform``) pays Python overhead for every op of
 every view of every image; on small images that overhead dominates. Here each op runs once per
-batch: random resized crops for all images and views with one ``roi_align`` call per crop size
-(bilinear, averaging several samples per output pixel when shrinking), and flips, colour jitter,
-grayscale, Gaussian blur and solarisation as per-image masked tensor ops. The recipe and its
-probabilities are those of the per-sample pipeline (SimCLR appendix A; SwAV multi-crop), with two
-simplifications: the four jitter ops run in a fixed order (brightness, contrast, saturation, hue)
-rather than a random one, and hue is rotated in YIQ space (``hue_space=hsv``: torchvision's HSV
-shift, one image at a time).
+batch on the same draws (``recipe.draw_view``, for every image of the batch at once): the random
+resized crops of all images with one ``roi_align`` call per view (bilinear, averaging several
+samples per output pixel when shrinking), then flips, colour jitter in each image's drawn order,
+grayscale, Gaussian blur and solarisation as per-image masked tensor ops. Hue is rotated in YIQ
+(``hue_space=hsv``: torchvision's HSV shift, one image at a time).
 
 Random parameters come from a ``torch.Generator`` the caller seeds per (seed, step, rank), so a
 batch's augmentation is a pure function of its position and a resumed run repeats it exactly.
@@ -16,7 +14,6 @@ batch's augmentation is a pure function of its position and a resumed run repeat
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import torch
@@ -26,46 +23,7 @@ from torchvision.transforms.v2 import functional as TF
 
 from sslframe.data import colour
 from sslframe.data.colour import LUMA, hue_angle, hue_rotation
-
-
-def _uniform(n: int, low: float, high: float, g: torch.Generator) -> torch.Tensor:
-    return torch.rand(n, generator=g) * (high - low) + low
-
-
-def _bernoulli(n: int, p: float, g: torch.Generator) -> torch.Tensor:
-    return torch.rand(n, generator=g) < p
-
-
-def resized_crop_boxes(
-    sizes: torch.Tensor, scale: tuple[float, float], g: torch.Generator, attempts: int = 10
-) -> torch.Tensor:
-    """Boxes (x1, y1, x2, y2) following torchvision's RandomResizedCrop sampling: area fraction in
-    ``scale``, log-uniform aspect ratio in [3/4, 4/3], up to ``attempts`` tries, then a centre crop."""
-    n = sizes.shape[0]
-    h, w = sizes[:, 0].double(), sizes[:, 1].double()
-    area = (h * w)[:, None]
-    target = area * (torch.rand(n, attempts, generator=g, dtype=torch.float64) * (scale[1] - scale[0]) + scale[0])
-    log_ratio = torch.rand(n, attempts, generator=g, dtype=torch.float64) * (2 * math.log(4 / 3)) - math.log(4 / 3)
-    ratio = log_ratio.exp()
-    cw = (target * ratio).sqrt().round()
-    ch = (target / ratio).sqrt().round()
-    ok = (cw > 0) & (ch > 0) & (cw <= w[:, None]) & (ch <= h[:, None])
-    first = torch.where(ok.any(1), ok.float().argmax(1), torch.full((n,), -1))
-    pick = first.clamp(min=0)[:, None]
-    cw, ch = cw.gather(1, pick)[:, 0], ch.gather(1, pick)[:, 0]
-    # Fallback (no valid try): the largest centred crop with a ratio inside [3/4, 4/3].
-    in_ratio = w / h
-    fw = torch.where(in_ratio < 3 / 4, w, torch.where(in_ratio > 4 / 3, (h * 4 / 3).round(), w))
-    fh = torch.where(in_ratio < 3 / 4, (w / (3 / 4)).round(), torch.where(in_ratio > 4 / 3, h, h))
-    fallback = first < 0
-    cw, ch = torch.where(fallback, fw, cw), torch.where(fallback, fh, ch)
-    x1 = torch.where(
-        fallback, ((w - cw) / 2).floor(), (torch.rand(n, generator=g, dtype=torch.float64) * (w - cw + 1)).floor()
-    )
-    y1 = torch.where(
-        fallback, ((h - ch) / 2).floor(), (torch.rand(n, generator=g, dtype=torch.float64) * (h - ch + 1)).floor()
-    )
-    return torch.stack([x1, y1, x1 + cw, y1 + ch], dim=1).float()
+from sslframe.data.recipe import ViewDraws, ViewSpec, draw_view, view_specs
 
 
 def crop_resize(x: torch.Tensor, boxes: torch.Tensor, size: int) -> torch.Tensor:
@@ -84,32 +42,37 @@ def _select(mask: torch.Tensor, a: torch.Tensor, b: torch.Tensor) -> torch.Tenso
     return torch.where(mask.view(-1, 1, 1, 1).to(a.device), a, b)
 
 
-def _factor(n: int, amount: float, g: torch.Generator, device: torch.device) -> torch.Tensor:
-    return _uniform(n, max(0.0, 1 - amount), 1 + amount, g).to(device).view(-1, 1, 1, 1)
+def _per_image(values: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    return values.to(like.device, like.dtype).view(-1, 1, 1, 1)
 
 
-def color_jitter(
-    x: torch.Tensor, amounts: list[float], p: float, g: torch.Generator, hue_space: str = "yiq"
-) -> torch.Tensor:
-    n, device = x.shape[0], x.device
-    brightness, contrast, saturation, hue = amounts
-    apply = _bernoulli(n, p, g)
+def color_jitter(x: torch.Tensor, draws: ViewDraws, amounts: Any, hue_space: str = "yiq") -> torch.Tensor:
+    """Brightness, contrast, saturation and hue (torchvision's definitions, clamped after each op)
+    with each image's drawn factors, in each image's drawn order, where its jitter is drawn."""
+    factors = draws.factors.to(x.device)
     out = x
-    if brightness > 0:
-        out = (out * _factor(n, brightness, g, device)).clamp(0, 1)
-    if contrast > 0:
-        mean = _gray(out).mean((2, 3), keepdim=True)
-        out = ((out - mean) * _factor(n, contrast, g, device) + mean).clamp(0, 1)
-    if saturation > 0:
-        gray = _gray(out)
-        out = ((out - gray) * _factor(n, saturation, g, device) + gray).clamp(0, 1)
-    if hue > 0:
-        shift = _uniform(n, -hue, hue, g)
-        if hue_space == "hsv":
-            out = torch.stack([TF.adjust_hue(image, float(f)) for image, f in zip(out, shift)])
-        else:
-            out = _rotate_hue(out, hue_angle(shift).to(device)).clamp(0, 1)
-    return _select(apply, out, x)
+    for position in range(4):
+        for op in range(4):
+            chosen = draws.order[:, position] == op  # on the host, with the draws
+            if amounts[op] <= 0 or not bool(chosen.any()):
+                continue
+            f = _per_image(factors[:, op], out)
+            if op == 0:
+                changed = (out * f).clamp(0, 1)
+            elif op == 1:
+                mean = _gray(out).mean((2, 3), keepdim=True)
+                changed = ((out - mean) * f + mean).clamp(0, 1)
+            elif op == 2:
+                gray = _gray(out)
+                changed = ((out - gray) * f + gray).clamp(0, 1)
+            elif hue_space == "hsv":
+                changed = torch.stack(
+                    [TF.adjust_hue(image, float(v)) for image, v in zip(out, factors[:, 3], strict=True)]
+                )
+            else:
+                changed = _rotate_hue(out, hue_angle(factors[:, 3]).to(out.dtype)).clamp(0, 1)
+            out = _select(chosen, changed, out)
+    return _select(draws.jitter, out, x)
 
 
 def _rotate_hue(x: torch.Tensor, angle: torch.Tensor) -> torch.Tensor:
@@ -118,11 +81,11 @@ def _rotate_hue(x: torch.Tensor, angle: torch.Tensor) -> torch.Tensor:
     return torch.einsum("nij,njhw->nihw", matrix, x)
 
 
-def gaussian_blur(x: torch.Tensor, kernel: int, p: float, g: torch.Generator) -> torch.Tensor:
-    """Separable Gaussian blur, sigma ~ U(0.1, 2.0) per image, applied with probability ``p``."""
+def gaussian_blur(x: torch.Tensor, kernel: int, sigma: torch.Tensor) -> torch.Tensor:
+    """Separable Gaussian blur of each image with its own ``sigma``, reflected borders (as the
+    per-image ``transforms.gaussian_blur``)."""
     n, c, h, w = x.shape
-    apply = _bernoulli(n, p, g)
-    sigma = _uniform(n, 0.1, 2.0, g).to(x.device, x.dtype)
+    sigma = sigma.to(x.device, x.dtype)
     half = kernel // 2
     t = torch.arange(-half, half + 1, device=x.device, dtype=x.dtype)
     k = torch.exp(-(t[None] ** 2) / (2 * sigma[:, None] ** 2))
@@ -136,17 +99,11 @@ def gaussian_blur(x: torch.Tensor, kernel: int, p: float, g: torch.Generator) ->
         y = F.pad(y, (half - pad,) * 4, mode="replicate")
     y = F.conv2d(y, k.view(n * c, 1, 1, kernel), groups=n * c)
     y = F.conv2d(y, k.view(n * c, 1, kernel, 1), groups=n * c)
-    return _select(apply, y.view(n, c, h, w), x)
-
-
-def solarize(x: torch.Tensor, p: float, g: torch.Generator) -> torch.Tensor:
-    """Solarisation (the per-image pipeline's threshold, 128/255) of each image with probability ``p``."""
-    apply = _bernoulli(x.shape[0], p, g)
-    return _select(apply, colour.solarize(x), x)
+    return y.view(n, c, h, w)
 
 
 class BatchMultiCrop:
-    """``global_crops`` large and ``local_crops`` small augmented views of every image of a batch.
+    """The recipe's views (``recipe.view_specs``: global then local crops) of every image of a batch.
 
     ``images`` is a uint8 batch (N x 3 x H x W), padded by ``loader.stack_padded`` when images
     differ in size, and ``sizes`` holds each image's own (height, width); boxes lie inside each
@@ -154,54 +111,28 @@ class BatchMultiCrop:
     """
 
     def __init__(self, cfg: Any) -> None:
-        self.cfg = cfg
+        self.specs = view_specs(cfg)
+        self.hue_space = cfg.hue_space
+        self.mean = torch.tensor(list(cfg.mean), dtype=torch.float32).view(1, 3, 1, 1)
+        self.std = torch.tensor(list(cfg.std), dtype=torch.float32).view(1, 3, 1, 1)
 
-    def _view(
-        self,
-        x: torch.Tensor,
-        sizes: torch.Tensor,
-        size: int,
-        scale: Any,
-        blur_p: float,
-        sol_p: float,
-        g: torch.Generator,
-    ) -> torch.Tensor:
-        cfg = self.cfg
-        n = x.shape[0]
-        boxes = resized_crop_boxes(sizes.cpu(), tuple(scale), g).to(x.device)
-        out = crop_resize(x, boxes, size)
-        out = _select(_bernoulli(n, cfg.flip_p, g), out.flip(-1), out)
-        jitter = [f * cfg.jitter_strength for f in cfg.jitter]
-        if cfg.jitter_p > 0 and any(jitter):
-            out = color_jitter(out, jitter, cfg.jitter_p, g, cfg.hue_space)
-        if cfg.grayscale_p > 0:
-            out = _select(_bernoulli(n, cfg.grayscale_p, g), _gray(out).expand_as(out), out)
-        if blur_p > 0:
-            out = gaussian_blur(out, max(3, int(0.1 * size) // 2 * 2 + 1), blur_p, g)
-        if sol_p > 0:
-            out = solarize(out, sol_p, g)
-        mean = torch.tensor(cfg.mean, device=x.device, dtype=out.dtype).view(1, 3, 1, 1)
-        std = torch.tensor(cfg.std, device=x.device, dtype=out.dtype).view(1, 3, 1, 1)
-        return (out - mean) / std
+    def apply(self, x: torch.Tensor, spec: ViewSpec, draws: ViewDraws) -> torch.Tensor:
+        """One view of float images ``x`` (N x 3 x H x W in [0, 1]) from its draws."""
+        top, left, h, w = draws.boxes.unbind(1)
+        boxes = torch.stack([left, top, left + w, top + h], dim=1).to(x.device, x.dtype)
+        out = crop_resize(x, boxes, spec.size)
+        out = _select(draws.flip, out.flip(-1), out)
+        if spec.jitter_p > 0 and any(spec.jitter):
+            out = color_jitter(out, draws, spec.jitter, self.hue_space)
+        if spec.grayscale_p > 0:
+            out = _select(draws.gray, _gray(out).expand_as(out), out)
+        if spec.blur_p > 0:
+            out = _select(draws.blur, gaussian_blur(out, spec.blur_kernel, draws.sigma), out)
+        if spec.solarize_p > 0:
+            out = _select(draws.solarize, colour.solarize(out), out)
+        return (out - self.mean.to(out.device)) / self.std.to(out.device)
 
     @torch.no_grad()
     def __call__(self, images: torch.Tensor, sizes: torch.Tensor, g: torch.Generator) -> list[torch.Tensor]:
-        cfg = self.cfg
         x = images.float() / 255.0
-        views = [
-            self._view(
-                x,
-                sizes,
-                cfg.global_size,
-                cfg.global_scale,
-                cfg.blur_p[i % len(cfg.blur_p)],
-                cfg.solarize_p[i % len(cfg.solarize_p)],
-                g,
-            )
-            for i in range(cfg.global_crops)
-        ]
-        views += [
-            self._view(x, sizes, cfg.local_size, cfg.local_scale, cfg.local_blur_p, cfg.local_solarize_p, g)
-            for _ in range(cfg.local_crops)
-        ]
-        return views
+        return [self.apply(x, spec, draw_view(spec, sizes.cpu(), g)) for spec in self.specs]

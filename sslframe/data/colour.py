@@ -29,7 +29,11 @@ _FROM_YIQ = torch.linalg.inv(_TO_YIQ)
 _HUE_BASIS = torch.stack(
     [
         _FROM_YIQ @ torch.tensor(part, dtype=torch.float64) @ _TO_YIQ
-        for part in ([[1, 0, 0], [0, 0, 0], [0, 0, 0]], [[0, 0, 0], [0, 1, 0], [0, 0, 1]], [[0, 0, 0], [0, 0, -1], [0, 1, 0]])
+        for part in (
+            [[1, 0, 0], [0, 0, 0], [0, 0, 0]],
+            [[0, 0, 0], [0, 1, 0], [0, 0, 1]],
+            [[0, 0, 0], [0, 0, -1], [0, 1, 0]],
+        )
     ]
 )
 _HUE_LISTS = _HUE_BASIS.flatten(1).tolist()  # the same, for one image without tensor ops

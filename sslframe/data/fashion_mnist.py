@@ -14,8 +14,16 @@ from PIL import Image
 from sslframe.errors import UserError
 
 CLASSES = (
-    "0_tshirt_top", "1_trouser", "2_pullover", "3_dress", "4_coat",
-    "5_sandal", "6_shirt", "7_sneaker", "8_bag", "9_ankle_boot",
+    "0_tshirt_top",
+    "1_trouser",
+    "2_pullover",
+    "3_dress",
+    "4_coat",
+    "5_sandal",
+    "6_shirt",
+    "7_sneaker",
+    "8_bag",
+    "9_ankle_boot",
 )
 PACKAGE = "dataset-fashion-mnist"
 DEFAULT_DIR = Path("/usr/share/datasets/fashion-mnist")

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import functools
 import io
-import math
 from collections.abc import Sequence
 from typing import Any
 
@@ -23,6 +22,7 @@ from torchvision.transforms import v2
 from torchvision.transforms.v2 import functional as TF
 
 from sslframe.data import colour
+from sslframe.data.recipe import ViewDraws, ViewSpec, crop_boxes, draw_view, view_specs
 
 
 def decode(data: bytes, decoder: str = "torchvision") -> torch.Tensor:
@@ -86,148 +86,86 @@ def _reflected(n: int, half: int) -> torch.Tensor:
     return torch.where(index >= n, period - index, index)
 
 
-def _blur_kernel(size: int) -> int:
-    return max(3, int(0.1 * size) // 2 * 2 + 1)
-
-
 class PhotometricAugment:
-    """The colour half of the SimCLR recipe on one crop, fused into one pass in float32: colour
-    jitter with probability ``jitter_p`` (brightness, contrast, saturation, hue in a random order
-    per sample, like torchvision's ColorJitter), grayscale, Gaussian blur (sigma ~ U(0.1, 2)),
-    solarisation (threshold 128/255), then normalisation.
+    """The colour half of one view on one crop, fused into one pass in float32: colour jitter
+    (brightness, contrast, saturation, hue in the drawn order), grayscale, Gaussian blur,
+    solarisation (threshold 128/255), then normalisation; which ops run and their amounts come
+    from the view's draws (``recipe.draw_view``).
 
     A uint8 crop is converted to float once, on entry. Brightness, contrast, saturation and
     grayscale follow torchvision's definitions, clamping to [0, 1] after each op
     (:mod:`sslframe.data.colour`); hue is rotated in YIQ rather than shifted in HSV, for speed
     (one 3 x 3 matrix instead of an HSV round trip, about 100x cheaper), unless ``hue_space`` is
     ``"hsv"`` (torchvision's exact shift). A grayscale crop stays one channel through blur and
-    solarisation until normalisation. All randomness comes from torch's default generator, so
-    the loader's per-sample seeding keeps views reproducible.
+    solarisation until normalisation.
     """
 
-    def __init__(
-        self,
-        jitter: Sequence[float],
-        jitter_p: float,
-        grayscale_p: float,
-        blur_kernel: int,
-        blur_p: float,
-        solarize_p: float,
-        mean: Sequence[float],
-        std: Sequence[float],
-        hue_space: str = "yiq",
-    ) -> None:
-        brightness, contrast, saturation, hue = (float(f) for f in jitter)
-        if not 0 <= hue <= 0.5:
-            raise ValueError(f"hue jitter must lie in [0, 0.5], got {hue}")
-        self.ranges = [(max(0.0, 1 - f), 1 + f) for f in (brightness, contrast, saturation)] + [(-hue, hue)]
-        self.active = [f > 0 for f in (brightness, contrast, saturation, hue)]
-        self.jitter_p = jitter_p if any(self.active) else 0.0
-        self.grayscale_p = grayscale_p
-        self.blur_kernel = blur_kernel
-        self.blur_p = blur_p
-        self.solarize_p = solarize_p
+    def __init__(self, spec: ViewSpec, mean: Sequence[float], std: Sequence[float], hue_space: str = "yiq") -> None:
+        if not 0 <= spec.jitter[3] <= 0.5:
+            raise ValueError(f"hue jitter must lie in [0, 0.5], got {spec.jitter[3]}")
+        self.spec = spec
+        self.active = [f > 0 for f in spec.jitter]
         self.hue = functools.partial(colour.adjust_hue, space=hue_space)
         self.scale = 1 / torch.tensor(list(std), dtype=torch.float32).view(3, 1, 1)
         self.shift = -torch.tensor(list(mean), dtype=torch.float32).view(3, 1, 1) * self.scale
 
-    def __call__(self, image: torch.Tensor) -> torch.Tensor:
-        # A fixed number of draws per call, whatever is applied.
-        u = torch.rand(10, dtype=torch.float64).tolist()
-        order = torch.randperm(4).tolist()
+    def __call__(self, image: torch.Tensor, draws: ViewDraws, i: int = 0) -> torch.Tensor:
+        """Image ``i``'s ops of ``draws`` applied to ``image`` (its crop, uint8 or float)."""
         x = image.to(torch.float32, copy=True)
         if image.dtype == torch.uint8:
             x.mul_(1 / 255)
-        if u[0] < self.jitter_p:
+        if bool(draws.jitter[i]):
             ops = (colour.adjust_brightness, colour.adjust_contrast, colour.adjust_saturation, self.hue)
-            for i in order:
-                if self.active[i]:
-                    low, high = self.ranges[i]
-                    x = ops[i](x, low + u[1 + i] * (high - low))
-        if u[5] < self.grayscale_p:
+            factors = draws.factors[i].tolist()
+            for op in draws.order[i].tolist():
+                if self.active[op]:
+                    x = ops[op](x, factors[op])
+        if bool(draws.gray[i]):
             x = colour.grayscale(x)
-        if u[6] < self.blur_p:
-            x = gaussian_blur(x, self.blur_kernel, 0.1 + u[7] * (2.0 - 0.1))
-        if u[8] < self.solarize_p:
+        if bool(draws.blur[i]):
+            x = gaussian_blur(x, self.spec.blur_kernel, float(draws.sigma[i]))
+        if bool(draws.solarize[i]):
             x = colour.solarize(x)
         return torch.addcmul(self.shift, x, self.scale)
 
 
 def random_resized_crop_box(
-    height: int, width: int, scale: Sequence[float], u: list[float], ratio: tuple[float, float] = (3 / 4, 4 / 3)
+    height: int, width: int, scale: Sequence[float], g: torch.Generator | None = None
 ) -> tuple[int, int, int, int]:
-    """(top, left, height, width) of a random crop covering ``scale`` of the image area with an
-    aspect ratio log-uniform in ``ratio`` (Szegedy et al. 2015, the recipe of torchvision's
-    RandomResizedCrop): up to 10 tries from the uniform draws ``u`` (4 per try), then the
-    whole image cropped to the nearest allowed ratio."""
-    area = height * width
-    log_low, log_high = math.log(ratio[0]), math.log(ratio[1])
-    for t in range(10):
-        su, ru, tu, lu = u[4 * t : 4 * t + 4]
-        target = area * (scale[0] + su * (scale[1] - scale[0]))
-        aspect = math.exp(log_low + ru * (log_high - log_low))
-        w = round(math.sqrt(target * aspect))
-        h = round(math.sqrt(target / aspect))
-        if 0 < w <= width and 0 < h <= height:
-            return int(tu * (height - h + 1)), int(lu * (width - w + 1)), h, w
-    aspect = width / height
-    if aspect < ratio[0]:
-        w, h = width, round(width / ratio[0])
-    elif aspect > ratio[1]:
-        h, w = height, round(height * ratio[1])
-    else:
-        h, w = height, width
-    return (height - h) // 2, (width - w) // 2, h, w
+    """(top, left, height, width) of one random resized crop (``recipe.crop_boxes`` for one image)."""
+    top, left, h, w = crop_boxes(torch.tensor([[height, width]]), (float(scale[0]), float(scale[1])), g)[0].tolist()
+    return int(top), int(left), int(h), int(w)
 
 
 class AugmentedView:
-    """One augmented view: a random resized crop and a horizontal flip of the uint8 image
-    (torchvision v2's antialiased resize), so the rest runs on the small crop, then the
-    photometric ops and normalisation fused in float32 (:class:`PhotometricAugment`). The crop
-    box is drawn here rather than by ``v2.RandomResizedCrop``, whose parameter sampling cost more
-    than the resize of a 96 px crop; all draws come from torch's default generator."""
+    """One augmented view of one image: its draws (``recipe.draw_view``), then the crop and flip
+    of the uint8 image (torchvision v2's antialiased resize), so the rest runs on the small crop,
+    then the photometric ops and normalisation fused in float32 (:class:`PhotometricAugment`).
+    All draws come from torch's default generator, which the loader seeds per sample."""
 
-    def __init__(self, size: int, scale: Sequence[float], cfg: Any, blur_p: float, solarize_p: float) -> None:
-        self.size = [size, size]
-        self.scale = (float(scale[0]), float(scale[1]))
-        self.flip_p = cfg.flip_p
-        self.photometric = PhotometricAugment(
-            [f * cfg.jitter_strength for f in cfg.jitter],
-            cfg.jitter_p,
-            cfg.grayscale_p,
-            _blur_kernel(size),
-            blur_p,
-            solarize_p,
-            cfg.mean,
-            cfg.std,
-            cfg.hue_space,
-        )
+    def __init__(self, spec: ViewSpec, mean: Sequence[float], std: Sequence[float], hue_space: str = "yiq") -> None:
+        self.spec = spec
+        self.size = [spec.size, spec.size]
+        self.photometric = PhotometricAugment(spec, mean, std, hue_space)
 
     def __call__(self, image: torch.Tensor) -> torch.Tensor:
-        u = torch.rand(41, dtype=torch.float64).tolist()  # 4 per crop try (10 tries), 1 for the flip
-        top, left, h, w = random_resized_crop_box(image.shape[-2], image.shape[-1], self.scale, u)
+        draws = draw_view(self.spec, torch.tensor([image.shape[-2:]]))
+        return self.apply(image, draws)
+
+    def apply(self, image: torch.Tensor, draws: ViewDraws, i: int = 0) -> torch.Tensor:
+        """Image ``i``'s draws applied to ``image`` (uint8, 3 x H x W)."""
+        top, left, h, w = (int(v) for v in draws.boxes[i].tolist())
         crop = TF.resize(image[..., top : top + h, left : left + w], self.size, antialias=True)
-        if u[40] < self.flip_p:
+        if bool(draws.flip[i]):
             crop = crop.flip(-1)
-        return self.photometric(crop)
+        return self.photometric(crop, draws, i)
 
 
 class MultiCropTransform:
-    """``global_crops`` large views then ``local_crops`` small views of one image."""
+    """``global_crops`` large views then ``local_crops`` small views of one image (``recipe.view_specs``)."""
 
     def __init__(self, cfg: Any) -> None:
-        self.views = [
-            AugmentedView(
-                cfg.global_size,
-                cfg.global_scale,
-                cfg,
-                cfg.blur_p[i % len(cfg.blur_p)],
-                cfg.solarize_p[i % len(cfg.solarize_p)],
-            )
-            for i in range(cfg.global_crops)
-        ]
-        local = AugmentedView(cfg.local_size, cfg.local_scale, cfg, cfg.local_blur_p, cfg.local_solarize_p)
-        self.views += [local] * cfg.local_crops
+        self.views = [AugmentedView(spec, cfg.mean, cfg.std, cfg.hue_space) for spec in view_specs(cfg)]
 
     def __call__(self, image: torch.Tensor) -> list[torch.Tensor]:
         return [view(image) for view in self.views]

@@ -8,6 +8,8 @@ from omegaconf import OmegaConf
 from sslframe.config.schema import MultiCropConfig
 from sslframe.data import batch_transforms as bt
 from sslframe.data.loader import stack_padded
+from sslframe.data.recipe import ViewSpec, crop_boxes, draw_view
+from sslframe.data.transforms import AugmentedView
 
 
 def config(**kw: object) -> MultiCropConfig:
@@ -29,9 +31,14 @@ def test_views_shapes_and_determinism() -> None:
     assert not torch.equal(a[0], aug(images, sizes, gen(4))[0])
 
 
+def boxes_xyxy(sizes: torch.Tensor, scale: tuple[float, float], g: torch.Generator) -> torch.Tensor:
+    top, left, h, w = crop_boxes(sizes, scale, g).unbind(1)
+    return torch.stack([left, top, left + w, top + h], dim=1).float()
+
+
 def test_boxes_follow_the_random_resized_crop_rules() -> None:
     sizes = torch.tensor([[40, 60]] * 2000)
-    boxes = bt.resized_crop_boxes(sizes, (0.2, 0.6), gen())
+    boxes = boxes_xyxy(sizes, (0.2, 0.6), gen())
     w, h = boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1]
     assert (boxes[:, 0] >= 0).all() and (boxes[:, 1] >= 0).all()
     assert (boxes[:, 2] <= 60).all() and (boxes[:, 3] <= 40).all()
@@ -43,7 +50,7 @@ def test_boxes_follow_the_random_resized_crop_rules() -> None:
 
 def test_impossible_scale_falls_back_to_a_centred_crop() -> None:
     # A 4 x 100 strip cannot hold a crop of 90% of its area with ratio in [3/4, 4/3].
-    boxes = bt.resized_crop_boxes(torch.tensor([[4, 100]]), (0.9, 1.0), gen())
+    boxes = boxes_xyxy(torch.tensor([[4, 100]]), (0.9, 1.0), gen())
     torch.testing.assert_close(boxes, torch.tensor([[47.0, 0.0, 52.0, 4.0]]))
 
 
@@ -53,23 +60,29 @@ def test_padding_does_not_change_the_crops() -> None:
     large = torch.rand(3, 30, 20, generator=g)
     batch, sizes = stack_padded([small, large])
     assert sizes.tolist() == [[10, 14], [30, 20]] and batch.shape == (2, 3, 30, 20)
-    boxes = bt.resized_crop_boxes(sizes, (0.5, 1.0), gen())
+    boxes = boxes_xyxy(sizes, (0.5, 1.0), gen())
     together = bt.crop_resize(batch, boxes, 8)
     alone = torch.cat([bt.crop_resize(img[None], box[None], 8) for img, box in zip((small, large), boxes, strict=True)])
     torch.testing.assert_close(together, alone)
 
 
+def spec(**kw: object) -> ViewSpec:
+    base = {"size": 16, "scale": (1.0, 1.0), "flip_p": 0.0, "jitter": (0.8, 0.8, 0.8, 0.2), "jitter_p": 1.0,
+            "grayscale_p": 0.0, "blur_p": 0.0, "solarize_p": 0.0}  # fmt: skip
+    return ViewSpec(**{**base, **kw})  # type: ignore[arg-type]
+
+
 def test_each_op_does_what_it_says() -> None:
     x = torch.rand(64, 3, 16, 16, generator=gen(1))
-    torch.testing.assert_close(bt.color_jitter(x, [0.8, 0.8, 0.8, 0.2], 0.0, gen()), x)
-    jittered = bt.color_jitter(x, [0.8, 0.8, 0.8, 0.2], 1.0, gen())
+    sizes = torch.tensor([[16, 16]] * 64)
+    none = draw_view(spec(jitter_p=0.0), sizes, gen())
+    torch.testing.assert_close(bt.color_jitter(x, none, spec().jitter), x)
+    jittered = bt.color_jitter(x, draw_view(spec(), sizes, gen()), spec().jitter)
     assert jittered.min() >= 0 and jittered.max() <= 1 and not torch.allclose(jittered, x)
-    blurred = bt.gaussian_blur(x, 5, 1.0, gen())
+    blurred = bt.gaussian_blur(x, 5, torch.full((64,), 1.0))
     assert blurred.std() < x.std()  # blurring i.i.d. noise lowers its spread
-    solarized = bt.solarize(x, 1.0, gen())
-    torch.testing.assert_close(solarized, torch.where(x >= 128 / 255, 1 - x, x))  # torchvision: 128 on uint8
     aug = bt.BatchMultiCrop(config(grayscale_p=1.0, jitter_p=0.0, blur_p=[0.0]))
-    view = aug((x * 255).to(torch.uint8), torch.tensor([[16, 16]] * 64), gen())[0]
+    view = aug((x * 255).to(torch.uint8), sizes, gen())[0]
     torch.testing.assert_close(view[:, 0], view[:, 1])
 
 
@@ -79,20 +92,23 @@ def test_hue_rotation_keeps_gray_pixels_gray() -> None:
     torch.testing.assert_close(rotated, gray)
 
 
-def test_batched_and_per_image_colour_ops_agree_on_the_same_parameters() -> None:
-    """The per-batch executor and the per-image one (``sslframe.data.colour``, used by the loader
-    workers) give the same view from the same draws: a hue factor turns the same way, and the
-    solarisation threshold is the same (they once differed in both)."""
-    from sslframe.data import colour
-
-    g = torch.Generator().manual_seed(0)
-    images = torch.rand(4, 3, 8, 8, generator=g)
-    images[:, :, 0, 0] = 128 / 255  # exactly at torchvision's threshold: inverted
-    factors = torch.tensor([-0.3, -0.05, 0.1, 0.45])
-    batched = bt._rotate_hue(images, colour.hue_angle(factors)).clamp(0, 1)
-    for image, factor, out in zip(images, factors.tolist(), batched, strict=True):
-        torch.testing.assert_close(out, colour.adjust_hue(image, factor), rtol=0, atol=1e-6)
-    solarized = bt.solarize(images, 1.0, torch.Generator())
-    for image, out in zip(images, solarized, strict=True):
-        assert torch.equal(out, colour.solarize(image))
-    assert torch.allclose(solarized[:, :, 0, 0], torch.tensor(1 - 128 / 255))
+def test_per_image_and_batched_executors_make_the_same_views_from_the_same_draws() -> None:
+    """One recipe (``recipe.draw_view``), two executors: the loader workers' per-image one and
+    the training process's batched one. With whole-image crops at the image's own size (where
+    neither resize changes a pixel), the same draws give the same views: jitter in each image's
+    drawn order, grayscale, blur with its sigma, solarisation at 128/255 (they once disagreed on
+    the threshold and on the hue angle's sign)."""
+    g = gen(7)
+    images = (torch.rand(12, 3, 16, 16, generator=g) * 255).round().to(torch.uint8)
+    images[:, :, 0, 0] = 128  # exactly at torchvision's solarisation threshold: inverted
+    sizes = torch.tensor([[16, 16]] * 12)
+    view = spec(flip_p=0.5, grayscale_p=0.3, blur_p=0.5, solarize_p=0.5)
+    draws = draw_view(view, sizes, g)
+    assert draws.jitter.all() and draws.gray.any() and draws.blur.any() and draws.solarize.any()
+    assert len({tuple(o) for o in draws.order.tolist()}) > 1, "several jitter orders are exercised"
+    mean, std = [0.4, 0.5, 0.6], [0.2, 0.25, 0.3]
+    cfg = config(mean=mean, std=std)
+    batched = bt.BatchMultiCrop(cfg).apply(images.float() / 255, view, draws)
+    per_image = AugmentedView(view, mean, std)
+    for i in range(len(images)):
+        torch.testing.assert_close(per_image.apply(images[i], draws, i), batched[i], rtol=0, atol=2e-5)

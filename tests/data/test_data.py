@@ -60,8 +60,9 @@ def test_sampler_skip_equals_iterate_and_discard() -> None:
 
 
 def tiny_transform() -> MultiCropTransform:
-    cfg = OmegaConf.structured(MultiCropConfig(global_size=12, local_size=6, local_crops=2, blur_p=[1.0, 0.1],
-                                               solarize_p=[0.0, 0.2]))
+    cfg = OmegaConf.structured(
+        MultiCropConfig(global_size=12, local_size=6, local_crops=2, blur_p=[1.0, 0.1], solarize_p=[0.0, 0.2])
+    )
     return MultiCropTransform(cfg)
 
 

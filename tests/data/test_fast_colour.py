@@ -9,6 +9,7 @@ from torchvision.transforms.v2 import functional as TF
 
 from sslframe.config.schema import MultiCropConfig
 from sslframe.data import colour
+from sslframe.data.recipe import ViewSpec, draw_view
 from sslframe.data.transforms import MultiCropTransform, PhotometricAugment
 
 ONE_LEVEL = 1 / 255
@@ -60,27 +61,34 @@ def test_small_hue_shifts_move_colours_like_torchvision(factor: float) -> None:
     assert torch.nn.functional.cosine_similarity(ours, theirs, dim=0) > 0.6
 
 
-def augment(**kwargs: object) -> PhotometricAugment:
+def augment(hue_space: str = "yiq", **kwargs: object) -> tuple[PhotometricAugment, ViewSpec]:
     settings = {
-        "jitter": [0.8, 0.8, 0.8, 0.2],
+        "size": 16,
+        "scale": (1.0, 1.0),
+        "flip_p": 0.0,
+        "jitter": (0.8, 0.8, 0.8, 0.2),
         "jitter_p": 0.8,
         "grayscale_p": 0.2,
-        "blur_kernel": 5,
         "blur_p": 0.5,
         "solarize_p": 0.2,
-        "mean": [0.5, 0.5, 0.5],
-        "std": [0.25, 0.25, 0.25],
     } | kwargs
-    return PhotometricAugment(**settings)  # type: ignore[arg-type]
+    spec = ViewSpec(**settings)  # type: ignore[arg-type]
+    return PhotometricAugment(spec, [0.5] * 3, [0.25] * 3, hue_space), spec
+
+
+def photometric(transform: tuple[PhotometricAugment, ViewSpec], x: torch.Tensor) -> torch.Tensor:
+    """One draw of the view (torch's default generator, as in a loader worker) applied to ``x``."""
+    op, spec = transform
+    return op(x, draw_view(spec, torch.tensor([x.shape[-2:]])))
 
 
 def test_photometric_augment_without_randomness_is_convert_and_normalise() -> None:
     x = (random_image(4) * 255).round().to(torch.uint8)
-    out = augment(jitter_p=0.0, grayscale_p=0.0, blur_p=0.0, solarize_p=0.0)(x)
+    out = photometric(augment(jitter_p=0.0, grayscale_p=0.0, blur_p=0.0, solarize_p=0.0), x)
     expected = TF.normalize(TF.to_dtype(x, torch.float32, scale=True), [0.5] * 3, [0.25] * 3)
     assert out.dtype == torch.float32
     torch.testing.assert_close(out, expected, atol=1e-6, rtol=0)
-    gray = augment(jitter_p=0.0, grayscale_p=1.0, blur_p=0.0, solarize_p=0.0)(x)
+    gray = photometric(augment(jitter_p=0.0, grayscale_p=1.0, blur_p=0.0, solarize_p=0.0), x)
     assert gray.shape == x.shape and torch.equal(gray[0], gray[2])
 
 
@@ -88,9 +96,9 @@ def test_photometric_augment_is_a_function_of_the_seed() -> None:
     x = (random_image(5) * 255).round().to(torch.uint8)
     transform = augment()
     torch.manual_seed(11)
-    first = [transform(x) for _ in range(6)]
+    first = [photometric(transform, x) for _ in range(6)]
     torch.manual_seed(11)
-    again = [transform(x) for _ in range(6)]
+    again = [photometric(transform, x) for _ in range(6)]
     assert all(torch.equal(a, b) for a, b in zip(first, again, strict=True))
     assert len({a.sum().item() for a in first}) > 1
 
@@ -107,29 +115,27 @@ def test_multicrop_views_have_the_recipe_shapes_and_dtype() -> None:
 
 
 def test_hsv_hue_space_is_torchvisions_hue_shift() -> None:
-    """``transform.hue_space=hsv``: the hue factor is drawn as in the YIQ path (the fifth of the
-    ten uniform draws, scaled to [-hue, hue]) and applied by torchvision's own adjust_hue."""
+    """``transform.hue_space=hsv``: the hue shift drawn for the view (``ViewDraws.factors[:, 3]``)
+    applied by torchvision's own adjust_hue; the YIQ path turns by the same draw differently."""
     x = (random_image(7) * 255).round().to(torch.uint8)
-    hue_only = {"jitter": [0.0, 0.0, 0.0, 0.2], "jitter_p": 1.0, "grayscale_p": 0.0, "blur_p": 0.0, "solarize_p": 0.0}
-    transform, transform_hsv = augment(**hue_only), augment(**hue_only, hue_space="hsv")
-    torch.manual_seed(5)
-    factor = -0.2 + float(torch.rand(10, dtype=torch.float64)[4]) * 0.4
-    torch.manual_seed(5)
-    out = transform_hsv(x)
+    hue_only = {"jitter": (0.0, 0.0, 0.0, 0.2), "jitter_p": 1.0, "grayscale_p": 0.0, "blur_p": 0.0, "solarize_p": 0.0}
+    (op, spec), (op_hsv, _) = augment(**hue_only), augment("hsv", **hue_only)
+    draws = draw_view(spec, torch.tensor([x.shape[-2:]]), torch.Generator().manual_seed(5))
+    factor = float(draws.factors[0, 3])
+    assert -0.2 <= factor <= 0.2
+    out = op_hsv(x, draws)
     expected = TF.normalize(TF.adjust_hue(x.float() / 255, factor), [0.5] * 3, [0.25] * 3)
     torch.testing.assert_close(out, expected, atol=1e-5, rtol=0)
-    torch.manual_seed(5)
-    assert not torch.allclose(transform(x), out, atol=1e-3), "the YIQ path differs from HSV"
+    assert not torch.allclose(op(x, draws), out, atol=1e-3), "the YIQ path differs from HSV"
 
 
 def test_batch_backend_hsv_hue_matches_torchvision_per_image() -> None:
     from sslframe.data.batch_transforms import color_jitter
 
     x = torch.stack([random_image(s) for s in range(4)])
-    out = color_jitter(x, [0.0, 0.0, 0.0, 0.3], 1.0, torch.Generator().manual_seed(2), hue_space="hsv")
-    g = torch.Generator().manual_seed(2)
-    torch.rand(4, generator=g)  # the apply mask
-    shifts = torch.rand(4, generator=g) * 0.6 - 0.3
-    expected = torch.stack([TF.adjust_hue(image, float(f)) for image, f in zip(x, shifts, strict=True)])
+    view = ViewSpec(8, (1.0, 1.0), 0.0, (0.0, 0.0, 0.0, 0.3), 1.0, 0.0, 0.0, 0.0)
+    draws = draw_view(view, torch.tensor([[8, 8]] * 4), torch.Generator().manual_seed(2))
+    out = color_jitter(x, draws, view.jitter, hue_space="hsv")
+    shifts = draws.factors[:, 3].tolist()
+    expected = torch.stack([TF.adjust_hue(image, f) for image, f in zip(x, shifts, strict=True)])
     torch.testing.assert_close(out, expected, atol=1e-5, rtol=0)
-

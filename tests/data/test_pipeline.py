@@ -12,6 +12,7 @@ from PIL import Image
 from torchvision.transforms.v2 import functional as TF
 
 from sslframe.config.schema import MultiCropConfig
+from sslframe.data.recipe import crop_boxes, view_specs
 from sslframe.data.transforms import AugmentedView, decode, gaussian_blur, random_resized_crop_box
 
 
@@ -33,22 +34,25 @@ def test_random_resized_crop_boxes_follow_the_recipe(height: int, width: int) ->
     ratio (torchvision's RandomResizedCrop fallback)."""
     g = torch.Generator().manual_seed(0)
     scale = (0.14, 1.0)
-    for _ in range(300):
-        u = torch.rand(40, generator=g, dtype=torch.float64).tolist()
-        top, left, h, w = random_resized_crop_box(height, width, scale, u)
-        assert 0 <= top and top + h <= height and 0 <= left and left + w <= width and h > 0 and w > 0
+    boxes = crop_boxes(torch.tensor([[height, width]] * 300), scale, g)
+    for top, left, h, w in (tuple(int(v) for v in box) for box in boxes.tolist()):
+        assert top >= 0 and top + h <= height and left >= 0 and left + w <= width and h > 0 and w > 0
         fraction, ratio = h * w / (height * width), w / h
         slack = 2 / min(h, w)  # both sides are rounded to whole pixels
         centred = (top, left) == ((height - h) // 2, (width - w) // 2)
         drawn = scale[0] * 0.8 <= fraction <= scale[1] * 1.2 and 3 / 4 - slack <= ratio <= 4 / 3 + slack
         assert centred or drawn
     # Every try too wide for a 10 x 1000 strip: the centred box of ratio 4/3.
-    assert random_resized_crop_box(10, 1000, (0.9, 1.0), [0.5] * 40) == (0, 493, 10, 13)
+    assert random_resized_crop_box(10, 1000, (0.9, 1.0), g) == (0, 493, 10, 13)
 
 
 def test_augmented_view_is_a_function_of_the_seed_and_flips_on_its_draw() -> None:
-    cfg = OmegaConf.structured(MultiCropConfig(jitter_p=0.0, grayscale_p=0.0, blur_p=[0.0], flip_p=1.0))
-    view = AugmentedView(16, (1.0, 1.0), cfg, blur_p=0.0, solarize_p=0.0)
+    cfg = OmegaConf.structured(
+        MultiCropConfig(
+            global_size=16, global_scale=[1.0, 1.0], jitter_p=0.0, grayscale_p=0.0, blur_p=[0.0], flip_p=1.0
+        )
+    )
+    view = AugmentedView(view_specs(cfg)[0], cfg.mean, cfg.std)
     image = torch.arange(3 * 16 * 16, dtype=torch.float32).view(3, 16, 16).remainder(251).to(torch.uint8)
     torch.manual_seed(1)
     out = view(image)
