@@ -85,6 +85,19 @@ def _two_views(transform: Callable[..., Any], cfg: DictConfig) -> Any:
     return transform(input_size=tf.global_size, min_scale=tf.global_scale[0], gaussian_blur=0.0, **_view_args(cfg))
 
 
+def _byol_views(cfg: DictConfig) -> Any:
+    """lightly's BYOL transform (its two asymmetric views, as BYOL's and Barlow Twins' examples use
+    it) with the recipe's views."""
+    from lightly.transforms.byol_transform import BYOLTransform, BYOLView1Transform, BYOLView2Transform
+
+    tf = cfg.transform
+    args = dict(input_size=tf.global_size, min_scale=tf.global_scale[0], gaussian_blur=0.0, solarization_prob=0.0)
+    return BYOLTransform(
+        view_1_transform=BYOLView1Transform(**args, **_view_args(cfg)),
+        view_2_transform=BYOLView2Transform(**args, **_view_args(cfg)),
+    )
+
+
 def _check_recipe(cfg: DictConfig) -> None:
     tf = cfg.transform
     if any(p > 0 for p in tf.blur_p) or tf.local_blur_p > 0 or any(p > 0 for p in tf.solarize_p):
@@ -153,7 +166,6 @@ def byol(trunk: nn.Module, cfg: DictConfig) -> LightlyMethod:
     from lightly.loss import NegativeCosineSimilarity
     from lightly.models.modules.heads import BYOLPredictionHead, BYOLProjectionHead
     from lightly.models.utils import update_momentum
-    from lightly.transforms.byol_transform import BYOLTransform, BYOLView1Transform, BYOLView2Transform
     from lightly.utils.scheduler import cosine_schedule
 
     head = cfg.head
@@ -163,12 +175,7 @@ def byol(trunk: nn.Module, cfg: DictConfig) -> LightlyMethod:
     model = nn.ModuleDict({"backbone": trunk, "projection_head": projection, "prediction_head": prediction})
     model.update({"bm": trunk_m, "pm": projection_m})
     criterion = NegativeCosineSimilarity()
-    tf = cfg.transform
-    args = dict(input_size=tf.global_size, min_scale=tf.global_scale[0], gaussian_blur=0.0, solarization_prob=0.0)
-    transform = BYOLTransform(
-        view_1_transform=BYOLView1Transform(**args, **_view_args(cfg)),
-        view_2_transform=BYOLView2Transform(**args, **_view_args(cfg)),
-    )
+    transform = _byol_views(cfg)
 
     def loss(views: list[torch.Tensor], step: int, epoch: int, total: int) -> torch.Tensor:
         m = cosine_schedule(step, total, cfg.method.base_momentum, 1.0)
@@ -208,18 +215,12 @@ def simsiam(trunk: nn.Module, cfg: DictConfig) -> LightlyMethod:
 def barlowtwins(trunk: nn.Module, cfg: DictConfig) -> LightlyMethod:
     from lightly.loss import BarlowTwinsLoss
     from lightly.models.modules.heads import BarlowTwinsProjectionHead
-    from lightly.transforms.byol_transform import BYOLTransform, BYOLView1Transform, BYOLView2Transform
 
     head = cfg.head
     projection = BarlowTwinsProjectionHead(trunk.out_dim, head.hidden_dims[0], head.output_dim)
     model = nn.ModuleDict({"backbone": trunk, "projection_head": projection})
     criterion = BarlowTwinsLoss(lambda_param=cfg.method.lambda_offdiag)
-    tf = cfg.transform
-    args = dict(input_size=tf.global_size, min_scale=tf.global_scale[0], gaussian_blur=0.0, solarization_prob=0.0)
-    transform = BYOLTransform(
-        view_1_transform=BYOLView1Transform(**args, **_view_args(cfg)),
-        view_2_transform=BYOLView2Transform(**args, **_view_args(cfg)),
-    )
+    transform = _byol_views(cfg)
 
     def loss(views: list[torch.Tensor], step: int, epoch: int, total: int) -> torch.Tensor:
         return criterion(projection(_features(trunk, views[0])), projection(_features(trunk, views[1])))

@@ -28,7 +28,19 @@ class Sample:
     label: int
 
 
-class ImageFolderSource:
+class ListedSource:
+    """A source whose samples are listed up front (``self.samples``): its size and keys."""
+
+    samples: list[Sample]
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def key(self, index: int) -> str:
+        return self.samples[index].key
+
+
+class ImageFolderSource(ListedSource):
     """Images under a folder, found recursively and sorted by relative path.
 
     When every image sits in a first-level sub-folder, the sorted sub-folder names are the
@@ -61,18 +73,12 @@ class ImageFolderSource:
                     found.append(prefix + entry.name)
         return found
 
-    def __len__(self) -> int:
-        return len(self.samples)
-
-    def key(self, index: int) -> str:
-        return self.samples[index].key
-
     def read(self, index: int) -> tuple[str, bytes, int]:
         sample = self.samples[index]
         return sample.key, (self.root / sample.key).read_bytes(), sample.label
 
 
-class FileListSource:
+class FileListSource(ListedSource):
     """Images named by a list, as large labs keep them: a text file with one ``path [label]``
     per line (blank lines and ``#`` comments skipped), or a ``.npy`` array of paths (1-D), of
     ``(path, label)`` rows, or with ``path`` and ``label`` fields. Relative paths are resolved
@@ -124,12 +130,6 @@ class FileListSource:
             f"file list '{self.path}' has shape {array.shape}; expected N paths, N x 2 (path, label) "
             "or fields 'path' and 'label'"
         )
-
-    def __len__(self) -> int:
-        return len(self.samples)
-
-    def key(self, index: int) -> str:
-        return self.samples[index].key
 
     def read(self, index: int) -> tuple[str, bytes, int]:
         sample = self.samples[index]
