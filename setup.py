@@ -34,6 +34,7 @@ setup(
     # fairscale: not a dependency. Its FSDP (VISSL's and SEER's) is unmaintained since 2022 and
     # allocates its buffers on CUDA even for CPU modules; distributed.strategy=fsdp (PyTorch's FSDP2)
     # shards the same way. The extra is for scripts that still import it; sslframe never does.
+    entry_points={"console_scripts": ["sslframe=sslframe.command:main"]},
     extras_require={
         "dev": ["pytest>=8", "pytest-xdist>=3", "ruff>=0.6"],
         "bench": ["lightly>=1.5,<2"],
