@@ -36,7 +36,10 @@ setup(
     # shards the same way. The extra is for scripts that still import it; sslframe never does.
     entry_points={"console_scripts": ["sslframe=sslframe.command:main"]},
     extras_require={
-        "dev": ["pytest>=8", "pytest-xdist>=3", "ruff>=0.6"],
+        # The trackers are optional (logger=[mlflow,wandb]); the tests use the real libraries.
+        "dev": ["pytest>=8", "pytest-xdist>=3", "ruff>=0.6", "mlflow-skinny>=3", "wandb>=0.18"],
+        "mlflow": ["mlflow-skinny>=3"],
+        "wandb": ["wandb>=0.18"],
         "bench": ["lightly>=1.5,<2"],
         "fairscale": ["fairscale>=0.4.13"],
     },

@@ -136,8 +136,14 @@ class ConsoleProgress:
             self.bar.close()
 
 
-def default_observers(run_dir: Path, progress: bool, is_main: bool) -> list[Observer]:
-    """What every run reports to, on its first rank: metrics.jsonl, TensorBoard, the console."""
+def default_observers(run_dir: Path, cfg: Any, is_main: bool) -> list[Observer]:
+    """What a run reports to, on its first rank: metrics.jsonl and the console always, and the
+    ``logger`` list's trackers (TensorBoard, MLflow, W&B; ``cfg`` is the resolved config)."""
     if not is_main:
         return []
-    return [JSONLinesLog(run_dir / "metrics.jsonl"), TensorBoardLog(run_dir / "tensorboard"), ConsoleProgress(progress)]
+    from sslframe.engine.tracking import tracking_observers
+
+    observers: list[Observer] = [JSONLinesLog(run_dir / "metrics.jsonl"), ConsoleProgress(cfg.trainer.progress)]
+    if "tensorboard" in cfg.logger:
+        observers.append(TensorBoardLog(run_dir / "tensorboard"))
+    return observers + tracking_observers(run_dir, cfg)

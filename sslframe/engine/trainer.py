@@ -30,6 +30,7 @@ from sslframe.engine.batches import StepBatches
 from sslframe.engine.flags import FlagQueue, NormStatistics, StepCounters, dump_nonfinite_step, local_flags
 from sslframe.engine.monitors import build_monitors
 from sslframe.engine.observers import MetricsWindow, default_observers
+from sslframe.engine.tracking import check_loggers
 from sslframe.methods import Method, StepContext, StepOutput, build_method
 from sslframe.optim.build import build_optimizer, build_schedules, scaled_lr, set_lr, set_weight_decay, step_unless
 
@@ -50,6 +51,7 @@ class Trainer:
     def __init__(self, cfg: DictConfig) -> None:
         self.cfg = cfg
         self.run_dir = Path(cfg.run.dir)
+        check_loggers(cfg.logger)
         self.device = pick_device(cfg.trainer.device)
         self.env: DistEnv = init_distributed(self.device.type)
         # Every rank builds identical initial weights (FSDP shards them in place, without the
@@ -164,7 +166,7 @@ class Trainer:
         start_step = self.step
         if self.method.needs_data_pass():
             self._data_pass()
-        observers = default_observers(self.run_dir, cfg.trainer.progress, self.env.is_main)
+        observers = default_observers(self.run_dir, self.recorded_config(), self.env.is_main)
         for obs in observers:
             obs.on_start(self.step, self.stop_step)
         monitors = build_monitors(cfg, self.method.trunk, self.device, self.memory_format)

@@ -19,7 +19,7 @@ from sslframe.config.schema.eval import (
 )
 from sslframe.config.schema.launcher import LauncherConfig, SlurmLauncherConfig
 from sslframe.config.schema.optim import OptimConfig, ScheduleConfig
-from sslframe.config.schema.root import EvalConfig, PlanConfig, PlanRootConfig, RunConfig, TrainConfig
+from sslframe.config.schema.root import EvalConfig, PlanConfig, PlanRootConfig, RunConfig, TrackingConfig, TrainConfig
 from sslframe.config.schema.trainer import DistributedConfig, ModelConfig, MonitorConfig, TrainerConfig
 from sslframe.config.schema.transform import MultiCropConfig
 from sslframe.registry import register_schema
@@ -46,6 +46,7 @@ for _group, _options in {
 # Sections of the primary configs with one fixed schema (validated like groups).
 SECTION_SCHEMAS: dict[str, type] = {
     "run": RunConfig,
+    "tracking": TrackingConfig,
     "model": ModelConfig,
     "plan": PlanConfig,
     "monitor": MonitorConfig,
@@ -78,6 +79,7 @@ __all__ = [
     "RunConfig",
     "ScheduleConfig",
     "SlurmLauncherConfig",
+    "TrackingConfig",
     "TrainConfig",
     "TrainerConfig",
 ]  # fmt: skip

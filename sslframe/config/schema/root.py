@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 from omegaconf import MISSING
 
@@ -11,6 +11,7 @@ from sslframe.config.schema.data import DataConfig
 from sslframe.config.schema.optim import OptimConfig, ScheduleConfig
 from sslframe.config.schema.trainer import DistributedConfig, ModelConfig, MonitorConfig, TrainerConfig
 from sslframe.config.schema.transform import MultiCropConfig
+from sslframe.registry import Choices
 
 
 @dataclass
@@ -40,6 +41,20 @@ class PlanConfig:
 
 
 @dataclass
+class TrackingConfig:
+    """Where experiment trackers write (``logger=[...,mlflow,wandb]``)."""
+
+    # MLflow tracking URI ("": a local file store in run.dir/mlruns, no server needed).
+    mlflow_uri: str = ""
+    # MLflow experiment name.
+    experiment: str = "sslframe"
+    wandb_project: str = "sslframe"
+    # online | offline | disabled ("": offline unless WANDB_MODE or a W&B API key is configured).
+    wandb_mode: str = ""
+    choices: ClassVar[Choices] = {"wandb_mode": ("", "online", "offline", "disabled")}
+
+
+@dataclass
 class TrainConfig:
     run: RunConfig = field(default_factory=RunConfig)
     # Groups with several schemas (a trunk family, a method, a launcher; heads are the components'
@@ -56,6 +71,9 @@ class TrainConfig:
     launcher: Any = MISSING
     model: ModelConfig = field(default_factory=ModelConfig)
     monitor: MonitorConfig = field(default_factory=MonitorConfig)
+    # Where metrics go besides metrics.jsonl: any of tensorboard, mlflow, wandb.
+    logger: list[str] = field(default_factory=lambda: ["tensorboard"])
+    tracking: TrackingConfig = field(default_factory=TrackingConfig)
 
 
 @dataclass
