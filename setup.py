@@ -37,7 +37,8 @@ setup(
     entry_points={"console_scripts": ["sslframe=sslframe.command:main"]},
     extras_require={
         # The trackers are optional (logger=[mlflow,wandb]); the tests use the real libraries.
-        "dev": ["pytest>=8", "pytest-xdist>=3", "ruff>=0.6", "mlflow-skinny>=3", "wandb>=0.18"],
+        "dev": ["pytest>=8", "pytest-xdist>=3", "ruff>=0.6", "mlflow-skinny>=3", "wandb>=0.18", "onnx", "onnxruntime"],
+        "onnx": ["onnx", "onnxruntime"],
         "mlflow": ["mlflow-skinny>=3"],
         "wandb": ["wandb>=0.18"],
         "bench": ["lightly>=1.5,<2"],

@@ -3,6 +3,7 @@
 
     python tools/export.py export CHECKPOINT --naming torchvision --out trunk.safetensors
     python tools/export.py import WEIGHTS --layout dino --arch resnet50 --out trunk.pt
+    python tools/export.py export RUN_DIR --format hf|timm|torchvision|onnx --out DIR [--license mit]
 
 ``export`` writes the trunk of a training checkpoint (run dir, checkpoint folder or meta.json)
 with the key names of torchvision, timm or VISSL (ResNets already use torchvision's and timm's
@@ -10,7 +11,9 @@ names, RegNets timm's), as .safetensors or a plain .pt state dict: it loads into
 equivalent model with only the classifier missing. ``import`` reads a torchvision, timm, SwAV,
 DINO or VISSL/SEER file (never running pickled code), maps it to our names for the trunk
 ``--arch`` (e.g. resnet50, regnet_y_400mf), reports missing and unexpected keys, and writes it.
-Loads are strict unless --non-strict.
+Loads are strict unless --non-strict. ``--format`` writes a folder instead: ``hf`` (timm-loadable
+weights, config.json and a model card generated from the run and its evaluations), ``timm`` or
+``torchvision`` (the state dict alone), ``onnx`` (dynamic batch, checked with onnxruntime).
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ from sslframe.eval.interchange import (
     save_state_file,
     trunk_for_arch,
 )
+from sslframe.eval.publish import FORMATS, export_run
 
 
 def main(argv: Sequence[str]) -> int:
@@ -40,7 +44,13 @@ def main(argv: Sequence[str]) -> int:
     export = sub.add_parser("export", help="a checkpoint's trunk under another project's key names")
     export.add_argument("checkpoint")
     export.add_argument("--naming", choices=NAMINGS, default="torchvision")
-    export.add_argument("--out", type=Path, required=True, help=".safetensors, or a torch state dict otherwise")
+    export.add_argument(
+        "--format", choices=FORMATS, default=None, help="hf (folder with a model card), timm, torchvision, onnx"
+    )
+    export.add_argument("--license", default="other", help="the model card's licence field (--format hf)")
+    export.add_argument(
+        "--out", type=Path, required=True, help="with --format: a folder; else .safetensors or a torch state dict"
+    )
     imp = sub.add_parser("import", help="another project's weights as an sslframe trunk state dict")
     imp.add_argument("weights", type=Path)
     imp.add_argument("--layout", choices=list(LAYOUTS), required=True)
@@ -48,6 +58,10 @@ def main(argv: Sequence[str]) -> int:
     imp.add_argument("--out", type=Path, required=True)
     imp.add_argument("--non-strict", action="store_true", help="accept missing or unexpected keys")
     args = parser.parse_args(argv)
+    if args.command == "export" and args.format:
+        for path in export_run(args.checkpoint, args.format, args.out, args.license):
+            print(f"wrote {path}")
+        return 0
     if args.command == "export":
         trunk, _, folder = load_trunk(args.checkpoint)
         path = save_state_file(export_trunk(trunk, args.naming), args.out)
