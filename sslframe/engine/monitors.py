@@ -89,7 +89,7 @@ class CollapseMonitor:
         self.std_sum: torch.Tensor | None = None
         self.grams: list[torch.Tensor] = []
 
-    def on_step(self, step: int, out: Any) -> None:
+    def on_step(self, step: int, out: Any, batch: Any = None) -> None:
         emb = getattr(out, "embeddings", None)
         if emb is None or emb.shape[0] < 2:
             return
@@ -133,35 +133,100 @@ class OnlineKNN:
         self.memory_format = memory_format
         self.pending: dict[str, float] = {}
 
-    @torch.no_grad()
-    def _features(self, images: torch.Tensor) -> torch.Tensor:
-        parts = []
-        for start in range(0, len(images), self.batch_size):
-            batch = images[start : start + self.batch_size].to(self.device, memory_format=self.memory_format)
-            parts.append(F.normalize(self.trunk(batch).float(), dim=1))
-        return torch.cat(parts)
-
     def evaluate(self) -> float:
         """kNN top-1 now; the trunk's train/eval flags and every RNG stream are restored after."""
-        modes = {m: m.training for m in self.trunk.modules()}
-        devices = [self.device] if self.device.type == "cuda" else []
-        try:
-            with torch.random.fork_rng(devices=devices):
-                self.trunk.eval()
-                memory, queries = self._features(self.memory[0]), self._features(self.queries[0])
-        finally:
-            for module, training in modes.items():
-                module.training = training
+        args = (self.batch_size, self.device, self.memory_format)
+        memory = F.normalize(_eval_features(self.trunk, self.memory[0], *args), dim=1)
+        queries = F.normalize(_eval_features(self.trunk, self.queries[0], *args), dim=1)
         acc = knn_accuracy(memory.cpu(), self.memory[1], queries.cpu(), self.queries[1], [self.k], self.temperature)
         return acc["weighted"][str(self.k)]
 
-    def on_step(self, step: int, out: Any) -> None:
+    def on_step(self, step: int, out: Any, batch: Any = None) -> None:
         if step % self.every == 0:
             self.pending = {"knn_top1": self.evaluate()}
 
     def read(self) -> dict[str, float]:
         pending, self.pending = self.pending, {}
         return pending
+
+
+def _eval_features(
+    trunk: nn.Module, images: torch.Tensor, batch_size: int, device: torch.device, memory_format: torch.memory_format
+) -> torch.Tensor:
+    """Pooled trunk features of ``images`` in eval mode, without gradients; the trunk's train/eval
+    flags and every RNG stream are restored after (monitors never change training)."""
+    modes = {m: m.training for m in trunk.modules()}
+    devices = [device] if device.type == "cuda" else []
+    try:
+        with torch.random.fork_rng(devices=devices), torch.no_grad():
+            trunk.eval()
+            parts = [
+                trunk(images[start : start + batch_size].to(device, memory_format=memory_format)).float()
+                for start in range(0, len(images), batch_size)
+            ]
+    finally:
+        for module, training in modes.items():
+            module.training = training
+    return torch.cat(parts)
+
+
+class OnlineLinearProbe:
+    """A linear classifier on the detached trunk features of each training step's first view,
+    trained with the batch's labels by an SGD of its own, so the trunk never sees its gradient
+    (solo-learn's online classifier): its running top-1 on the training batches, and every
+    ``linear_every`` steps its top-1 on the held-out images of the online kNN monitor. The
+    features come from a forward hook on the trunk (the first call of each training step); the
+    classifier is built with the RNG forked, so a run is bit-identical with and without it."""
+
+    def __init__(self, trunk: nn.Module, cfg: Any, device: torch.device, memory_format: torch.memory_format) -> None:
+        mon = cfg.monitor
+        if not cfg.data.val_path:
+            raise UserError("monitor.linear_every > 0 needs a labelled held-out split: set data.val_path=DIR")
+        tf = cfg.transform
+        self.queries = load_images(cfg.data, cfg.data.val_path, mon.knn_val_per_class, tf.global_size, tf.mean, tf.std)
+        classes = int(self.queries[1].max()) + 1
+        with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+            torch.manual_seed(0)
+            self.classifier = nn.Linear(trunk.out_dim, classes).to(device)
+        self.optimizer = torch.optim.SGD(self.classifier.parameters(), lr=mon.linear_lr, momentum=0.9)
+        self.trunk, self.device, self.memory_format = trunk, device, memory_format
+        self.every, self.batch_size = mon.linear_every, mon.knn_batch_size
+        self.features: torch.Tensor | None = None
+        trunk.register_forward_hook(self._capture)
+        self.correct = torch.zeros((), device=device)
+        self.seen = torch.zeros((), device=device)
+        self.pending: dict[str, float] = {}
+
+    def _capture(self, module: nn.Module, _inputs: Any, output: torch.Tensor) -> None:
+        if module.training and torch.is_grad_enabled() and self.features is None:
+            self.features = output.detach().float()
+
+    def on_step(self, step: int, out: Any, batch: Any = None) -> None:
+        features, self.features = self.features, None
+        if features is None or batch is None or batch.labels is None or (batch.labels < 0).any():
+            return
+        labels = batch.labels.to(self.device, non_blocking=True)
+        x = features[: labels.shape[0]]
+        with torch.enable_grad():
+            logits = self.classifier(x)
+            loss = nn.functional.cross_entropy(logits, labels)
+            self.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            self.optimizer.step()
+        self.correct += (logits.detach().argmax(1) == labels).sum()
+        self.seen += labels.shape[0]
+        if step % self.every == 0:
+            feats = _eval_features(self.trunk, self.queries[0], self.batch_size, self.device, self.memory_format)
+            with torch.no_grad():
+                predicted = self.classifier(feats).argmax(1).cpu()
+            self.pending = {"linear_probe_top1": float((predicted == self.queries[1]).float().mean())}
+
+    def read(self) -> dict[str, float]:
+        record = {**self.pending, "linear_probe_train_top1": float(self.correct / self.seen.clamp(min=1))}
+        self.pending = {}
+        self.correct.zero_()
+        self.seen.zero_()
+        return record
 
 
 def build_monitors(cfg: Any, trunk: nn.Module, device: torch.device, memory_format: torch.memory_format) -> list[Any]:
@@ -174,4 +239,6 @@ def build_monitors(cfg: Any, trunk: nn.Module, device: torch.device, memory_form
         monitors.append(CollapseMonitor(mon.min_std, mon.min_effective_rank))
     if mon.knn_every > 0:
         monitors.append(OnlineKNN(trunk, cfg, device, memory_format))
+    if mon.get("linear_every", 0) > 0:
+        monitors.append(OnlineLinearProbe(trunk, cfg, device, memory_format))
     return monitors

@@ -192,7 +192,7 @@ class Trainer:
             out, flags = self.train_step(self.batches.crops(batch, self.step), ctx, batch, signals)
             self.step += 1
             for monitor in monitors:
-                monitor.on_step(self.step, out)
+                monitor.on_step(self.step, out, batch)
             window.add(out.loss, flags[0], batch.size * self.env.world_size)
             log_now = self.step % cfg.trainer.log_every == 0 or self.step == self.stop_step
             checkpoint_now = self.step % cfg.trainer.checkpoint_every == 0

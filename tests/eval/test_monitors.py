@@ -54,7 +54,7 @@ def test_collapse_monitor_averages_and_warns(caplog) -> None:
     assert "collapsing" in caplog.text
 
 
-def _fit(root: Path, name: str, knn_every: int) -> tuple[dict[str, torch.Tensor], list[dict]]:
+def _fit(root: Path, name: str, knn_every: int, *extra: str) -> tuple[dict[str, torch.Tensor], list[dict]]:
     from sslframe.config import compose_config
     from sslframe.engine.trainer import Trainer
 
@@ -73,6 +73,7 @@ def _fit(root: Path, name: str, knn_every: int) -> tuple[dict[str, torch.Tensor]
             "monitor.knn_train_per_class=4",
             "monitor.knn_val_per_class=2",
             "monitor.knn_k=3",
+            *extra,
         ],
     )
     trainer = Trainer(cfg)
@@ -92,3 +93,20 @@ def test_online_knn_does_not_change_training(tmp_path: Path) -> None:
     assert all(0.0 <= r["knn_top1"] <= 1.0 for r in watched_log) and len(watched_log) == 3
     assert all("knn_top1" not in r for r in plain_log)
     assert all(r["effective_rank"] >= 1.0 and r["embedding_std"] > 0 for r in watched_log)
+
+
+def test_online_linear_probe_learns_the_labels_and_does_not_change_training(tmp_path: Path) -> None:
+    """Trained every step on the detached trunk features of the batch's first view with the
+    batch's labels (classes of the generated images differ in intensity, so a linear probe
+    separates them), by an optimizer of its own: the run is bit-identical without it."""
+    make_image_folder(tmp_path / "train", classes=2, per_class=12)
+    make_image_folder(tmp_path / "val", classes=2, per_class=4, seed=1)
+    plain_state, plain_log = _fit(tmp_path, "plain", 0, "trainer.max_steps=8")
+    probed_state, probed_log = _fit(tmp_path, "probed", 0, "trainer.max_steps=8", "monitor.linear_every=4")
+    for key, value in plain_state.items():
+        assert torch.equal(value, probed_state[key]), key
+    assert [r["loss"] for r in plain_log] == [r["loss"] for r in probed_log]
+    assert all("linear_probe_train_top1" in r for r in probed_log)
+    evaluated = [r["linear_probe_top1"] for r in probed_log if "linear_probe_top1" in r]
+    assert [r["step"] for r in probed_log if "linear_probe_top1" in r] == [4, 8]
+    assert evaluated[-1] >= 0.75, evaluated  # chance is 0.5

@@ -74,6 +74,11 @@ class MonitorConfig:
     knn_k: int = 20
     knn_temperature: float = 0.07
     knn_batch_size: int = 256
+    # Online linear probe (0: off): a linear classifier trained every step on the detached trunk
+    # features of the first view and the batch's labels, with an optimizer of its own (training is
+    # unchanged); its accuracy on the held-out kNN subset every this many steps.
+    linear_every: int = 0
+    linear_lr: float = 0.1
     # Embedding std and effective rank per step, averaged per logging interval; warn below these.
     collapse: bool = True
     min_std: float = 0.01
