@@ -306,6 +306,28 @@ def summary_rows(results: dict[str, Any]) -> list[dict[str, Any]]:
     return out
 
 
+def machine_name(info: dict[str, Any]) -> str:
+    return f"{info.get('cpu_model', '?')}, {info.get('cpu_count', '?')} cores, torch {info.get('torch', '?')}"
+
+
+def row_machine(results: dict[str, Any], row: dict[str, Any]) -> str:
+    """The machine a row ran on (rows from before rows carried one ran where the file says)."""
+    return machine_name(row.get("machine") or results.get("machine", {}))
+
+
+def machines_line(results: dict[str, Any], rows: list[dict[str, Any]]) -> str:
+    """'Machine: X.' or, where rows ran on several, each machine with the methods run there."""
+    by_machine: dict[str, list[str]] = {}
+    for r in rows:
+        names = by_machine.setdefault(row_machine(results, r), [])
+        label = r["method"] if r["side"] in ("random init", "raw pixels") else f"{r['method']} ({r['side']})"
+        if label not in names:
+            names.append(label)
+    if len(by_machine) == 1:
+        return f"Machine: {next(iter(by_machine))}."
+    return "Machines: " + "; ".join(f"{m}: {', '.join(names)}" for m, names in by_machine.items()) + "."
+
+
 def markdown(results: dict[str, Any]) -> str:
     lines = [
         "# Learning quality on Fashion-MNIST",
@@ -325,11 +347,7 @@ def markdown(results: dict[str, Any]) -> str:
             f"| {r['budget']} | {r['method']} | {side} | {r['seeds']} | {mean_spread(r['knn20'])} | "
             f"{mean_spread(r['knn200'])} | {mean_spread(r['linear'])} | {speed} | {minutes} |"
         )
-    info = results.get("machine", {})
-    lines += [
-        "",
-        f"Machine: {info.get('cpu_model', '?')}, {info.get('cpu_count', '?')} cores, torch {info.get('torch', '?')}.",
-    ]
+    lines += ["", machines_line(results, results["rows"])]
     return "\n".join(lines) + "\n"
 
 
@@ -459,6 +477,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     results["machine"] = machine()
     have = {row_key(r) for r in results["rows"]}
     for row in baseline_rows(methods, seeds, setting, have if not args.force else set()):
+        row["machine"] = results["machine"]
         results["rows"] = [r for r in results["rows"] if row_key(r) != row_key(row)] + [row]
     save_results(results, out)
     for method in methods:
@@ -473,6 +492,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 log.info("%s %s seed %d: pretraining %d epochs", method, side, seed, setting.budget)
                 row = run_row(method, side, seed, setting)
                 row["commit"] = commit
+                row["machine"] = machine()
                 row["command"] = " ".join(["python", "bench/quality.py", *(argv if argv is not None else sys.argv[1:])])
                 row["date"] = time.strftime("%Y-%m-%d %H:%M:%S")
                 log.info(

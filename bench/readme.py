@@ -43,7 +43,7 @@ def _rows(data: dict[str, Any], method: str, side: str, budget: int) -> list[dic
 def quality(data: dict[str, Any]) -> str:
     """One line per method: ours and lightly's kNN (k=20, k=200) and linear probe, the network at
     random init, and the images/s ratio of the two sides (same machine, same invocation)."""
-    from bench.quality import METHODS
+    from bench.quality import METHODS, machines_line, row_machine
 
     trained = [r for r in data["rows"] if r["side"] in ("ours", "lightly")]
     if not trained:
@@ -63,9 +63,14 @@ def quality(data: dict[str, Any]) -> str:
         rand = _rows(data, method, "random init", budget)
         missing = "not in lightly" if not theirs else ""
         speed = f"{_mean([r['images_per_s'] for r in ours]):.0f}"
+        # A speed ratio only between runs on one machine.
         if theirs:
-            ratio = _mean([r["images_per_s"] for r in ours]) / _mean([r["images_per_s"] for r in theirs])
-            speed += f" / {_mean([r['images_per_s'] for r in theirs]):.0f} (**{ratio:.2f}x**)"
+            speed += f" / {_mean([r['images_per_s'] for r in theirs]):.0f}"
+            if {row_machine(data, r) for r in ours} == {row_machine(data, r) for r in theirs}:
+                ratio = _mean([r["images_per_s"] for r in ours]) / _mean([r["images_per_s"] for r in theirs])
+                speed += f" (**{ratio:.2f}x**)"
+            else:
+                speed += " (different machines)"
         cells = [
             method,
             _cell([r["knn20"] for r in ours]),
@@ -82,15 +87,13 @@ def quality(data: dict[str, Any]) -> str:
     if raw:
         r = raw[0]
         lines.append(f"| raw pixels | {r['knn20']:.3f} | | {r['knn200']:.3f} | | {r['linear']:.3f} | | | | |")
-    machine = data.get("machine", {})
     commits = sorted({r.get("commit", "?") for r in trained})
     dates = sorted(r.get("date", "?") for r in trained)
     lines += [
         "",
         f"{budget} epochs of the 60k training images for every method ({budget * 60}k images seen), "
-        f"evaluated on the 10k test images; mean ± std where several seeds ran. Machine: "
-        f"{machine.get('cpu_model', '?')}, {machine.get('cpu_count', '?')} cores, torch {machine.get('torch', '?')}; "
-        f"runs from {dates[0][:10]} to {dates[-1][:10]}, commits {', '.join(commits)} "
+        f"evaluated on the 10k test images; mean ± std where several seeds ran. {machines_line(data, trained)} "
+        f"Runs from {dates[0][:10]} to {dates[-1][:10]}, commits {', '.join(commits)} "
         "(`bench/results/quality.json` holds each run's command and exact config).",
     ]
     return "\n".join(lines) + "\n"
@@ -145,6 +148,7 @@ BLOCKS: dict[str, tuple[str, Callable[[dict[str, Any]], str]]] = {
     "pipeline": ("pipeline.json", table),
     "scaling": ("scaling.json", table),
     "strategies": ("strategies.json", table),
+    "accumulate": ("accumulate.json", table),
 }
 
 

@@ -5,7 +5,8 @@
 Sections (results in bench/results/<name>.json and .md, the summary in summary.md):
 throughput (train-step images/s, lightly side by side, MFU), pipeline (data images/s and the
 share of step time waiting for data; the data engineer's data_pipeline.py too when present),
-scaling (memory per component, 1 vs 2 processes), strategies (DDP vs FSDP2 memory per rank).
+scaling (memory per component, 1 vs 2 processes), strategies (DDP vs FSDP2 memory per rank),
+accumulate (trainer.accumulate: step memory and time).
 ``--quick`` (or ``BENCH_QUICK=1``) is a smoke run of a minute or two.
 """
 
@@ -30,6 +31,7 @@ SECTIONS: dict[str, tuple[str, list[str], list[str]]] = {
     "data_pipeline": ("data_pipeline.py", [], []),
     "scaling": ("scaling.py", [], []),
     "strategies": ("strategies.py", [], ["--arch", "regnet_y_400mf", "--steps", "2", "--crop", "32"]),
+    "accumulate": ("accumulate.py", [], ["--crop", "32", "--batch", "8", "--accumulate", "1,2"]),
 }
 
 

@@ -137,6 +137,9 @@ def validate(cfg: DictConfig) -> None:
             valid = _choice_values(spec)
             if value not in valid:
                 raise UserError(f"bad value for '{group}.{key}': '{value}'; valid choices: {', '.join(valid)}")
+        for key, least in getattr(schema, "minimums", {}).items():
+            if node.get(key) is not None and node.get(key) < least:
+                raise UserError(f"bad value for '{group}.{key}': {node.get(key)}; it must be {least} or more")
     missing = sorted(OmegaConf.missing_keys(cfg))
     if missing:
         raise UserError(f"missing value for '{missing[0]}' (set it on the command line: {missing[0]}=...)")

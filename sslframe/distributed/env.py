@@ -82,6 +82,10 @@ def init_distributed(device: str) -> DistEnv:
     return env
 
 
-def teardown() -> None:
+def teardown(wait_for_peers: bool = False) -> None:
+    """Destroy the process group. ``wait_for_peers`` (after a run that ended normally on every
+    rank): first a barrier, so no rank closes its connections while another is still using them."""
     if dist.is_available() and dist.is_initialized():
+        if wait_for_peers:
+            dist.barrier()
         dist.destroy_process_group()

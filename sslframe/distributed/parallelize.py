@@ -2,8 +2,9 @@
 
 ``plan_parallelism`` decides, once, how the model runs (precision, whether it is sharded, the
 memory layout; principle 9) and the loop reads that plan; ``parallelize`` applies it. Order:
-memory layout, SyncBatchNorm, activation checkpointing per trunk block, torch.compile per block,
-then the data-parallel strategy. Checkpointing (``torch.distributed._composable.checkpoint``),
+memory layout, SyncBatchNorm, activation checkpointing per trunk block, the trunk's
+micro-batches (``trainer.accumulate``), torch.compile per block, then the data-parallel
+strategy. Checkpointing (``torch.distributed._composable.checkpoint``), micro-batches,
 compilation (``Module.compile``) and FSDP2 (``fully_shard``) act in place and keep parameter
 names, so configs and checkpoints never see wrapper-specific names. The model is any module with
 a ``trunk`` exposing ``blocks()`` (and optionally a ``head``): this layer knows no method.
@@ -20,6 +21,7 @@ from torch import nn
 
 from sslframe.distributed.device import resolve_precision
 from sslframe.distributed.env import DistEnv
+from sslframe.distributed.micro_batches import split_trunk_batches
 from sslframe.errors import UserError
 
 log = logging.getLogger(__name__)
@@ -138,6 +140,8 @@ def parallelize(
         method = apply_sync_bn(method, device)
     if dist_cfg.activation_checkpointing:
         apply_activation_checkpointing(method)
+    if cfg.trainer.get("accumulate", 1) > 1:
+        split_trunk_batches(method.trunk, cfg.trainer.accumulate)
     if cfg.trainer.compile:
         apply_compile(method)
     strategy = dist_cfg.strategy

@@ -6,6 +6,7 @@ iteration (which fixes the schedule and the data position) and RNG states.
 
 from __future__ import annotations
 
+import gc
 import logging
 import math
 import time
@@ -281,8 +282,14 @@ class Trainer:
 
 
 def train(cfg: DictConfig) -> TrainResult:
-    trainer = Trainer(cfg)
+    finished = False
     try:
-        return trainer.fit()
+        result = Trainer(cfg).fit()
+        finished = True
+        return result
     finally:
-        teardown()
+        # The trainer (its model's sharded parameters hold the process group through their device
+        # mesh) is gone before the group is destroyed, so the group's threads stop while the
+        # interpreter is alive; a gloo group destroyed at interpreter exit can abort the process.
+        gc.collect()
+        teardown(wait_for_peers=finished)

@@ -34,11 +34,17 @@ class TrainerConfig:
     # torch.compile each trunk block.
     compile: bool = False
     progress: bool = True
+    # Gradient accumulation: the trunk runs each rank's batch in this many micro-batches, each
+    # recomputed in backward, so its activations take 1/N of the memory; losses still see the whole
+    # batch (exact for every method; trunk batch norm normalises per micro-batch). One more trunk
+    # forward per step. sslframe/distributed/micro_batches.py; README, "Gradient accumulation".
+    accumulate: int = 1
     choices: ClassVar[Choices] = {
         "precision": ("auto", "fp32", "bf16", "fp16"),
         "device": ("auto", "cpu", "cuda"),
         "on_nan": ("skip", "stop"),
     }
+    minimums: ClassVar[dict[str, int]] = {"accumulate": 1, "max_epochs": 1, "log_every": 1}
 
 
 @dataclass
