@@ -316,16 +316,19 @@ def row_machine(results: dict[str, Any], row: dict[str, Any]) -> str:
 
 
 def machines_line(results: dict[str, Any], rows: list[dict[str, Any]]) -> str:
-    """'Machine: X.' or, where rows ran on several, each machine with the methods run there."""
+    """'Machine: X.', or where rows ran on several machines, the one most ran on and the rows that
+    ran elsewhere."""
     by_machine: dict[str, list[str]] = {}
     for r in rows:
+        label = r["method"] if r["side"] == "raw pixels" else f"{r['method']} {r['side']}"
         names = by_machine.setdefault(row_machine(results, r), [])
-        label = r["method"] if r["side"] in ("random init", "raw pixels") else f"{r['method']} ({r['side']})"
         if label not in names:
             names.append(label)
-    if len(by_machine) == 1:
-        return f"Machine: {next(iter(by_machine))}."
-    return "Machines: " + "; ".join(f"{m}: {', '.join(names)}" for m, names in by_machine.items()) + "."
+    main, *others = sorted(by_machine, key=lambda m: -len(by_machine[m]))
+    text = f"Machine: {main}"
+    for other in others:
+        text += f"; except on {other}: {', '.join(by_machine[other])}"
+    return text + "."
 
 
 def markdown(results: dict[str, Any]) -> str:

@@ -43,7 +43,7 @@ def _rows(data: dict[str, Any], method: str, side: str, budget: int) -> list[dic
 def quality(data: dict[str, Any]) -> str:
     """One line per method: ours and lightly's kNN (k=20, k=200) and linear probe, the network at
     random init, and the images/s ratio of the two sides (same machine, same invocation)."""
-    from bench.quality import METHODS, machines_line, row_machine
+    from bench.quality import METHODS, lightly_methods, machines_line, row_machine
 
     trained = [r for r in data["rows"] if r["side"] in ("ours", "lightly")]
     if not trained:
@@ -61,7 +61,7 @@ def quality(data: dict[str, Any]) -> str:
             continue
         theirs = _rows(data, method, "lightly", budget)
         rand = _rows(data, method, "random init", budget)
-        missing = "not in lightly" if not theirs else ""
+        missing = "" if theirs else ("not run yet" if method in lightly_methods() else "not in lightly")
         speed = f"{_mean([r['images_per_s'] for r in ours]):.0f}"
         # A speed ratio only between runs on one machine.
         if theirs:
@@ -84,6 +84,7 @@ def quality(data: dict[str, Any]) -> str:
             speed,
         ]
         lines.append("| " + " | ".join(cells) + " |")
+    not_run = [m for m in METHODS if not _rows(data, m, "ours", budget)]
     if raw:
         r = raw[0]
         lines.append(f"| raw pixels | {r['knn20']:.3f} | | {r['knn200']:.3f} | | {r['linear']:.3f} | | | | |")
@@ -92,9 +93,15 @@ def quality(data: dict[str, Any]) -> str:
     lines += [
         "",
         f"{budget} epochs of the 60k training images for every method ({budget * 60}k images seen), "
-        f"evaluated on the 10k test images; mean ± std where several seeds ran. {machines_line(data, trained)} "
+        f"evaluated on the 10k test images; mean ± std where several seeds ran. "
+        f"{machines_line(data, [r for r in data['rows'] if r['budget'] == budget])} "
         f"Runs from {dates[0][:10]} to {dates[-1][:10]}, commits {', '.join(commits)} "
-        "(`bench/results/quality.json` holds each run's command and exact config).",
+        "(`bench/results/quality.json` holds each run's command and exact config)."
+        + (
+            f" Not run yet: {', '.join(not_run)} (`make quality QUALITY_ARGS=--methods={','.join(not_run)}`)."
+            if not_run
+            else ""
+        ),
     ]
     return "\n".join(lines) + "\n"
 
