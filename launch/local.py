@@ -33,13 +33,19 @@ def local_procs(launcher: DictConfig) -> int:
     return max(min(gpus, launcher.gpus_per_node), 1)
 
 
-def torchrun_command(procs: int, overrides: Sequence[str]) -> list[str]:
+def torchrun_command(procs: int, overrides: Sequence[str], max_restarts: int = 0) -> list[str]:
+    """torchrun around tools/train.py; with ``max_restarts`` a failed or killed worker brings the
+    whole group back (torchrun restarts every worker), and trainer.resume=auto (the default)
+    continues from the newest checkpoint."""
+    if max_restarts < 0:
+        raise UserError(f"bad value for 'launcher.max_restarts': {max_restarts} (0 or more)")
     return [
         sys.executable,
         "-m",
         "torch.distributed.run",
         "--standalone",
         f"--nproc_per_node={procs}",
+        f"--max-restarts={max_restarts}",
         str(TRAIN_SCRIPT),
         *overrides,
     ]
@@ -54,7 +60,7 @@ def run_local(cfg: DictConfig, overrides: Sequence[str]) -> int:
         # One process, or already one of several started by torchrun or srun.
         return train_here(cfg)
     print(f"starting {procs} processes on this machine", flush=True)
-    child = subprocess.Popen(torchrun_command(procs, overrides))
+    child = subprocess.Popen(torchrun_command(procs, overrides, cfg.launcher.max_restarts))
 
     def forward(signum: int, _frame: FrameType | None) -> None:
         # torchrun passes SIGTERM on to its workers, which checkpoint and stop.

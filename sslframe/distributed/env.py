@@ -65,21 +65,40 @@ def detect_env() -> DistEnv:
     return DistEnv()
 
 
-def init_distributed(device: str) -> DistEnv:
-    """Initialise the default process group (NCCL on CUDA, gloo on CPU) when world size > 1."""
+def init_distributed(device: str, timeout_s: float = 1800) -> DistEnv:
+    """Initialise the default process group (NCCL on CUDA, gloo on CPU) when world size > 1;
+    a collective that does not complete within ``timeout_s`` fails."""
     env = detect_env()
     if device == "cuda" and torch.cuda.is_available():
         torch.cuda.set_device(env.local_rank % torch.cuda.device_count())
     if env.world_size > 1 and not dist.is_initialized():
         backend = "nccl" if device == "cuda" else "gloo"
+        timeout = datetime.timedelta(seconds=timeout_s)
+        store = restart_store(timeout)
         dist.init_process_group(
             backend=backend,
-            init_method="env://",
+            init_method=None if store is not None else "env://",
+            store=store,
             rank=env.rank,
             world_size=env.world_size,
-            timeout=datetime.timedelta(minutes=30),
+            timeout=timeout,
         )
     return env
+
+
+def restart_store(timeout: datetime.timedelta) -> dist.Store | None:
+    """Under torchrun's agent store: that store, with keys of this restart attempt only.
+
+    After torchrun restarts its workers (``--max-restarts``, ``launcher.max_restarts``), the
+    agent's store still holds what the previous attempt's process group wrote there, the peers'
+    addresses among them; a new worker reading one connects to a process that is gone (seen:
+    "Gloo connectFullMesh failed ... Connection refused"). One prefix per attempt keeps the
+    attempts apart. None elsewhere (SLURM, a plain env:// rendezvous)."""
+    if os.environ.get("TORCHELASTIC_USE_AGENT_STORE") != "True":
+        return None
+    attempt = os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")
+    client = dist.TCPStore(os.environ["MASTER_ADDR"], int(os.environ["MASTER_PORT"]), is_master=False, timeout=timeout)
+    return dist.PrefixStore(f"sslframe/attempt_{attempt}", client)
 
 
 def teardown(wait_for_peers: bool = False) -> None:

@@ -24,6 +24,7 @@ from sslframe.distributed import checkpoint as ckpt
 from sslframe.distributed.collectives import all_reduce_sum
 from sslframe.distributed.device import pick_device
 from sslframe.distributed.env import DistEnv, init_distributed, teardown
+from sslframe.distributed.heartbeat import Heartbeat
 from sslframe.distributed.parallelize import parallelize, plan_parallelism
 from sslframe.distributed.run_state import RunState
 from sslframe.engine import stop
@@ -54,7 +55,8 @@ class Trainer:
         self.run_dir = Path(cfg.run.dir)
         check_loggers(cfg.logger)
         self.device = pick_device(cfg.trainer.device)
-        self.env: DistEnv = init_distributed(self.device.type)
+        self.env: DistEnv = init_distributed(self.device.type, cfg.distributed.timeout_s)
+        self.heartbeat = Heartbeat(self.env.rank, self.env.world_size, min(30.0, cfg.distributed.timeout_s / 4))
         # Every rank builds identical initial weights (FSDP shards them in place, without the
         # broadcast DDP does); other randomness then differs per rank.
         torch.manual_seed(cfg.trainer.seed)
@@ -151,7 +153,7 @@ class Trainer:
         ckpt.set_rng_state(rng)
 
     def fit(self) -> TrainResult:
-        with stop.listening() as signals:
+        with self.heartbeat.watch(self.cfg.distributed.timeout_s), stop.listening() as signals:
             return self._fit(signals)
 
     def _fit(self, signals: stop.StopRequest) -> TrainResult:
@@ -182,6 +184,7 @@ class Trainer:
         batches = self.batches.from_step(lambda: self.step)
         stop = False
         while self.step < self.stop_step:
+            self.heartbeat.phase, self.heartbeat.step = "data loading", self.step + 1
             epoch, batch = next(batches)
             for bad in batch.bad:
                 log.warning("rank %d skipped unreadable sample %s (%s)", self.env.rank, bad.key, bad.reason)
@@ -190,7 +193,9 @@ class Trainer:
             set_lr(self.optimizer, lr)
             if self.wd_schedule is not None:
                 set_weight_decay(self.optimizer, float(self.wd_schedule[self.step]))
+            self.heartbeat.phase = "forward and backward (gradient reduction, the loss's collectives, the step's flags)"
             out, flags = self.train_step(self.batches.crops(batch, self.step), ctx, batch, signals)
+            self.heartbeat.phase = "logging and checkpointing"
             self.step += 1
             for monitor in monitors:
                 monitor.on_step(self.step, out, batch)

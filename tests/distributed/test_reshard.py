@@ -53,13 +53,21 @@ def run_on(world: int, data: Path, run: Path, *extra: str) -> None:
     finish(torchrun(f"--nproc_per_node={world}", f"--master_port={free_port()}", *args))
 
 
-def assert_states_close(a: Path, b: Path, label: str, opt_share: float) -> None:
+def assert_states_close(
+    a: Path, b: Path, label: str, opt_share: float, before: Path | None = None, step_share: float = 0.0
+) -> None:
+    """Weights within rtol 1e-3 / atol 2e-4, or, given ``before`` (the checkpoint a step earlier
+    of run ``a``), within ``step_share`` of that step's largest update of each tensor; momentum
+    within ``opt_share`` of each tensor's largest entry."""
     x, _ = load_checkpoint(a, sections=("model", "optimizer"))
     y, _ = load_checkpoint(b, sections=("model", "optimizer"))
+    w, _ = load_checkpoint(before, sections=("model",)) if before is not None else (None, None)
     assert set(x["model"]) == set(y["model"]) and set(x["optimizer"]) == set(y["optimizer"])
     for key, value in x["model"].items():
+        atol = 2e-4 if w is None else step_share * float((value - w["model"][key]).abs().max())
+        rtol = 1e-3 if w is None else 0.0
         torch.testing.assert_close(
-            y["model"][key], value, rtol=1e-3, atol=2e-4, msg=lambda m, k=key: f"{label}: {k}: {m}"
+            y["model"][key], value, rtol=rtol, atol=atol, msg=lambda m, k=key: f"{label}: {k}: {m}"
         )
     for key, value in x["optimizer"].items():
         bound = opt_share * float(value.abs().max())
@@ -103,7 +111,15 @@ def test_saved_at_two_resumes_at_one_and_four(image_folder: Path, tmp_path: Path
         )
         # A second step is taken at weights already off by rounding; this tiny group-norm
         # trunk (2x2 maps in its last stage) turns that into gradients off by up to 25% in
-        # single entries (measured), so momentum is compared loosely here.
+        # single entries (measured), so that step's update is compared to its own size (on an
+        # AMD EPYC: up to 12% of a tensor's largest update apart, with the step-7 weights 1e-7
+        # apart; a lost or reset momentum would be off by the whole update), and momentum within
+        # 30% of its largest entry (measured 10.4% there; a reset momentum would lose 0.9 of it).
         assert_states_close(
-            full / "checkpoints/step_00000008", run / "checkpoints/step_00000008", f"end on {world}", 0.1
+            full / "checkpoints/step_00000008",
+            run / "checkpoints/step_00000008",
+            f"end on {world}",
+            0.3,
+            before=full / "checkpoints/step_00000007",
+            step_share=0.3,
         )

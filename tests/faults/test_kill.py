@@ -45,3 +45,54 @@ def test_sigkill_then_resume_matches_uninterrupted(
     after = {s: v for s, v in losses(cut).items() if s > resumed_from}
     assert sorted(after) == list(range(resumed_from + 1, steps + 1)), f"seed {seed}"
     assert after == {s: reference[s] for s in after}, f"killed at step >= {kill_at} (seed {seed})"
+
+
+def worker_pid(run_dir: Path, rank: int) -> int | None:
+    """The pid of the training process of ``rank`` whose command line names ``run_dir``."""
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            cmdline = (entry / "cmdline").read_bytes()
+            env = (entry / "environ").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if (
+            str(run_dir).encode() in cmdline
+            and f"RANK={rank}".encode() in env
+            and b"torch.distributed.run" not in cmdline
+        ):
+            return int(entry.name)
+    return None
+
+
+def test_a_killed_worker_brings_the_group_back_and_the_run_resumes(
+    fault_data: Path, tmp_path: Path, reference_two: dict[int, float]
+) -> None:
+    """launcher.procs=2 launcher.max_restarts=1: SIGKILL one worker mid-run; torchrun restarts
+    both, they resume from the newest checkpoint, and the losses from there on are the
+    uninterrupted run's."""
+    steps = 12
+    seed = random.randrange(1 << 30)
+    kill_at = random.Random(seed).randint(4, steps - 2)
+    print(f"kill seed {seed}: SIGKILL rank 1 once step {kill_at} of {steps} is logged")
+    cut = tmp_path / "cut"
+    proc = start(train_cmd(fault_data, cut, "launcher.procs=2", "launcher.max_restarts=1"))
+    try:
+        wait_for_step(cut, kill_at, proc)
+        pid = worker_pid(cut, 1)
+        assert pid is not None, "no worker of rank 1 found"
+        os.kill(pid, signal.SIGKILL)
+        out, _ = proc.communicate(timeout=600)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    assert proc.returncode == 0, f"seed {seed}:\n{out}"
+    resumed = [line for line in out.splitlines() if "resumed from" in line]
+    assert len(resumed) == 1, f"seed {seed}: expected one resume:\n{out}"
+    resumed_from = int(resumed[0].split("at step")[1].split()[0])
+    assert resumed_from < steps, f"seed {seed}: the run had already finished"
+    final = losses(cut)
+    assert sorted(final) == list(range(1, steps + 1)), f"seed {seed}"
+    assert final == reference_two, f"killed at step >= {kill_at} (seed {seed})"

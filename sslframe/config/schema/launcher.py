@@ -16,6 +16,9 @@ class LauncherConfig:
     # Processes on this machine; above 1, torchrun-style processes joined on 127.0.0.1.
     # 0: one per visible GPU up to gpus_per_node, or a single process without GPUs.
     procs: int = 0
+    # With several processes: when one fails or is killed, torchrun stops the others and starts
+    # all of them again, up to this many times; they resume from the newest checkpoint.
+    max_restarts: int = 0
 
 
 @dataclass

@@ -58,7 +58,12 @@ class DistributedConfig:
     reshard_after_forward: bool = True
     # Recompute each trunk block's activations in backward (less memory, ~1/3 more compute).
     activation_checkpointing: bool = False
+    # A collective that does not complete in this many seconds fails the run, naming the ranks
+    # that stopped answering (sslframe/distributed/heartbeat.py); a stopped, hung or lost rank
+    # then ends the job instead of holding it until its time limit.
+    timeout_s: int = 1800
     choices: ClassVar[Choices] = {"strategy": ("none", "ddp", "fsdp", "fairscale_fsdp")}
+    minimums: ClassVar[dict[str, int]] = {"timeout_s": 1}
 
 
 @dataclass
