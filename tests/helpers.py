@@ -6,6 +6,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from PIL import Image
@@ -54,4 +55,14 @@ def run_tool(tool: str, *args: str, cwd: Path | None = None, timeout: int = 600)
         env=env,
         timeout=timeout,
         check=False,
+    )
+
+
+def tiny_config(data: Path, run: Path, *extra: str, config: str = "quickstart") -> Any:
+    """The composed train config of a tiny run of the experiment ``config`` on the image folder
+    ``data``, writing to ``run``; ``extra`` overrides come last."""
+    from sslframe.config import compose_config
+
+    return compose_config(
+        "train", [f"config={config}", *TINY, "data=folder", f"data.path={data}", f"run.dir={run}", *extra]
     )

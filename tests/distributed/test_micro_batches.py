@@ -17,7 +17,7 @@ from sslframe.distributed.micro_batches import split_trunk_batches
 from sslframe.errors import UserError
 from sslframe.methods import METHODS, StepContext
 from sslframe.models.trunks import build_trunk
-from tests.helpers import TINY
+from tests.helpers import TINY, tiny_config
 
 VIT = ["trunk.arch=vit_tiny", "trunk.depth=2", "trunk.embed_dim=48", "trunk.num_heads=3"]
 # Each method's Fashion-MNIST recipe; the trunk is the MAE recipe's ViT (4 px patches) for all.
@@ -138,18 +138,7 @@ def test_accumulate_must_be_positive() -> None:
 def test_a_run_with_accumulation_trains(image_folder: Path, tmp_path: Path) -> None:
     from sslframe.engine.trainer import train
 
-    cfg = compose_config(
-        "train",
-        [
-            "config=quickstart",
-            *TINY,
-            "data=folder",
-            f"data.path={image_folder}",
-            f"run.dir={tmp_path}",
-            "trainer.max_steps=3",
-            "trainer.accumulate=2",
-        ],
-    )
+    cfg = tiny_config(image_folder, tmp_path, "trainer.max_steps=3", "trainer.accumulate=2")
     result = train(cfg)
     assert result.final_step == 3
     lines = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]

@@ -17,7 +17,7 @@ from sslframe.distributed.parallelize import apply_activation_checkpointing
 from sslframe.methods import StepContext, build_method
 from tests.distributed.harness import free_port
 from tests.distributed.test_torchrun import finish, metrics, torchrun, train_args
-from tests.helpers import ROOT, TINY
+from tests.helpers import ROOT, TINY, tiny_config
 
 
 def test_fsdp_matches_ddp(image_folder: Path, tmp_path: Path) -> None:
@@ -130,18 +130,7 @@ def test_options_that_cannot_run_on_this_machine_say_why(
 def test_fsdp_in_a_single_process_runs_unsharded(image_folder: Path, tmp_path: Path) -> None:
     from sslframe.engine.trainer import train
 
-    cfg = compose_config(
-        "train",
-        [
-            "config=quickstart",
-            *TINY,
-            "data=folder",
-            f"data.path={image_folder}",
-            f"run.dir={tmp_path}",
-            "distributed.strategy=fsdp",
-            "trainer.max_steps=2",
-        ],
-    )
+    cfg = tiny_config(image_folder, tmp_path, "distributed.strategy=fsdp", "trainer.max_steps=2")
     assert train(cfg).final_step == 2
     assert json.loads((tmp_path / "checkpoints" / "step_00000002" / "meta.json").read_text())["world_size"] == 1
 
@@ -152,18 +141,7 @@ def test_bf16_losses_stay_close_to_fp32(image_folder: Path, tmp_path: Path) -> N
     losses = {}
     for precision in ("fp32", "bf16"):
         run = tmp_path / precision
-        cfg = compose_config(
-            "train",
-            [
-                "config=quickstart",
-                *TINY,
-                "data=folder",
-                f"data.path={image_folder}",
-                f"run.dir={run}",
-                f"trainer.precision={precision}",
-                "trainer.max_steps=3",
-            ],
-        )
+        cfg = tiny_config(image_folder, run, f"trainer.precision={precision}", "trainer.max_steps=3")
         train(cfg)
         losses[precision] = torch.tensor([r["loss"] for r in metrics(run)])
     # bf16 keeps 8 bits of mantissa (relative rounding ~4e-3 per op); losses are computed in fp32.

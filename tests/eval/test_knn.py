@@ -51,23 +51,11 @@ def test_weighted_vote_follows_the_formula() -> None:
 
 
 def test_random_init_baseline_is_the_network_the_run_started_from(image_folder, tmp_path) -> None:
-    from sslframe.config import compose_config
     from sslframe.engine.trainer import Trainer
     from sslframe.eval.features import load_trunk
-    from tests.helpers import TINY
+    from tests.helpers import tiny_config
 
-    cfg = compose_config(
-        "train",
-        [
-            "config=quickstart",
-            *TINY,
-            "data=folder",
-            f"data.path={image_folder}",
-            f"run.dir={tmp_path / 'run'}",
-            "trainer.max_steps=1",
-            "trainer.seed=7",
-        ],
-    )
+    cfg = tiny_config(image_folder, tmp_path / "run", "trainer.max_steps=1", "trainer.seed=7")
     trainer = Trainer(cfg)
     initial = {k: v.clone() for k, v in trainer.method.trunk.state_dict().items()}
     trainer.fit()

@@ -11,29 +11,18 @@ import torch
 
 from sslframe.errors import UserError
 from tests.distributed.harness import run_distributed
-from tests.helpers import ROOT, TINY, make_image_folder
+from tests.helpers import ROOT, TINY, make_image_folder, tiny_config
 
 
 @pytest.fixture(scope="module")
 def pretrained(tmp_path_factory) -> Path:
     """A one-step tiny run, train (3 x 12 images) and val (3 x 6) folders."""
-    from sslframe.config import compose_config
     from sslframe.engine.trainer import Trainer
 
     root = tmp_path_factory.mktemp("eval")
     make_image_folder(root / "train", classes=3, per_class=12, seed=0)
     make_image_folder(root / "val", classes=3, per_class=6, seed=1)
-    cfg = compose_config(
-        "train",
-        [
-            "config=quickstart",
-            *TINY,
-            "data=folder",
-            f"data.path={root / 'train'}",
-            f"run.dir={root / 'run'}",
-            "trainer.max_steps=1",
-        ],
-    )
+    cfg = tiny_config(root / "train", root / "run", "trainer.max_steps=1")
     Trainer(cfg).fit()
     return root
 
