@@ -17,6 +17,7 @@ import submitit
 from omegaconf import DictConfig, OmegaConf
 
 from launch.job import TrainJob
+from launch.partition import check_request_fits
 from launch.records import now_iso, record_submission
 from sslframe.errors import UserError
 
@@ -83,6 +84,7 @@ def submit(cfg: DictConfig, overrides: Sequence[str]) -> int:
     """Submit the run; print and record the job id and where its logs go."""
     run_dir = Path(cfg.run.dir).resolve()
     executor = make_executor(cfg)
+    check_request_fits(cfg.launcher, tasks_per_node(cfg.launcher))
     config = OmegaConf.to_container(cfg, resolve=True)
     config["run"]["dir"] = str(run_dir)
     try:

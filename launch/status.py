@@ -54,7 +54,8 @@ def run_dirs(sweep_dir: Path) -> list[Path]:
 
 
 def _query(command: Sequence[str]) -> dict[str, str]:
-    """``job id -> state`` from a SLURM command printing ``id|state`` lines; empty on failure."""
+    """``job id -> state`` from a SLURM command printing ``id|state[|reason]`` lines (the reason
+    is kept for pending jobs: ``PENDING (Resources)``); empty on failure."""
     if shutil.which(command[0]) is None:
         return {}
     try:
@@ -65,9 +66,12 @@ def _query(command: Sequence[str]) -> dict[str, str]:
         return {}
     states = {}
     for line in out.stdout.splitlines():
-        job_id, _, state = line.strip().partition("|")
-        if job_id and state:
-            states[job_id] = state.split()[0]
+        job_id, _, rest = line.strip().partition("|")
+        state, _, reason = rest.partition("|")
+        if job_id and state.strip():
+            name = state.split()[0]
+            # Why a job waits (Resources, Priority, PartitionConfig, ...): the user's next step.
+            states[job_id] = f"{name} ({reason.strip()})" if name == "PENDING" and reason.strip() else name
     return states
 
 
@@ -76,7 +80,7 @@ def slurm_states(job_ids: Sequence[str]) -> dict[str, str]:
         return {}
     ids = ",".join(job_ids)
     states = _query(["sacct", "-n", "-X", "-P", "-o", "JobID,State", "-j", ids])
-    states.update(_query(["squeue", "-h", "-a", "-o", "%i|%T", "-t", "all", "-j", ids]))
+    states.update(_query(["squeue", "-h", "-a", "-o", "%i|%T|%r", "-t", "all", "-j", ids]))
     return states
 
 
