@@ -136,7 +136,15 @@ def demo(data: dict[str, Any]) -> str:
     for k in knn["pretrained"]:
         cells = [f"{knn[name][k]:.4f}" for name in ("pretrained", "random_init", "raw_pixels")]
         lines.append(f"| k = {k} | " + " | ".join(cells) + " |")
+    gaps = []
+    first = next(iter(knn["pretrained"]))
+    for k in knn["pretrained"]:
+        gap = 100 * (knn["pretrained"][k] - knn["raw_pixels"][k])
+        gaps.append(f"{abs(gap):.1f} points {'above' if gap >= 0 else 'below'} them at k = {k}")
     lines += [
+        "",
+        f"Against the raw pixels, the pretrained trunk is {' and '.join(gaps)}; against its own random "
+        f"initialisation, {100 * (knn['pretrained'][first] - knn['random_init'][first]):+.1f} points at k = {first}.",
         "",
         f"`make demo` (`config={data.get('config', '?')}`) on {machine.get('cpu_model', '?')} "
         f"({machine.get('cpu_count', '?')} cores, torch {machine.get('torch', '?')}): pretraining took "
