@@ -102,8 +102,47 @@ def quality(data: dict[str, Any]) -> str:
             if not_run
             else ""
         ),
+        "",
+        quality_targets(data, budget),
     ]
     return "\n".join(lines) + "\n"
+
+
+def quality_targets(data: dict[str, Any], budget: int) -> str:
+    """The targets of the benchmark, read off the rows: kNN (k=20) gain over the random-init network,
+    raw pixels, lightly's accuracy and speed; each method named where it meets or misses one."""
+    from bench.quality import METHODS
+
+    def knn(method: str, side: str) -> float | None:
+        rows = _rows(data, method, side, budget)
+        return _mean([r["knn20"] for r in rows]) if rows else None
+
+    raw = _rows(data, "raw pixels", "raw pixels", budget)
+    gains, above_raw, behind, level, faster, slower = [], [], [], [], [], []
+    for method in METHODS:
+        ours, rand, theirs = knn(method, "ours"), knn(method, "random init"), knn(method, "lightly")
+        if ours is None:
+            continue
+        if rand is not None:
+            gains.append((100 * (ours - rand), method))
+        if raw and ours > raw[0]["knn20"]:
+            above_raw.append(method)
+        if theirs is not None:
+            gap = 100 * (ours - theirs)
+            (level if gap >= -0.5 else behind).append(f"{method} ({gap:+.1f})")
+            speed = [r["images_per_s"] for r in _rows(data, method, "ours", budget)]
+            peer = [r["images_per_s"] for r in _rows(data, method, "lightly", budget)]
+            (faster if _mean(speed) >= _mean(peer) else slower).append(method)
+    met = [f"{m} ({g:+.1f})" for g, m in sorted(gains, reverse=True) if g >= 5]
+    missed = [f"{m} ({g:+.1f})" for g, m in sorted(gains, reverse=True) if g < 5]
+    none = "none"
+    return (
+        f"Read off these rows (kNN k = 20, points): at least 5 points over the same network at random "
+        f"init: {', '.join(met) or none}; fewer: {', '.join(missed) or none}. Above the raw pixels: "
+        f"{', '.join(above_raw) or none}. Ours at or above lightly's (within 0.5 points): "
+        f"{', '.join(level) or none}; below: {', '.join(behind) or none}. Ours at least as fast as "
+        f"lightly: {', '.join(faster) or none}; slower: {', '.join(slower) or none}."
+    )
 
 
 def table(data: dict[str, Any]) -> str:
