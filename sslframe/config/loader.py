@@ -9,8 +9,11 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import logging
 import os
 import re
+import shutil
+import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -25,6 +28,8 @@ from omegaconf.errors import OmegaConfBaseException
 from sslframe.config.schema import PRIMARY_SCHEMAS, SECTION_SCHEMAS
 from sslframe.errors import UserError
 from sslframe.registry import choices, registered_schemas
+
+log = logging.getLogger(__name__)
 
 CONFIG_DIR = Path(os.environ.get("SSLFRAME_CONFIG_DIR", Path(__file__).resolve().parents[2] / "configs"))
 
@@ -145,13 +150,93 @@ def validate(cfg: DictConfig) -> None:
         raise UserError(f"missing value for '{missing[0]}' (set it on the command line: {missing[0]}=...)")
 
 
+def swapped_groups(overrides: Sequence[str]) -> dict[str, str]:
+    """``group -> option`` for the overrides that pick another option of a config group whose
+    options have different schemas (``trunk=regnet``, ``method=byol``)."""
+    swaps = {}
+    for override in overrides:
+        key, eq, value = override.partition("=")
+        if eq and key in registered_schemas() and len(registered_schemas()[key]) > 1:
+            swaps[key] = value
+    return swaps
+
+
+def _foreign_keys(group: str, option: str) -> set[str] | None:
+    """The keys ``option``'s schema has (a group's options register their schema under the
+    option's name); None where there is none, and nothing is left out."""
+    schema = registered_schemas().get(group, {}).get(option)
+    return None if schema is None else set(_field_names(schema))
+
+
+def _overlay(swaps: dict[str, str], folder: Path) -> list[str]:
+    """A copy of the config tree in ``folder`` in which the experiments and recipes (files of
+    package ``_global_``) no longer set, under a group swapped on the command line, the keys that
+    the chosen option does not have: the user picked another trunk or method, whose own
+    defaults apply. Returns what was left out, for the log."""
+    shutil.copytree(CONFIG_DIR, folder, dirs_exist_ok=True)
+    dropped = []
+    allowed = {group: _foreign_keys(group, option) for group, option in swaps.items()}
+    for path in folder.rglob("*.yaml"):
+        text = path.read_text()
+        if not text.startswith("# @package _global_"):
+            continue
+        node = OmegaConf.to_container(OmegaConf.load(path))
+        changed = False
+        for group, keep in allowed.items():
+            section = node.get(group) if isinstance(node, dict) else None
+            if keep is None or not isinstance(section, dict):
+                continue
+            for key in [k for k in section if k not in keep]:
+                del section[key]
+                dropped.append(f"{group}.{key} ({path.relative_to(folder).with_suffix('')})")
+                changed = True
+        if changed:
+            path.write_text("# @package _global_\n" + OmegaConf.to_yaml(OmegaConf.create(node)))
+    return dropped
+
+
+def _experiment_files(primary: str, overrides: Sequence[str]) -> set[str]:
+    """``config/<name>`` of the experiment this composition uses and the recipes it includes."""
+    name = next((o.split("=", 1)[1] for o in overrides if o.startswith("config=")), None)
+    if name is None:
+        defaults = OmegaConf.load(CONFIG_DIR / f"{primary}.yaml").get("defaults", [])
+        name = next((d["config"] for d in defaults if isinstance(d, DictConfig) and "config" in d), None)
+    files = {f"config/{name}"} if name else set()
+    pending = list(files)
+    while pending:
+        path = CONFIG_DIR / f"{pending.pop()}.yaml"
+        if not path.is_file():
+            continue
+        for entry in OmegaConf.load(path).get("defaults", []):
+            if isinstance(entry, str) and entry.startswith("/") and entry[1:] not in files:
+                files.add(entry[1:])
+                pending.append(entry[1:])
+    return files
+
+
 def compose_config(primary: str, overrides: Sequence[str]) -> DictConfig:
-    """Compose ``configs/<primary>.yaml`` with command-line overrides and validate it."""
+    """Compose ``configs/<primary>.yaml`` with command-line overrides and validate it.
+
+    A group swapped on the command line (``config=quickstart trunk=regnet``) takes the new
+    option's schema: what the experiment sets under that group and the option lacks (a ResNet's
+    ``width_multiplier`` for a RegNet) is left out, with a log line; what both have is kept."""
     GlobalHydra.instance().clear()
     _register_schemas()
+    swaps = swapped_groups(overrides)
     try:
-        with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base=None):
-            cfg = compose(config_name=primary, overrides=list(overrides))
+        with tempfile.TemporaryDirectory(prefix="sslframe-configs-") as tmp:
+            config_dir = CONFIG_DIR
+            if swaps:
+                config_dir = Path(tmp)
+                dropped = [
+                    d
+                    for d in _overlay(swaps, config_dir)
+                    if d.split("(")[1][:-1] in _experiment_files(primary, overrides)
+                ]
+                if dropped:
+                    log.info("not carried over to the option chosen on the command line: %s", ", ".join(dropped))
+            with initialize_config_dir(config_dir=str(config_dir), version_base=None):
+                cfg = compose(config_name=primary, overrides=list(overrides))
     except (HydraException, OmegaConfBaseException) as exc:
         raise UserError(_explain(exc)) from None
     finally:
