@@ -203,6 +203,7 @@ BLOCKS: dict[str, tuple[str, Callable[[dict[str, Any]], str]]] = {
     "scaling": ("scaling.json", table),
     "strategies": ("strategies.json", table),
     "accumulate": ("accumulate.json", table),
+    "byol_loss_scale": ("byol_loss_scale.json", table),
 }
 
 
