@@ -193,6 +193,14 @@ def demo(data: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def plan_example(report: dict[str, Any]) -> str:
+    """The planner's printout for the SEER 10B recipe, from the report it wrote."""
+    from sslframe.planner.plan import summary
+
+    command = "python tools/plan.py config=seer_regnet_10b plan.images=1000000000"
+    return f"```\n$ {command} plan.out=bench/results/plan_seer_regnet_10b.json\n{summary(report)}\n```\n"
+
+
 # NAME -> (result file under bench/results, renderer)
 BLOCKS: dict[str, tuple[str, Callable[[dict[str, Any]], str]]] = {
     "quality": ("quality.json", quality),
@@ -204,6 +212,7 @@ BLOCKS: dict[str, tuple[str, Callable[[dict[str, Any]], str]]] = {
     "strategies": ("strategies.json", table),
     "accumulate": ("accumulate.json", table),
     "byol_loss_scale": ("byol_loss_scale.json", table),
+    "plan_seer_10b": ("plan_seer_regnet_10b.json", plan_example),
 }
 
 
