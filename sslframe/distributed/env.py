@@ -97,8 +97,13 @@ def restart_store(timeout: datetime.timedelta) -> dist.Store | None:
     if os.environ.get("TORCHELASTIC_USE_AGENT_STORE") != "True":
         return None
     attempt = os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")
-    client = dist.TCPStore(os.environ["MASTER_ADDR"], int(os.environ["MASTER_PORT"]), is_master=False, timeout=timeout)
-    return dist.PrefixStore(f"sslframe/attempt_{attempt}", client)
+    return dist.PrefixStore(f"sslframe/attempt_{attempt}", rendezvous_client(timeout))
+
+
+def rendezvous_client(timeout: datetime.timedelta) -> dist.Store:
+    """A client of the rendezvous store at ``MASTER_ADDR:MASTER_PORT`` (torchrun's agent store,
+    or the one rank 0 hosts under SLURM)."""
+    return dist.TCPStore(os.environ["MASTER_ADDR"], int(os.environ["MASTER_PORT"]), is_master=False, timeout=timeout)
 
 
 def teardown(wait_for_peers: bool = False) -> None:

@@ -25,6 +25,7 @@ from dataclasses import dataclass
 
 import torch.distributed as dist
 
+from sslframe.distributed.env import rendezvous_client
 from sslframe.errors import UserError
 
 log = logging.getLogger(__name__)
@@ -163,12 +164,7 @@ def _store_client() -> dist.Store | None:
     if not (dist.is_available() and dist.is_initialized()) or "MASTER_ADDR" not in os.environ:
         return None
     try:
-        return dist.TCPStore(
-            os.environ["MASTER_ADDR"],
-            int(os.environ["MASTER_PORT"]),
-            is_master=False,
-            timeout=datetime.timedelta(seconds=10),
-        )
+        return rendezvous_client(datetime.timedelta(seconds=10))
     except Exception as exc:
         log.warning("heartbeat: cannot reach the rendezvous store (%s); hung ranks will not be named", exc)
         return None
