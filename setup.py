@@ -28,6 +28,8 @@ setup(
         "matplotlib>=3.7",
         "webdataset>=0.2.86,<2",
         "fsspec>=2023.1",
+        # tools/curate.py: nearest neighbours and k-means (faiss-gpu works as well where installed).
+        "faiss-cpu>=1.8",
     ],
     # bench: the peer measured by bench/ (never a runtime dependency). `make bench-deps` installs it
     # with --no-deps: its own requirements would pull pytorch_lightning and could replace torch.

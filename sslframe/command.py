@@ -3,6 +3,7 @@
     sslframe train config=fmnist_simclr trainer.max_epochs=1
     sslframe eval knn checkpoint=runs/fmnist_simclr data=fashion_mnist
     sslframe plan config=seer_regnet_10b plan.images=1000000000
+    sslframe curate dedup --features FEATS --out CURATED --threshold 0.95
     sslframe export export RUN_DIR --naming timm --out trunk.safetensors
     sslframe --help            # the commands, the config groups and their choices
 
@@ -26,6 +27,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "train": ("train.py", "pretrain a model here, on several local processes, or on SLURM; sweeps with -m"),
     "eval": ("eval.py", "knn, linear, lowshot, finetune, extract on a run or imported weights"),
     "plan": ("plan.py", "memory per GPU and time of a run before any GPU is used"),
+    "curate": ("curate.py", "embed an image pool, remove duplicates, balance it, retrieve what resembles seeds"),
     "export": ("export.py", "a trunk under another project's names, or another project's weights in"),
     "convert": ("convert.py", "consolidate a sharded checkpoint into one state dict"),
     "sweep-status": ("sweep_status.py", "the points of a sweep: job, state, step, loss, requeues"),

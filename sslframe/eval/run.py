@@ -181,6 +181,43 @@ def extract_task(cfg: DictConfig) -> dict[str, Any]:
     }
 
 
+@TASKS.register("embed")
+def embed_task(cfg: DictConfig) -> dict[str, Any]:
+    """Every image of data.path (a folder, file list or tar shards) into eval.out_dir, resumable
+    after a kill; under torchrun the ranks share the pieces (sslframe/curate/embed.py)."""
+    from sslframe.curate.embed import embed_source
+
+    ev = cfg.eval
+    if not ev.out_dir:
+        raise UserError("embedding needs eval.out_dir=DIR (the curation steps read the features there)")
+    model = _pretrained(cfg)
+    env = init_distributed(model.device.type)
+    source = build_source(cfg.data, cfg.data.path)
+    plan = {
+        "source": cfg.data.source,
+        "path": str(Path(cfg.data.path).resolve()) if "://" not in cfg.data.path else cfg.data.path,
+        "checkpoint": str(model.checkpoint),
+        "random_init": ev.random_init,
+        "raw_pixels": ev.raw_pixels,
+        "layer": ev.layer,
+        "image_size": model.size,
+    }
+    counts = embed_source(
+        model.trunk, source, Path(ev.out_dir), eval_transform(model.size, model.mean, model.std),
+        plan=plan, piece_size=ev.piece_size, batch_size=ev.batch_size, num_workers=ev.num_workers,
+        device=model.device, layer=_layer(ev), rank=env.rank, world_size=env.world_size,
+    )  # fmt: skip
+    return {
+        "task": "embed",
+        "checkpoint": str(model.checkpoint),
+        "features": str(Path(ev.out_dir).resolve()),
+        "num_samples": len(source),
+        "world_size": env.world_size,
+        "rank": env.rank,
+        **counts,
+    }
+
+
 def _probe_settings(ev: DictConfig) -> ProbeSettings:
     return ProbeSettings(
         epochs=ev.epochs,
@@ -355,6 +392,8 @@ def finetune_task(cfg: DictConfig) -> dict[str, Any]:
 def _result_path(cfg: DictConfig, result: dict[str, Any]) -> Path:
     if cfg.out:
         return Path(cfg.out)
+    if cfg.eval.name == "embed":
+        return Path(cfg.eval.out_dir) / "embed.json"
     if cfg.eval.get("features"):
         return Path(cfg.eval.features) / f"{cfg.eval.name}.json"
     source = Path(result["checkpoint"])
@@ -365,7 +404,7 @@ def _result_path(cfg: DictConfig, result: dict[str, Any]) -> Path:
 
 def summary_line(result: dict[str, Any]) -> str:
     """One line for the console: the task and its headline numbers."""
-    keys = ("task", "top1", "top5", "features", "num_samples")
+    keys = ("task", "top1", "top5", "features", "num_samples", "embedded", "skipped")
     return json.dumps({k: result[k] for k in keys if k in result})
 
 

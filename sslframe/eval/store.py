@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +28,10 @@ class FeatureSet:
     labels: torch.Tensor
     indices: torch.Tensor
     keys: list[str]
+    # SHA-256 of each sample's bytes (features written by tools/curate.py embed; empty otherwise).
+    hashes: list[str] = field(default_factory=list)
+    # (key, reason) of the samples that could not be read (tools/curate.py embed).
+    skipped: list[tuple[str, str]] = field(default_factory=list)
 
 
 def _barrier() -> None:
@@ -86,15 +90,25 @@ def read_features(folder: str | Path) -> FeatureSet:
         raise UserError(f"'{folder}' holds no extracted features (no index.json); run tools/eval.py extract first")
     try:
         index = json.loads(index_path.read_text())
-        parts, keys = [], []
+        parts, keys, hashes, skipped = [], [], [], []
         for name in index["shards"]:
             with safe_open(str(folder / Path(name).name), framework="pt") as f:
-                parts.append([f.get_tensor(t) for t in ("features", "labels", "indices")])
-                keys += json.loads(f.metadata()["keys"])
+                meta = f.metadata()
+                skipped += [tuple(s) for s in json.loads(meta.get("skipped", "[]"))]
+                part = [f.get_tensor(t) for t in ("features", "labels", "indices")]
+                if len(part[2]) == 0:
+                    continue  # a piece whose every sample was unreadable
+                parts.append(part)
+                keys += json.loads(meta["keys"])
+                hashes += json.loads(meta.get("sha256", "[]"))
     except (OSError, ValueError, KeyError, TypeError) as exc:
         raise UserError(f"features in '{folder}' are unreadable: {str(exc).splitlines()[0]}") from None
     if not parts:
         raise UserError(f"'{folder}' lists no feature shards")
     feats, labels, indices = (torch.cat(p) for p in zip(*parts, strict=True))
     order = indices.argsort()
-    return FeatureSet(feats[order], labels[order], indices[order], [keys[i] for i in order.tolist()])
+    rows = order.tolist()
+    if hashes and len(hashes) != len(keys):
+        raise UserError(f"features in '{folder}' mix pieces with and without content hashes")
+    ordered_hashes = [hashes[i] for i in rows] if hashes else []
+    return FeatureSet(feats[order], labels[order], indices[order], [keys[i] for i in rows], ordered_hashes, skipped)

@@ -10,6 +10,7 @@ composed config again (unknown keys, missing values, choices) before any work st
 
 from sslframe.config.schema.data import DataConfig
 from sslframe.config.schema.eval import (
+    EmbedEvalConfig,
     ExtractEvalConfig,
     FeatureEvalConfig,
     FinetuneEvalConfig,
@@ -35,6 +36,7 @@ for _group, _options in {
     "eval": {
         "knn": KNNEvalConfig,
         "extract": ExtractEvalConfig,
+        "embed": EmbedEvalConfig,
         "linear": LinearEvalConfig,
         "lowshot": LowShotEvalConfig,
         "finetune": FinetuneEvalConfig,
@@ -62,6 +64,7 @@ __all__ = [
     "SECTION_SCHEMAS",
     "DataConfig",
     "DistributedConfig",
+    "EmbedEvalConfig",
     "EvalConfig",
     "ExtractEvalConfig",
     "FeatureEvalConfig",

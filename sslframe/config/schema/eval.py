@@ -55,6 +55,19 @@ class ExtractEvalConfig(FeatureEvalConfig):
 
 
 @dataclass
+class EmbedEvalConfig(FeatureEvalConfig):
+    """Features of every image of data.path for curation (tools/curate.py embed): resumable after
+    a kill, across ranks, with each image's content hash (sslframe/curate/embed.py)."""
+
+    name: str = "embed"
+    # Samples per piece of a folder or file list (a tar shard is its own piece); the unit of
+    # resumption: a killed job redoes at most one piece per rank.
+    piece_size: int = 4096
+    # Where the features go (required: the curation steps read them from there).
+    out_dir: str = ""
+
+
+@dataclass
 class LinearEvalConfig(FeatureEvalConfig):
     """Linear probe on frozen features: SGD (momentum) or LARS, cosine schedule, top-1/top-5."""
 

@@ -1,0 +1,1 @@
+"""Curation of uncurated image pools: embed, deduplicate, balance, retrieve (tools/curate.py)."""
