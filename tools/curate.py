@@ -48,6 +48,7 @@ def _common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--per-shard", type=int, default=0, help="images per tar shard (with --shards)")
     parser.add_argument("--index", default="auto", help="nearest-neighbour index: auto, flat, ivf, ivfpq")
     parser.add_argument("--nprobe", type=int, default=16, help="inverted lists visited per query (ivf, ivfpq)")
+    parser.add_argument("--pq-m", type=int, default=16, help="4-bit sub-quantisers per vector (ivfpq)")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -101,7 +102,7 @@ def main(argv: Sequence[str]) -> int:
 
     started = time.monotonic()
     pool = load_pool(args.features, args.after or None)
-    spec = IndexSpec(kind=args.index, nprobe=args.nprobe)
+    spec = IndexSpec(kind=args.index, nprobe=args.nprobe, pq_m=args.pq_m)
     params = {k: v for k, v in vars(args).items() if k not in ("features", "out", "after", "step")}
     if step == "dedup":
         from sslframe.curate.dedup import deduplicate

@@ -32,12 +32,21 @@ from sslframe.errors import UserError
 WITHIN = ("random", "closest")
 
 
+# k-means++ seeds from at most this many points per centroid, and faiss trains on at most
+# TRAIN_PER_CENTROID per centroid (its own default); every point is then assigned.
+SEED_PER_CENTROID = 64
+TRAIN_PER_CENTROID = 256
+
+
 def kmeans_plus_plus(x: np.ndarray, k: int, seed: int) -> np.ndarray:
-    """k-means++ seeding (Arthur and Vassilvitskii 2007): each next centroid drawn with
-    probability proportional to the squared distance to the nearest one already drawn. faiss
-    starts from k random points, which on a long-tailed pool are mostly of the head: Lloyd's
-    iterations then keep the head split and the tail merged (seen on planted clusters)."""
+    """k-means++ seeding (Arthur and Vassilvitskii 2007) on a sample of SEED_PER_CENTROID points
+    per centroid: each next centroid drawn with probability proportional to the squared distance
+    to the nearest one already drawn. faiss starts from k random points, which on a long-tailed
+    pool are mostly of the head: Lloyd's iterations then keep the head split and the tail merged
+    (seen on planted clusters, tests/curate)."""
     rng = np.random.default_rng(seed)
+    if len(x) > SEED_PER_CENTROID * k:
+        x = x[np.sort(rng.choice(len(x), SEED_PER_CENTROID * k, replace=False))]
     centroids = np.empty((k, x.shape[1]), dtype=np.float32)
     centroids[0] = x[rng.integers(len(x))]
     nearest = ((x - centroids[0]) ** 2).sum(1)
@@ -59,7 +68,7 @@ def kmeans(
         init = kmeans_plus_plus(x, k, seed)
     km = faiss.Kmeans(
         x.shape[1], k, niter=iters, seed=seed, verbose=False, min_points_per_centroid=1,
-        max_points_per_centroid=max(256, -(-len(x) // k)),
+        max_points_per_centroid=TRAIN_PER_CENTROID,
     )  # fmt: skip
     km.train(x, init_centroids=init)
     dist, assign = km.index.search(x, 1)

@@ -1,11 +1,13 @@
 """Deduplication: exact copies by content hash, near copies by embedding similarity.
 
 Exact duplicates share the SHA-256 of their bytes (recorded while embedding). Near duplicates
-(re-encoded, resized, slightly cropped copies) are pairs whose embeddings have cosine
-similarity at least ``threshold``; each image is linked to those of its ``k`` nearest
-neighbours above the threshold, and the connected components of these links are the groups.
-Every group keeps one representative, its first image in the source's order, so the result
-does not depend on the search order.
+(re-encoded, resized, slightly cropped copies) are pairs among each other's ``k`` nearest
+neighbours whose embeddings have cosine similarity at least ``threshold``. Images are taken in
+the source's order: one is removed when it is that similar to an earlier image that was kept,
+and joins that image's group. A group is therefore a kept image and copies of it, never a chain
+(connected components of the similarity links chain look-alikes into one group: on a dense pool
+of Fashion-MNIST and digits they merged 23k of 25k images at cosine 0.95). The result does not
+depend on the search order.
 """
 
 from __future__ import annotations
@@ -17,31 +19,8 @@ import numpy as np
 from sslframe.curate.search import IndexSpec, build_index, normalised, search
 
 
-class UnionFind:
-    """Disjoint sets over 0..n-1 with path halving; the root of a set is its smallest member."""
-
-    def __init__(self, n: int) -> None:
-        self.parent = np.arange(n, dtype=np.int64)
-
-    def find(self, i: int) -> int:
-        parent = self.parent
-        while parent[i] != i:
-            parent[i] = parent[parent[i]]
-            i = int(parent[i])
-        return i
-
-    def union(self, a: int, b: int) -> None:
-        ra, rb = self.find(a), self.find(b)
-        if ra != rb:
-            lo, hi = (ra, rb) if ra < rb else (rb, ra)
-            self.parent[hi] = lo
-
-    def roots(self) -> np.ndarray:
-        return np.array([self.find(i) for i in range(len(self.parent))], dtype=np.int64)
-
-
 def groups_of(roots: np.ndarray) -> list[list[int]]:
-    """The sets with more than one member, each sorted, ordered by their first member."""
+    """The groups (rows sharing a root) of more than one member, each sorted, ordered by root."""
     order = np.argsort(roots, kind="stable")
     sorted_roots = roots[order]
     cuts = np.flatnonzero(np.diff(sorted_roots)) + 1
@@ -54,22 +33,27 @@ def exact_duplicates(hashes: list[str]) -> np.ndarray:
     return np.array([first.setdefault(h, i) for i, h in enumerate(hashes)], dtype=np.int64)
 
 
-def near_duplicate_roots(
+def near_duplicate_representatives(
     x: np.ndarray, threshold: float, k: int, spec: IndexSpec, chunk: int = 65536
-) -> tuple[np.ndarray, int]:
-    """Each row's group root under the links 'among each other's k nearest neighbours with
-    cosine >= threshold'; also the number of links found."""
+) -> tuple[np.ndarray, int, np.ndarray]:
+    """For each row, the earlier kept row it duplicates (itself when it is kept); the number of
+    similarity links found; each row's similarity to its nearest other row."""
     x = normalised(x)
     index = build_index(x, spec)
     sims, ids = search(index, x, k + 1, chunk)  # +1: a row finds itself first
-    uf = UnionFind(len(x))
     rows, cols = np.nonzero((sims >= threshold) & (ids >= 0))
-    links = 0
-    for r, c in zip(rows.tolist(), ids[rows, cols].tolist(), strict=True):
-        if r != c:
-            uf.union(r, c)
-            links += 1
-    return uf.roots(), links
+    a, b, s = rows, ids[rows, cols], sims[rows, cols]
+    other = a != b
+    a, b, s = a[other], b[other], s[other]
+    later, earlier = np.maximum(a, b), np.minimum(a, b)
+    order = np.lexsort((-s, later))  # by the later row, its most similar earlier row first
+    rep = np.arange(len(x), dtype=np.int64)
+    for lo, hi in zip(earlier[order].tolist(), later[order].tolist(), strict=True):
+        # rows are visited in ascending order of ``hi``, so whether ``lo`` is kept is settled
+        if rep[hi] == hi and rep[lo] == lo:
+            rep[hi] = lo
+    nearest = np.where(ids[:, 0] == np.arange(len(x)), sims[:, 1] if sims.shape[1] > 1 else -1.0, sims[:, 0])
+    return rep, int(other.sum()), nearest
 
 
 @dataclass
@@ -78,10 +62,16 @@ class DedupResult:
     exact_groups: list[list[int]]
     near_groups: list[list[int]]
     links: int
+    nearest: np.ndarray  # each remaining row's cosine to its nearest other row
 
     def report(self) -> dict:
         sizes = [len(g) for g in self.near_groups]
+        pct = (50, 90, 99, 99.9)
         return {
+            # Where the threshold sits in the pool: the cosine of images to their nearest neighbour.
+            "nearest_neighbour_cosine": {str(p): round(float(np.percentile(self.nearest, p)), 4) for p in pct}
+            if len(self.nearest)
+            else {},
             "input": len(self.keep),
             "kept": int(self.keep.sum()),
             "exact_duplicates_removed": int(sum(len(g) - 1 for g in self.exact_groups)),
@@ -107,9 +97,9 @@ def deduplicate(
         keep &= first == np.arange(n)
     rest = np.flatnonzero(keep)
     near: list[list[int]] = []
-    links = 0
+    links, nearest = 0, np.zeros(0)
     if len(rest) > 1:
-        roots, links = near_duplicate_roots(x[rest], threshold, k, spec or IndexSpec())
-        near = [[int(rest[i]) for i in g] for g in groups_of(roots)]
-        keep[rest] = roots == np.arange(len(rest))
-    return DedupResult(keep, exact, near, links)
+        rep, links, nearest = near_duplicate_representatives(x[rest], threshold, k, spec or IndexSpec())
+        near = [[int(rest[i]) for i in g] for g in groups_of(rep)]
+        keep[rest] = rep == np.arange(len(rest))
+    return DedupResult(keep, exact, near, links, nearest)

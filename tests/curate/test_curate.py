@@ -156,6 +156,23 @@ def test_dedup_finds_planted_copies_and_nothing_else(run: Path, tmp_path: Path) 
     assert kept == {f"img{i:03d}.png" for i in range(60)}  # the originals sort first and are kept
 
 
+def test_near_duplicate_groups_do_not_chain() -> None:
+    """a ~ b and b ~ c, but a and c are further apart than the threshold: b joins a's group and
+    c stays (connected components would have merged all three)."""
+    from sslframe.curate.dedup import deduplicate
+
+    angle = np.deg2rad([0.0, 10.0, 20.0, 90.0])
+    x = np.stack([np.cos(angle), np.sin(angle), np.zeros(4)], axis=1).astype(np.float32)
+    threshold = float(np.cos(np.deg2rad(12.0)))  # 10 degrees apart: duplicates; 20: not
+    result = deduplicate(x, [], threshold, k=3)
+    assert result.keep.tolist() == [True, False, True, True] and result.near_groups == [[0, 1]]
+    # The same rows with the first two byte-identical: an exact group, then no near group is left
+    # for row 1 (it is gone), and row 2 is 20 degrees from row 0.
+    result = deduplicate(x, ["h0", "h0", "h2", "h3"], threshold, k=3)
+    assert result.exact_groups == [[0, 1]] and result.near_groups == [] and result.keep.tolist() == [1, 0, 1, 1]
+    assert result.report()["exact_duplicates_removed"] == 1
+
+
 def _long_tail(seed: int) -> tuple[np.ndarray, np.ndarray]:
     """Ten tight clusters on random directions of a 32-d space, 2000 down to 20 points (100:1)."""
     rng = np.random.default_rng(seed)
