@@ -1,7 +1,7 @@
 """Curation at scale: time and peak memory of deduplication and hierarchical k-means on one
 million synthetic embeddings here, and what a billion images would take on a cluster.
 
-    python bench/curate_scale.py [--n 1000000] [--dim 256] [--quick]
+    python bench/curate_scale.py [--n 1000000] [--dim 128] [--quick]
 
 The embeddings are a long-tailed mixture (10,000 Gaussian concepts of Zipf-distributed sizes)
 with planted duplicates (1% exact copies, 1% copies with small noise). Each step runs in its own
@@ -9,7 +9,7 @@ process, so its peak resident memory (ru_maxrss) is its own:
 
 - ``dedup_ivf``: near-duplicate search (``IVF<4 sqrt n>,Flat``, nprobe 16, k = 16) and grouping;
 - ``dedup_ivfpq``: the same through product-quantised codes (32 bytes a vector);
-- ``balance``: hierarchical k-means (levels 2000, 200, 20; one resampling round) and balanced
+- ``balance``: hierarchical k-means (levels 1000, 100, 10; one resampling round) and balanced
   sampling of 20% of the pool.
 
 The estimate for ``--target-images`` (default one billion) counts FLOPs: the search as
@@ -17,7 +17,8 @@ n^1.5 (each query scans nprobe / (4 sqrt n) of the pool), k-means per level as L
 on at most 256 points a centroid plus the assignment of every point (``curate.py balance``'s
 default levels at that size), and the embedding pass as the trunk's forward FLOPs (counted on
 the meta device, as ``tools/plan.py`` does). The same formulas applied to the runs here give the
-FLOP/s this machine reached, a check on them; GPU hours follow at the stated rates. Results: ``bench/results/curate_scale.json``.
+FLOP/s this machine reached, a check on them; GPU hours follow at the stated rates.
+Results: ``bench/results/curate_scale.json`` and ``.md``.
 """
 
 from __future__ import annotations
@@ -40,7 +41,7 @@ sys.path.insert(0, str(ROOT))
 
 from bench.common import RESULTS, write_results  # noqa: E402
 
-LEVELS = [2000, 200, 20]
+LEVELS = [1000, 100, 10]
 
 
 def generate(path: Path, n: int, dim: int, seed: int = 0) -> dict[str, int]:
@@ -176,7 +177,7 @@ def estimate(rows: list[dict[str, Any]], n: int, dim: int, args: argparse.Namesp
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--n", type=int, default=1_000_000)
-    parser.add_argument("--dim", type=int, default=256)
+    parser.add_argument("--dim", type=int, default=128, help="embedding width (128 keeps k-means here in minutes)")
     parser.add_argument("--quick", action="store_true", help="20k embeddings, results under bench/results/quick")
     parser.add_argument("--phase", default="", help=argparse.SUPPRESS)  # internal: one step in this process
     parser.add_argument("--path", type=Path, default=None, help=argparse.SUPPRESS)

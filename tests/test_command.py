@@ -24,7 +24,10 @@ def test_a_command_runs_its_tool_and_its_help_adds_the_groups(capsys) -> None:
     out = capsys.readouterr().out
     assert "Pretrain a model, here or on a SLURM cluster." in out and "config groups" in out
     assert main(["eval", "probe", "checkpoint=x"]) == 2
-    assert "unknown evaluation 'probe'; valid choices: extract, finetune, knn" in capsys.readouterr().err
+    assert "unknown evaluation 'probe'; valid choices: embed, extract, finetune, knn" in capsys.readouterr().err
+    assert main(["curate", "sort"]) == 2
+    assert "unknown curation step 'sort'; valid choices: embed, dedup, balance, retrieve" in capsys.readouterr().err
+    assert main(["curate", "--help"]) == 0 and "balanced sampling" in capsys.readouterr().out
 
 
 def test_unknown_command_is_one_line(capsys) -> None:
