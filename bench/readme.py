@@ -201,6 +201,61 @@ def plan_example(report: dict[str, Any]) -> str:
     return f"```\n$ {command} plan.out=bench/results/plan_seer_regnet_10b.json\n{summary(report)}\n```\n"
 
 
+def curation(data: dict[str, Any]) -> str:
+    """The curated subsets against the random one (kNN and probe, and what each is made of), what
+    deduplication removed against what was planted, and the differences read off the rows."""
+    rows, extra = data["rows"], data.get("extra", {})
+    by: dict[str, list[dict[str, Any]]] = {}
+    for row in rows:
+        by.setdefault(row["subset"], []).append(row)
+    base = _mean([r["knn20"] for r in by.get("random", [])])
+    diffs = []
+    for name, group in by.items():
+        if name != "random":
+            gain = 100 * (_mean([r["knn20"] for r in group]) - base)
+            diffs.append(f"{name} {gain:+.1f}")
+    seeds = sorted({r["seed"] for r in rows})
+    lines = [table(data).rstrip(), ""]
+    lines.append(
+        f"kNN k = 20 against the random subset (points, mean of {len(seeds)} seed{'s' if len(seeds) > 1 else ''}): "
+        f"{', '.join(diffs)}."
+    )
+    dedup = extra.get("dedup")
+    if dedup:
+        lines.append(
+            f"Deduplication ({dedup['embedding']} embedding, cosine >= {dedup['threshold']}) removed "
+            f"{dedup['removed']} images: {dedup['planted_removed']} of the {dedup['planted']} planted copies "
+            f"(exact: {100 * dedup['exact_recall']:.0f}%, near: {100 * dedup['near_recall']:.0f}%) and "
+            f"{dedup['removed_not_planted']} the pool held twice already or that look alike at that threshold."
+        )
+    return "\n".join(lines) + "\n"
+
+
+def curate_scale(data: dict[str, Any]) -> str:
+    """Time and memory of the curation steps on a million embeddings, and the billion estimate."""
+    est = data["extra"]["estimate"]
+    lines = [table(data).rstrip(), ""]
+    embed = "; ".join(
+        f"{name} ({v['gflops_per_image']} GFLOPs an image at {v['image_size']} px): {v['gpu_hours']:,} GPU hours"
+        for name, v in est["embedding"].items()
+    )
+    here = est["measured_here"]
+    lines += [
+        f"Estimate for {est['target_images']:,} images of {est['dim']}-d embeddings ({est['assumptions']}):",
+        f"- embedding pass: {embed};",
+        f"- index memory: {est['index_memory_gb']['ivf_flat_float32']:,} GB as float32 vectors, "
+        f"{est['index_memory_gb']['ivf_pq32_4bit']:,} GB as 4-bit PQ codes (32 a vector) with ids;",
+        f"- near-duplicate search: {est['dedup_search']['pflop']:,} PFLOP, "
+        f"{est['dedup_search']['gpu_hours']:,} GPU hours;",
+        f"- hierarchical k-means at the default levels {est['kmeans']['levels']}: "
+        f"{est['kmeans']['gpu_hours']:,} GPU hours, the finest level {est['kmeans']['pflop_per_level'][0]:,} of "
+        f"{sum(est['kmeans']['pflop_per_level']):,.1f} PFLOP (fewer finest clusters cost proportionally less).",
+        f"The same FLOP counts applied to the runs above give {here['dedup_gflops_per_s']} GFLOP/s (search) and "
+        f"{here['kmeans_gflops_per_s']} GFLOP/s (k-means) on this machine.",
+    ]
+    return "\n".join(lines) + "\n"
+
+
 # NAME -> (result file under bench/results, renderer)
 BLOCKS: dict[str, tuple[str, Callable[[dict[str, Any]], str]]] = {
     "quality": ("quality.json", quality),
@@ -213,6 +268,8 @@ BLOCKS: dict[str, tuple[str, Callable[[dict[str, Any]], str]]] = {
     "accumulate": ("accumulate.json", table),
     "byol_loss_scale": ("byol_loss_scale.json", table),
     "plan_seer_10b": ("plan_seer_regnet_10b.json", plan_example),
+    "curation": ("curation.json", curation),
+    "curate_scale": ("curate_scale.json", curate_scale),
 }
 
 

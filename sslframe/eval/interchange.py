@@ -129,6 +129,8 @@ def export_trunk(trunk: Trunk, naming: str = "torchvision") -> dict[str, torch.T
     classifier missing). A ViT with fixed sine-cosine positions exports them as ``pos_embed``
     for the patch tokens only (timm's ``no_embed_class=True`` layout)."""
     state = {external_name(trunk, k, naming): v.detach().cpu().contiguous() for k, v in trunk.state_dict().items()}
+    if isinstance(trunk, VisionTransformer) and naming != "sslframe":
+        state.pop("mask_token", None)  # used in pretraining only; timm's ViT has none
     if isinstance(trunk, VisionTransformer) and trunk.pos_embed is None and naming != "sslframe":
         state["pos_embed"] = trunk.position_embeddings(trunk.grid, trunk.grid).detach().cpu().contiguous()
     return state

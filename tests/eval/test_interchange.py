@@ -242,6 +242,27 @@ def test_vit_exports_to_timm(pos_embed: str, images) -> None:
     assert torch.equal(_features(back, images), _features(ours, images))
 
 
+def test_vit_with_registers_and_layer_scale_exports_to_timm(images) -> None:
+    """Registers (Darcet et al. 2024) and LayerScale under timm's names (``reg_token``,
+    ``blocks.N.ls1.gamma``): timm's ViT built with the same options gives the same features."""
+    torch.manual_seed(8)
+    kwargs = {"patch_size": 8, "image_size": 32, "embed_dim": 32, "depth": 2, "num_heads": 2}
+    ours = VisionTransformer(
+        "vit_tiny", pos_embed="learned", num_registers=2, layer_scale_init=0.5, mask_token=True, **kwargs
+    )
+    for block in ours.blocks_list:  # away from the initial value, so the scales are really carried over
+        torch.nn.init.uniform_(block.ls1.gamma, 0.2, 1.0)
+    ours.eval()
+    tm = timm.create_model(
+        "vit_tiny_patch16_224", pretrained=False, img_size=32, num_classes=0, global_pool="token", no_embed_class=True,
+        reg_tokens=2, init_values=0.5, **{k: v for k, v in kwargs.items() if k != "image_size"},
+    ).eval()  # fmt: skip
+    exported = export_trunk(ours, "timm")
+    assert "mask_token" not in exported and exported["reg_token"].shape == (1, 2, 32)
+    tm.load_state_dict(exported, strict=True)
+    torch.testing.assert_close(_features(tm, images), _features(ours, images), rtol=0, atol=1e-5)
+
+
 def test_vit_imports_dino_layout_with_a_class_position(images) -> None:
     torch.manual_seed(7)
     tm = _timm_vit(no_embed_class=False)  # DINO/timm: pos_embed covers the class token too

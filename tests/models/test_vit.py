@@ -13,7 +13,7 @@ from sslframe.config import compose_config
 from sslframe.errors import UserError
 from sslframe.models.multicrop import multicrop_forward
 from sslframe.models.trunks import build_trunk
-from sslframe.models.trunks.vit import VIT_ARCHS, VisionTransformer, ViTConfig, sincos_pos_embed
+from sslframe.models.trunks.vit import VIT_ARCHS, VisionTransformer, ViTConfig, drop_path, sincos_pos_embed
 from tests.methods.vit_runs import tiny_vit
 
 
@@ -154,3 +154,39 @@ def test_config_builds_a_vit_and_bad_input_is_one_line() -> None:
         tiny_vit(class_token=False, pool="cls")
     with pytest.raises(UserError, match=re.escape("not a multiple of trunk.patch_size=4")):
         tiny_vit()(torch.randn(1, 3, 18, 18))
+
+
+def test_registers_layer_scale_drop_path_and_mask_token() -> None:
+    torch.manual_seed(0)
+    kwargs = {"patch_size": 4, "image_size": 16, "embed_dim": 32, "depth": 4, "num_heads": 2}
+    vit = VisionTransformer(
+        "vit_tiny", num_registers=3, layer_scale_init=1e-5, drop_path_rate=0.3, mask_token=True, **kwargs
+    )
+    images = torch.randn(2, 3, 16, 16)
+    # Registers follow the class token and never enter the pooled feature.
+    assert vit.num_prefix_tokens == 4 and vit.encode(images).shape == (2, 4 + 16, 32)
+    # Stochastic depth rises linearly from 0 to the rate; LayerScale starts at its value, so at
+    # init every block is close to the identity (CaiT's motivation).
+    assert [b.drop_path_rate for b in vit.blocks_list] == pytest.approx([0.0, 0.1, 0.2, 0.3])
+    assert all(torch.equal(b.ls1.gamma, torch.full((32,), 1e-5)) for b in vit.blocks_list)
+    vit.eval()
+    tokens = torch.randn(2, 5, 32)
+    block = vit.blocks_list[3]
+    assert (block(tokens) - tokens).abs().max() < 1e-3
+    # Eval is deterministic; in training a dropped branch leaves the sample unchanged, a kept one
+    # is scaled by 1 / (1 - rate) (the expectation is the eval output).
+    branch = torch.ones(20000, 1, 1)
+    dropped = drop_path(branch, 0.3, training=True)
+    assert ((dropped == 0) | ((dropped - 1 / 0.7).abs() < 1e-6)).all()
+    assert dropped.mean().item() == pytest.approx(1.0, abs=0.03) and torch.equal(drop_path(branch, 0.3, False), branch)
+    # The mask token replaces the masked patches' embeddings, positions kept.
+    mask = torch.zeros(2, 16, dtype=torch.bool)
+    mask[0, :5] = True
+    masked, plain = vit.patch_tokens(images, mask), vit.patch_tokens(images)
+    positions = vit.position_embeddings(4, 4)[0]
+    torch.testing.assert_close(masked[0, :5], vit.mask_token[0].expand(5, -1) + positions[:5])
+    assert torch.equal(masked[0, 5:], plain[0, 5:]) and torch.equal(masked[1], plain[1])
+    with pytest.raises(UserError, match=r"trunk\.mask_token=true"):
+        VisionTransformer("vit_tiny", **kwargs).patch_tokens(images, mask)
+    with pytest.raises(UserError, match=r"drop_path_rate within"):
+        VisionTransformer("vit_tiny", drop_path_rate=1.0, **kwargs)

@@ -40,6 +40,18 @@ class ViTConfig:
     embed_dim: int = 0
     depth: int = 0
     num_heads: int = 0
+    # Register tokens (Darcet et al. 2024, *Vision Transformers Need Registers*): learned tokens
+    # after the class token, without positions, dropped from the output (DINOv2 with registers: 4).
+    num_registers: int = 0
+    # LayerScale (Touvron et al. 2021, CaiT, sec. 2.1): each residual branch scaled per channel by
+    # a learned vector started at this value (0: off; DINOv2 uses 1e-5).
+    layer_scale_init: float = 0.0
+    # Stochastic depth (Huang et al. 2016): residual branches dropped per sample in training with
+    # a probability rising linearly from 0 at the first block to this at the last (DINO: 0.1).
+    drop_path_rate: float = 0.0
+    # A learned mask token that ``encode(images, mask=...)`` puts in place of masked patches
+    # (iBOT, DINOv2: the student sees the masked image).
+    mask_token: bool = False
     choices: ClassVar[Choices] = {
         "arch": ("vit_tiny", "vit_small", "vit_base", "vit_large", "vit_huge"),
         "pos_embed": ("sincos", "learned"),
@@ -122,19 +134,47 @@ class Mlp(nn.Module):
         return self.fc2(self.act(self.fc1(x)))
 
 
-class Block(nn.Module):
-    """Pre-norm transformer block: ``x + attn(norm(x))`` then ``x + mlp(norm(x))``."""
+class LayerScale(nn.Module):
+    """A learned per-channel scale of a residual branch (CaiT's LayerScale; timm's names)."""
 
-    def __init__(self, dim: int, num_heads: int, mlp_ratio: float = MLP_RATIO) -> None:
+    def __init__(self, dim: int, init: float) -> None:
+        super().__init__()
+        self.gamma = nn.Parameter(torch.full((dim,), float(init)))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * self.gamma.to(x.dtype)
+
+
+def drop_path(x: torch.Tensor, rate: float, training: bool) -> torch.Tensor:
+    """Stochastic depth: in training, each sample's branch is zeroed with probability ``rate``
+    and the others scaled by ``1 / (1 - rate)`` (the expectation is unchanged); identity in eval.
+    Drawn from torch's generator, whose state the checkpoints keep (exact resume)."""
+    if not training or rate <= 0.0:
+        return x
+    keep = torch.empty((x.shape[0],) + (1,) * (x.dim() - 1), device=x.device, dtype=x.dtype).bernoulli_(1 - rate)
+    return x * keep / (1 - rate)
+
+
+class Block(nn.Module):
+    """Pre-norm transformer block: ``x + attn(norm(x))`` then ``x + mlp(norm(x))``, each branch
+    optionally scaled (LayerScale) and dropped per sample (stochastic depth)."""
+
+    def __init__(
+        self, dim: int, num_heads: int, mlp_ratio: float = MLP_RATIO, layer_scale_init: float = 0.0,
+        drop_path_rate: float = 0.0,
+    ) -> None:  # fmt: skip
         super().__init__()
         self.norm1 = nn.LayerNorm(dim, eps=1e-6)
         self.attn = Attention(dim, num_heads)
         self.norm2 = nn.LayerNorm(dim, eps=1e-6)
         self.mlp = Mlp(dim, int(dim * mlp_ratio))
+        self.ls1 = LayerScale(dim, layer_scale_init) if layer_scale_init > 0 else nn.Identity()
+        self.ls2 = LayerScale(dim, layer_scale_init) if layer_scale_init > 0 else nn.Identity()
+        self.drop_path_rate = drop_path_rate
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = x + self.attn(self.norm1(x))
-        return x + self.mlp(self.norm2(x))
+        x = x + drop_path(self.ls1(self.attn(self.norm1(x))), self.drop_path_rate, self.training)
+        return x + drop_path(self.ls2(self.mlp(self.norm2(x))), self.drop_path_rate, self.training)
 
 
 def init_transformer_weights(module: nn.Module) -> None:
@@ -177,8 +217,16 @@ class VisionTransformer(Trunk):
         embed_dim: int = 0,
         depth: int = 0,
         num_heads: int = 0,
+        num_registers: int = 0,
+        layer_scale_init: float = 0.0,
+        drop_path_rate: float = 0.0,
+        mask_token: bool = False,
     ) -> None:
         super().__init__()
+        if num_registers < 0 or layer_scale_init < 0 or not 0.0 <= drop_path_rate < 1.0:
+            raise UserError(
+                "trunk.num_registers and trunk.layer_scale_init must be >= 0 and trunk.drop_path_rate within [0, 1)"
+            )
         if arch not in VIT_ARCHS:
             raise UserError(f"unknown ViT arch '{arch}'; valid choices: {', '.join(VIT_ARCHS)}")
         if pool == "cls" and not class_token:
@@ -195,9 +243,17 @@ class VisionTransformer(Trunk):
         self.pos_embed_kind = pos_embed
         self.patch_embed = nn.Conv2d(3, dim, patch_size, stride=patch_size)
         self.cls_token = nn.Parameter(torch.zeros(1, 1, dim)) if class_token else None
-        self.num_prefix_tokens = 1 if class_token else 0
+        self.reg_token = nn.Parameter(torch.zeros(1, num_registers, dim)) if num_registers else None
+        self.mask_token = nn.Parameter(torch.zeros(1, 1, dim)) if mask_token else None
+        # Tokens before the patches in ``encode``'s output: the class token, then the registers.
+        self.num_prefix_tokens = (1 if class_token else 0) + num_registers
         self.pos_embed = nn.Parameter(torch.zeros(1, self.grid**2, dim)) if pos_embed == "learned" else None
-        self.blocks_list = nn.ModuleList(Block(dim, self.num_heads) for _ in range(depth or table_depth))
+        depth = depth or table_depth
+        # Stochastic depth rises linearly over the blocks (Huang et al. 2016; DINO's ViT).
+        rates = [drop_path_rate * i / max(depth - 1, 1) for i in range(depth)]
+        self.blocks_list = nn.ModuleList(
+            Block(dim, self.num_heads, layer_scale_init=layer_scale_init, drop_path_rate=r) for r in rates
+        )
         self.norm = nn.LayerNorm(dim, eps=1e-6)
         self._init_weights()
         # Fixed sine-cosine positions per (grid, device, dtype): computed once, so a step never
@@ -211,6 +267,8 @@ class VisionTransformer(Trunk):
         nn.init.zeros_(self.patch_embed.bias)
         if self.cls_token is not None:
             nn.init.normal_(self.cls_token, std=0.02)
+        if self.reg_token is not None:
+            nn.init.normal_(self.reg_token, std=0.02)
         if self.pos_embed is not None:
             nn.init.trunc_normal_(self.pos_embed, std=0.02)
 
@@ -241,33 +299,44 @@ class VisionTransformer(Trunk):
         x = images.reshape(images.shape[0], 3, gh, p, gw, p)
         return x.permute(0, 2, 4, 3, 5, 1).reshape(images.shape[0], gh * gw, p * p * 3)
 
-    def patch_tokens(self, images: torch.Tensor) -> torch.Tensor:
-        """Embedded patches plus their position embeddings, ``(B, N, D)``, without the class token."""
+    def patch_tokens(self, images: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        """Embedded patches plus their position embeddings, ``(B, N, D)``, without the class token.
+        ``mask`` (``(B, N)`` bool) puts the mask token in place of the masked patches' embeddings
+        (their positions are kept), as iBOT's and DINOv2's student sees a masked image."""
         gh, gw = self.grid_size(images)
         tokens = self.patch_embed(images).flatten(2).transpose(1, 2)
+        if mask is not None:
+            if self.mask_token is None:
+                raise UserError("masking the student's patches needs trunk.mask_token=true")
+            tokens = torch.where(mask.unsqueeze(-1), self.mask_token.to(tokens.dtype), tokens)
         return tokens + self.position_embeddings(gh, gw).to(tokens.dtype)
 
     def run_blocks(self, tokens: torch.Tensor) -> torch.Tensor:
-        """Prepend the class token (if any), apply the blocks and the final norm."""
-        if self.cls_token is not None:
-            tokens = torch.cat([self.cls_token.to(tokens.dtype).expand(tokens.shape[0], -1, -1), tokens], dim=1)
+        """Prepend the class token and the registers (if any), apply the blocks and the final norm."""
+        prefix = [t for t in (self.cls_token, self.reg_token) if t is not None]
+        if prefix:
+            tokens = torch.cat([*(t.to(tokens.dtype).expand(tokens.shape[0], -1, -1) for t in prefix), tokens], dim=1)
         for block in self.blocks_list:
             tokens = block(tokens)
         return self.norm(tokens)
 
-    def encode(self, images: torch.Tensor, keep: torch.Tensor | None = None) -> torch.Tensor:
-        """Token features after the final norm, ``(B, prefix + K, D)``.
+    def encode(
+        self, images: torch.Tensor, keep: torch.Tensor | None = None, mask: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """Token features after the final norm, ``(B, prefix + K, D)`` (prefix: the class token,
+        then the registers).
 
         ``keep`` (``(B, K)`` patch indices) encodes only those patches: the others never enter
-        the transformer (MAE's visible-patch encoder, I-JEPA's context encoder).
+        the transformer (MAE's visible-patch encoder, I-JEPA's context encoder). ``mask``
+        (``(B, N)`` bool) encodes every patch with the masked ones replaced by the mask token.
         """
-        tokens = self.patch_tokens(images)
+        tokens = self.patch_tokens(images, mask)
         if keep is not None:
             tokens = gather_tokens(tokens, keep)
         return self.run_blocks(tokens)
 
     def pool_tokens(self, features: torch.Tensor) -> torch.Tensor:
-        """The pooled feature of ``encode``'s output."""
+        """The pooled feature of ``encode``'s output (registers never enter it)."""
         if self.pool == "cls":
             return features[:, 0]
         return features[:, self.num_prefix_tokens :].mean(dim=1)
