@@ -7,6 +7,7 @@ iteration (which fixes the schedule and the data position) and RNG states.
 from __future__ import annotations
 
 import gc
+import json
 import logging
 import math
 import time
@@ -33,6 +34,7 @@ from sslframe.engine.flags import FlagQueue, NormStatistics, StepCounters, dump_
 from sslframe.engine.monitors import build_monitors
 from sslframe.engine.observers import MetricsWindow, default_observers
 from sslframe.engine.tracking import check_loggers
+from sslframe.errors import UserError
 from sslframe.methods import Method, StepContext, StepOutput, build_method
 from sslframe.optim.build import build_optimizer, build_schedules, scaled_lr, set_lr, set_weight_decay, step_unless
 
@@ -49,13 +51,60 @@ class TrainResult:
     skipped_steps: int = 0
 
 
+@dataclass
+class WorldSizeChange:
+    """A resume on another number of ranks than the checkpoint was written by."""
+
+    checkpoint: str
+    step: int
+    world_size: int
+    per_rank_batch: int
+    policy: str
+
+    @property
+    def global_batch(self) -> int:
+        return self.world_size * self.per_rank_batch
+
+
+def world_size_change(cfg: DictConfig, run_dir: Path, world_size: int) -> WorldSizeChange | None:
+    """The checkpoint this run resumes from, when it was written by another number of ranks."""
+    choice = cfg.trainer.resume
+    if choice == "never":
+        return None
+    path = ckpt.latest_checkpoint(run_dir / "checkpoints") if choice == "auto" else ckpt.resolve_checkpoint(choice)
+    if path is None:
+        return None
+    meta = ckpt.read_checkpoint_meta(path)
+    old_world = int(meta.get("world_size", world_size))
+    if old_world == world_size:
+        return None
+    per_rank = int(meta.get("config", {}).get("data", {}).get("batch_size", cfg.data.batch_size))
+    return WorldSizeChange(str(path), int(meta["step"]), old_world, per_rank, cfg.trainer.on_world_size_change)
+
+
+def adapted_config(cfg: DictConfig, change: WorldSizeChange | None, world_size: int) -> DictConfig:
+    """``cfg`` with the per-rank batch that ``trainer.on_world_size_change`` asks for."""
+    if change is None or change.policy != "keep_global_batch":
+        return cfg
+    if change.global_batch % world_size:
+        raise UserError(
+            f"the checkpoint's global batch of {change.global_batch} ({change.world_size} ranks x "
+            f"{change.per_rank_batch}) does not split over {world_size} ranks; resume on a divisor of it or with "
+            "trainer.on_world_size_change=keep_per_rank_batch"
+        )
+    adapted = cfg.copy()
+    adapted.data.batch_size = change.global_batch // world_size
+    return adapted
+
+
 class Trainer:
     def __init__(self, cfg: DictConfig) -> None:
-        self.cfg = cfg
         self.run_dir = Path(cfg.run.dir)
         check_loggers(cfg.logger)
         self.device = pick_device(cfg.trainer.device)
         self.env: DistEnv = init_distributed(self.device.type, cfg.distributed.timeout_s)
+        self.world_change = world_size_change(cfg, self.run_dir, self.env.world_size)
+        self.cfg = cfg = adapted_config(cfg, self.world_change, self.env.world_size)
         self.heartbeat = Heartbeat(self.env.rank, self.env.world_size, min(30.0, cfg.distributed.timeout_s / 4))
         # Every rank builds identical initial weights (FSDP shards them in place, without the
         # broadcast DDP does); other randomness then differs per rank.
@@ -133,7 +182,34 @@ class Trainer:
         self.method.load_rank_state_dict(own["method"] if own is not None else None)
         self.counters.load_state_dict(own["counters"] if own is not None else None, self.device, self.env.group)
         self.step = resumed.step
+        if self.world_change is not None and Path(self.world_change.checkpoint) == Path(resumed.path):
+            self._record_world_change(self.world_change)
         return resumed.path
+
+    def _record_world_change(self, change: WorldSizeChange) -> None:
+        """Map the step to the same images seen (it only moves under keep_per_rank_batch), log
+        the change and append it to RUN/events.jsonl."""
+        self.step = change.step * change.global_batch // self.global_batch
+        event = {
+            "time": time.strftime("%Y-%m-%d %H:%M:%S"),
+            "event": "world_size_change",
+            "checkpoint": change.checkpoint,
+            "policy": change.policy,
+            "world_size": [change.world_size, self.env.world_size],
+            "per_rank_batch": [change.per_rank_batch, self.batch_size],
+            "global_batch": [change.global_batch, self.global_batch],
+            "step": [change.step, self.step],
+            "peak_lr": self.peak_lr,
+        }
+        log.warning(
+            "resumed on %d ranks from a checkpoint of %d (%s): per-rank batch %d -> %d, global batch %d -> %d, "
+            "step %d -> %d",
+            self.env.world_size, change.world_size, change.policy, change.per_rank_batch, self.batch_size,
+            change.global_batch, self.global_batch, change.step, self.step,
+        )  # fmt: skip
+        if self.env.rank == 0:
+            with (self.run_dir / "events.jsonl").open("a") as f:
+                f.write(json.dumps(event) + "\n")
 
     # ------------------------------------------------------------------------------ loop
     def _data_pass(self) -> None:

@@ -39,10 +39,17 @@ class TrainerConfig:
     # batch (exact for every method; trunk batch norm normalises per micro-batch). One more trunk
     # forward per step. sslframe/distributed/micro_batches.py; README, "Gradient accumulation".
     accumulate: int = 1
+    # Resuming on another number of ranks than the checkpoint's (a job requeued on fewer nodes):
+    # keep_global_batch sets the per-rank batch to the checkpoint's global batch / ranks (the
+    # optimisation continues unchanged); keep_per_rank_batch keeps data.batch_size, so the global
+    # batch, the scaled learning rate and the steps per epoch change, and the step is mapped to
+    # the same number of images seen. The change is logged and recorded in RUN/events.jsonl.
+    on_world_size_change: str = "keep_global_batch"
     choices: ClassVar[Choices] = {
         "precision": ("auto", "fp32", "bf16", "fp16"),
         "device": ("auto", "cpu", "cuda"),
         "on_nan": ("skip", "stop"),
+        "on_world_size_change": ("keep_global_batch", "keep_per_rank_batch"),
     }
     minimums: ClassVar[dict[str, int]] = {"accumulate": 1, "max_epochs": 1, "log_every": 1}
 
