@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import resource
 import sys
 import time
 from pathlib import Path
@@ -11,7 +12,7 @@ from typing import Any, Protocol
 import torch
 from torch.distributed import ProcessGroup
 
-from sslframe.distributed.collectives import all_reduce_sum
+from sslframe.distributed.collectives import all_gather_cat, all_reduce_sum
 
 
 class MetricsWindow:
@@ -41,6 +42,48 @@ class MetricsWindow:
         self.finite_steps.zero_()
         self.images, self.start = 0, now
         return record
+
+
+def peak_memory_gb(device: torch.device) -> float:
+    """This process's peak memory: CUDA memory allocated on ``device``, or resident memory (RSS)."""
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 1e9
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / 1e9  # KiB on Linux
+
+
+def rank_spread(values: torch.Tensor, name: str) -> dict[str, float]:
+    """``name_max``, ``name_min`` over the ranks and ``name_max_rank`` (the rank with the most)."""
+    top = int(values.argmax())
+    return {f"{name}_max": float(values[top]), f"{name}_min": float(values.min()), f"{name}_max_rank": top}
+
+
+class RankTimes:
+    """Per-rank times of one logging interval, for finding stragglers: seconds the loop waited for
+    its next batch (``data_wait_s``) and seconds of the rest of its steps (``step_s``), each summed
+    over the interval, and peak memory. ``record`` gathers the three numbers of every rank (one
+    small collective per interval) and reports each one's largest and smallest value and the rank
+    with the largest. Under synchronous collectives a fast rank waits for a slow one inside the
+    step, so ``step_s`` tells the job's pace more than who is slow; ``data_wait_s`` is each rank's
+    own (a slow disk or decoder on one node shows as that rank's wait)."""
+
+    def __init__(self, device: torch.device, group: ProcessGroup | None) -> None:
+        self.device, self.group = device, group
+        self.data_wait = 0.0
+        self.step = 0.0
+
+    def add(self, data_wait: float, step: float) -> None:
+        self.data_wait += data_wait
+        self.step += step
+
+    def record(self) -> dict[str, float]:
+        mine = torch.tensor([[self.data_wait, self.step, peak_memory_gb(self.device)]], device=self.device)
+        every = all_gather_cat(mine, self.group).cpu()
+        self.data_wait = self.step = 0.0
+        return {
+            **rank_spread(every[:, 0], "data_wait_s"),
+            **rank_spread(every[:, 1], "step_s"),
+            **rank_spread(every[:, 2], "memory_gb"),
+        }
 
 
 class Observer(Protocol):

@@ -32,7 +32,7 @@ from sslframe.engine import stop
 from sslframe.engine.batches import StepBatches
 from sslframe.engine.flags import FlagQueue, NormStatistics, StepCounters, dump_nonfinite_step, local_flags
 from sslframe.engine.monitors import build_monitors
-from sslframe.engine.observers import MetricsWindow, default_observers
+from sslframe.engine.observers import MetricsWindow, RankTimes, default_observers
 from sslframe.engine.tracking import check_loggers
 from sslframe.errors import UserError
 from sslframe.methods import Method, StepContext, StepOutput, build_method
@@ -255,13 +255,16 @@ class Trainer:
         )  # fmt: skip
         self.model.train()
         window = MetricsWindow(self.device, self.env.group)
+        rank_times = RankTimes(self.device, self.env.group)
         last_loss = math.nan
         last_ckpt: Path | None = None
         batches = self.batches.from_step(lambda: self.step)
         stop = False
         while self.step < self.stop_step:
             self.heartbeat.phase, self.heartbeat.step = "data loading", self.step + 1
+            waited = time.perf_counter()
             epoch, batch = next(batches)
+            started = time.perf_counter()
             for bad in batch.bad:
                 log.warning("rank %d skipped unreadable sample %s (%s)", self.env.rank, bad.key, bad.reason)
             ctx = StepContext(self.step, epoch, self.steps_per_epoch, self.total_steps, self.batches.indices(batch))
@@ -276,6 +279,7 @@ class Trainer:
             for monitor in monitors:
                 monitor.on_step(self.step, out, batch)
             window.add(out.loss, flags[0], batch.size * self.env.world_size)
+            rank_times.add(started - waited, time.perf_counter() - started)
             log_now = self.step % cfg.trainer.log_every == 0 or self.step == self.stop_step
             checkpoint_now = self.step % cfg.trainer.checkpoint_every == 0
             # The previous step's flags (their copy finished long ago); this step's too where the
@@ -283,7 +287,7 @@ class Trainer:
             self.flags.put(self.step - 1, flags)
             stop = self.counters.apply(self.flags.take(keep_newest=not (log_now or checkpoint_now))) or stop
             if log_now:
-                record = {"step": self.step, "epoch": epoch, **window.record(), "lr": lr}
+                record = {"step": self.step, "epoch": epoch, **window.record(), "lr": lr, **rank_times.record()}
                 last_loss = record["loss"]
                 record.update(
                     batch_size=self.batch_size,
