@@ -16,10 +16,15 @@ from sslframe.distributed.collectives import local_shard
 
 
 def frozen_copy(module: nn.Module) -> nn.Module:
-    """A deep copy of ``module`` that receives no gradients (the EMA target starts equal)."""
+    """A deep copy of ``module`` that receives no gradients (the EMA target starts equal) and is
+    never stochastically shortened: the authors build their teachers without stochastic depth
+    (DINO's main_dino.py passes drop_path_rate to the student only; iBOT and DINOv2 likewise)."""
     target = copy.deepcopy(module)
     for p in target.parameters():
         p.requires_grad_(False)
+    for m in target.modules():
+        if hasattr(m, "drop_path_rate"):
+            m.drop_path_rate = 0.0
     return target
 
 

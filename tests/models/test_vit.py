@@ -190,3 +190,18 @@ def test_registers_layer_scale_drop_path_and_mask_token() -> None:
         VisionTransformer("vit_tiny", **kwargs).patch_tokens(images, mask)
     with pytest.raises(UserError, match=r"drop_path_rate within"):
         VisionTransformer("vit_tiny", drop_path_rate=1.0, **kwargs)
+
+
+def test_teachers_have_no_stochastic_depth() -> None:
+    """An EMA copy (DINO's teacher, BYOL's target...) runs every block: the authors build it
+    without drop path (DINO's main_dino.py gives drop_path_rate to the student only)."""
+    from sslframe.models.ema import frozen_copy
+
+    student = VisionTransformer("vit_tiny", patch_size=4, image_size=16, embed_dim=32, depth=3, num_heads=2,
+                                drop_path_rate=0.2)  # fmt: skip
+    teacher = frozen_copy(student)
+    assert [b.drop_path_rate for b in teacher.blocks_list] == [0.0, 0.0, 0.0]
+    assert [b.drop_path_rate for b in student.blocks_list] == pytest.approx([0.0, 0.1, 0.2])
+    teacher.train()
+    images = torch.randn(4, 3, 16, 16)
+    assert torch.equal(teacher(images), teacher(images))  # nothing random left in training mode
