@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from sslframe.curate.search import IndexSpec, build_index, normalised, search
+from sslframe.curate.search import IndexSpec, build_index, exact_similarities, normalised, search
 
 
 def groups_of(roots: np.ndarray) -> list[list[int]]:
@@ -40,7 +40,8 @@ def near_duplicate_representatives(
     similarity links found; each row's similarity to its nearest other row."""
     x = normalised(x)
     index = build_index(x, spec)
-    sims, ids = search(index, x, k + 1, chunk)  # +1: a row finds itself first
+    _, ids = search(index, x, k + 1, chunk)  # +1: a row usually finds itself first
+    sims = exact_similarities(x, ids, chunk)
     rows, cols = np.nonzero((sims >= threshold) & (ids >= 0))
     a, b, s = rows, ids[rows, cols], sims[rows, cols]
     other = a != b
@@ -52,7 +53,8 @@ def near_duplicate_representatives(
         # rows are visited in ascending order of ``hi``, so whether ``lo`` is kept is settled
         if rep[hi] == hi and rep[lo] == lo:
             rep[hi] = lo
-    nearest = np.where(ids[:, 0] == np.arange(len(x)), sims[:, 1] if sims.shape[1] > 1 else -1.0, sims[:, 0])
+    others = np.where(ids == np.arange(len(x))[:, None], -np.inf, sims)
+    nearest = others.max(axis=1)
     return rep, int(other.sum()), nearest
 
 

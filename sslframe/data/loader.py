@@ -216,5 +216,10 @@ def make_loader(
         collate_fn=collate_views,
         drop_last=drop_last,
         pin_memory=pin_memory,
+        # Each new iterator (one per epoch, and one on resume) draws its workers' base seed from
+        # this generator; without one it draws from torch's global generator, which then differs
+        # between a resumed run and an uninterrupted one and shifts whatever the training step
+        # draws from it (masks, stochastic depth). Augmentations are seeded per sample anyway.
+        generator=torch.Generator().manual_seed(0),
         **extra,
     )

@@ -22,7 +22,10 @@ def sinkhorn_knopp(
     """
     scores = upcast(scores) / epsilon
     # Subtracting the global maximum leaves Q unchanged after normalisation and avoids overflow.
-    scores = scores - all_reduce_max(scores.max().clone(), group)
+    # A rank may hold no rows (DINOv2's masked tokens on a rank that masked none): it still takes
+    # part in every collective.
+    local_max = scores.max() if scores.numel() else scores.new_full((), float("-inf"))
+    scores = scores - all_reduce_max(local_max.clone(), group)
     q = torch.exp(scores).t()  # K x B
     num_prototypes = q.shape[0]
     # The global batch, filled on the device (no tensor built on the host and copied over).

@@ -12,6 +12,7 @@ from sslframe.methods import (  # noqa: F401  (each registers its method)
     byol,
     deepclusterv2,
     dino,
+    ibot,
     ijepa,
     mae,
     mocov2,

@@ -49,6 +49,9 @@ class ViTConfig:
     # Stochastic depth (Huang et al. 2016): residual branches dropped per sample in training with
     # a probability rising linearly from 0 at the first block to this at the last (DINO: 0.1).
     drop_path_rate: float = 0.0
+    # The same stochastic-depth rate in every block instead of the linear rise (DINOv2's
+    # drop_path_uniform, set in its configurations).
+    drop_path_uniform: bool = False
     # A learned mask token that ``encode(images, mask=...)`` puts in place of masked patches
     # (iBOT, DINOv2: the student sees the masked image).
     mask_token: bool = False
@@ -220,6 +223,7 @@ class VisionTransformer(Trunk):
         num_registers: int = 0,
         layer_scale_init: float = 0.0,
         drop_path_rate: float = 0.0,
+        drop_path_uniform: bool = False,
         mask_token: bool = False,
     ) -> None:
         super().__init__()
@@ -250,7 +254,7 @@ class VisionTransformer(Trunk):
         self.pos_embed = nn.Parameter(torch.zeros(1, self.grid**2, dim)) if pos_embed == "learned" else None
         depth = depth or table_depth
         # Stochastic depth rises linearly over the blocks (Huang et al. 2016; DINO's ViT).
-        rates = [drop_path_rate * i / max(depth - 1, 1) for i in range(depth)]
+        rates = [drop_path_rate if drop_path_uniform else drop_path_rate * i / max(depth - 1, 1) for i in range(depth)]
         self.blocks_list = nn.ModuleList(
             Block(dim, self.num_heads, layer_scale_init=layer_scale_init, drop_path_rate=r) for r in rates
         )
