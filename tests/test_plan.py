@@ -160,6 +160,18 @@ def test_seer_10b_fits_a100_40gb_only_sharded_with_checkpointing() -> None:
     assert 9.0e9 < report["parameters"]["total"] < 10.5e9
 
 
+def test_dinov2_giant_is_planned_and_fits_only_sharded_with_checkpointing() -> None:
+    # DINOv2's ViT-g/14 (Oquab et al. 2024, sec. 5: 1.1B parameters) with its EMA teacher, two
+    # heads each, 2 x 224 + 8 x 98 crops, 64 images per GPU on 32 A100-40GB.
+    report = plan_for("config=dinov2_vit_giant", "launcher.nodes=4", "launcher.gpus_per_node=8")
+    assert abs(report["parameters"]["trunk"] - 1.1e9) / 1.1e9 < 0.04
+    assert report["parameters"]["frozen"] == report["parameters"]["total"]  # the teacher: trunk and both heads
+    assert report["config"]["crops"] == [224, 224, *[98] * 8]
+    fits = {(s["strategy"], s["activation_checkpointing"]): s["fits"] for s in report["memory_per_gpu"]}
+    assert fits[("fsdp", True)] and not fits[("fsdp", False)] and not fits[("ddp", False)]
+    assert report["chosen"]["fits"]
+
+
 def test_regnety_256gf_has_the_published_parameter_count() -> None:
     # "RegNetY with 1.3B parameters" (Goyal et al. 2021, abstract); the trunk alone.
     report = plan_for("config=seer_regnety_256gf")

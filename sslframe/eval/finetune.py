@@ -14,6 +14,7 @@ import torch
 from torch import nn
 
 from sslframe.models.trunks import Trunk
+from sslframe.optim.build import trunk_layer_ids
 from sslframe.optim.schedules import warmup_cosine
 
 
@@ -32,18 +33,8 @@ class Classifier(nn.Module):
 
 
 def layer_ids(trunk: Trunk) -> tuple[dict[str, int], int]:
-    """Layer id of every trunk parameter name (0: before the blocks; i + 1: block i; L: after)."""
-    owner = {id(p): i + 1 for i, block in enumerate(trunk.blocks()) for p in block.parameters()}
-    num_layers = len(trunk.blocks()) + 1
-    ids: dict[str, int] = {}
-    seen_block = False
-    for name, param in trunk.named_parameters():
-        if id(param) in owner:
-            ids[name] = owner[id(param)]
-            seen_block = True
-        else:
-            ids[name] = num_layers if seen_block else 0
-    return ids, num_layers
+    """Layer id of every trunk parameter name (sslframe/optim/build.py, shared with pretraining)."""
+    return trunk_layer_ids(trunk)
 
 
 def decayed_param_groups(model: Classifier, lr: float, weight_decay: float, decay: float) -> list[dict[str, Any]]:

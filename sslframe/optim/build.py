@@ -74,31 +74,70 @@ def is_bias_or_norm(name: str, param: nn.Parameter) -> bool:
     return param.ndim <= 1 or name.endswith(".bias")
 
 
+def trunk_layer_ids(trunk: nn.Module) -> tuple[dict[str, int], int]:
+    """Layer id of every trunk parameter name (0: before the blocks, such as the patch embedding
+    and the tokens; i + 1: block i; L = blocks + 1: after them) and L."""
+    blocks = trunk.blocks()  # type: ignore[operator]
+    owner = {id(p): i + 1 for i, block in enumerate(blocks) for p in block.parameters()}
+    num_layers = len(blocks) + 1
+    ids: dict[str, int] = {}
+    seen_block = False
+    for name, param in trunk.named_parameters():
+        if id(param) in owner:
+            ids[name] = owner[id(param)]
+            seen_block = True
+        else:
+            ids[name] = num_layers if seen_block else 0
+    return ids, num_layers
+
+
+def lr_scales(model: nn.Module, layer_decay: float, patch_embed_lr_factor: float) -> dict[str, float]:
+    """Per-parameter learning-rate factors of the model's ``trunk``: ``layer_decay ** (L - id)``
+    (layer-wise decay: the first layers learn slowest; BEiT, Bao et al. 2022; DINOv2's
+    ``layerwise_decay``), and the patch embedding's further times ``patch_embed_lr_factor``
+    (DINOv2's ``patch_embed_lr_mult``). Heads and the rest keep 1."""
+    trunk = getattr(model, "trunk", None)
+    if trunk is None or (layer_decay == 1.0 and patch_embed_lr_factor == 1.0):
+        return {}
+    ids, num_layers = trunk_layer_ids(trunk)
+    scales = {f"trunk.{name}": layer_decay ** (num_layers - i) for name, i in ids.items()}
+    for name in scales:
+        if name.startswith("trunk.patch_embed."):
+            scales[name] *= patch_embed_lr_factor
+    return scales
+
+
 def parameter_groups(
-    model: nn.Module, weight_decay: float, exclude_bias_and_norm: bool, bias_lr_factor: float = 1.0
+    model: nn.Module,
+    weight_decay: float,
+    exclude_bias_and_norm: bool,
+    bias_lr_factor: float = 1.0,
+    layer_decay: float = 1.0,
+    patch_embed_lr_factor: float = 1.0,
 ) -> list[dict[str, Any]]:
-    """Two groups: regular weights, and biases/norm parameters (no decay, no LARS adaptation,
-    learning rate scaled by ``bias_lr_factor``). ``lr_scale`` multiplies the scheduled rate."""
-    regular, excluded = [], []
+    """Regular weights, and biases/norm parameters (no decay, no LARS adaptation, learning rate
+    scaled by ``bias_lr_factor``), each split further by the trunk's per-layer learning-rate
+    factors (``lr_scales``) when those are on. ``lr_scale`` multiplies the scheduled rate."""
+    scales = lr_scales(model, layer_decay, patch_embed_lr_factor)
+    groups: dict[tuple[bool, float], dict[str, Any]] = {}
     for name, param in model.named_parameters():
         if not param.requires_grad:
             continue
-        (excluded if exclude_bias_and_norm and is_bias_or_norm(name, param) else regular).append(param)
-    # ``decayed`` marks the group a weight-decay schedule drives (``set_weight_decay``).
-    groups = [
-        {"params": regular, "weight_decay": weight_decay, "lars_exclude": False, "decayed": True, "lr_scale": 1.0}
-    ]
-    if excluded:
-        groups.append(
-            {
-                "params": excluded,
-                "weight_decay": 0.0,
-                "lars_exclude": True,
-                "decayed": False,
-                "lr_scale": bias_lr_factor,
+        excluded = exclude_bias_and_norm and is_bias_or_norm(name, param)
+        scale = scales.get(name, 1.0) * (bias_lr_factor if excluded else 1.0)
+        key = (excluded, scale)
+        if key not in groups:
+            # ``decayed`` marks the groups a weight-decay schedule drives (``set_weight_decay``).
+            groups[key] = {
+                "params": [],
+                "weight_decay": 0.0 if excluded else weight_decay,
+                "lars_exclude": excluded,
+                "decayed": not excluded,
+                "lr_scale": scale,
             }
-        )
-    return groups
+        groups[key]["params"].append(param)
+    # Regular weights first (the order of the groups when no per-layer factors are on).
+    return sorted(groups.values(), key=lambda g: (g["lars_exclude"], -g["lr_scale"]))
 
 
 def scaled_lr(cfg: Any, global_batch: int) -> float:
@@ -108,7 +147,10 @@ def scaled_lr(cfg: Any, global_batch: int) -> float:
 
 def build_optimizer(model: nn.Module, cfg: Any, lr: float) -> torch.optim.Optimizer:
     """SGD and AdamW apply weight decay through the group's ``weight_decay`` (decoupled for AdamW)."""
-    groups = parameter_groups(model, cfg.weight_decay, cfg.exclude_bias_and_norm, cfg.get("bias_lr_factor", 1.0))
+    groups = parameter_groups(
+        model, cfg.weight_decay, cfg.exclude_bias_and_norm, cfg.get("bias_lr_factor", 1.0),
+        cfg.get("layer_decay", 1.0), cfg.get("patch_embed_lr_factor", 1.0),
+    )  # fmt: skip
     optimizer = OPTIMIZERS.get(cfg.name)(groups, cfg)
     set_lr(optimizer, lr)
     return optimizer

@@ -48,6 +48,25 @@ def test_sizes_match_the_paper(arch: str, patch: int, published: float) -> None:
     assert abs(total - published) / published < 0.015
 
 
+def test_dinov2_giant_has_the_papers_size() -> None:
+    """ViT-g/14 with SwiGLU: "1.1B parameters" (Oquab et al. 2024, sec. 5); SwiGLU's hidden width
+    is 2/3 of the MLP's, so the feed-forward keeps the MLP's weight count (Shazeer 2020)."""
+    with torch.device("meta"):
+        vit = VisionTransformer("vit_giant", patch_size=14, pos_embed="learned", ffn="swiglu")
+        mlp = VisionTransformer("vit_giant", patch_size=14, pos_embed="learned")
+        assert vit(torch.empty(2, 3, 224, 224)).shape == (2, 1536)
+    total = sum(p.numel() for p in vit.parameters())
+    assert abs(total - 1.1e9) / 1.1e9 < 0.04
+    weights = [
+        sum(p.numel() for n, p in m.named_parameters() if ".mlp." in n and n.endswith("weight")) for m in (vit, mlp)
+    ]
+    assert weights[0] == weights[1]
+    small = VisionTransformer("vit_tiny", patch_size=4, image_size=16, embed_dim=16, depth=1, num_heads=2, ffn="swiglu")
+    fc1 = small.blocks_list[0].mlp.fc1
+    assert (fc1.in_features, fc1.out_features) == (16, 2 * 48)  # 2/3 of 64 = 42.7, up to a multiple of 8
+    assert small(torch.randn(2, 3, 16, 16)).shape == (2, 16)
+
+
 def test_config_choices_list_every_arch() -> None:
     assert ViTConfig.choices["arch"] == tuple(VIT_ARCHS)
 

@@ -97,3 +97,41 @@ def test_constant_schedule() -> None:
     cfg = OmegaConf.structured(ScheduleConfig(name="constant", warmup_steps=4))
     lrs = build_schedule(cfg, peak_lr=1.0, total_steps=10, steps_per_epoch=5)
     np.testing.assert_allclose(lrs, [0, 0.25, 0.5, 0.75, 1, 1, 1, 1, 1, 1])
+
+
+def test_layer_wise_decay_and_patch_embedding_factor() -> None:
+    """DINOv2's layer-wise decay (0.9) and patch-embedding factor (0.2): block i of a depth-3 ViT
+    learns at 0.9 ** (4 - (i + 1)) of the rate, the tokens and patch embedding at 0.9 ** 4 (the
+    embedding times 0.2 more), the final norm and the heads at 1; biases and norms keep their own
+    group (no weight decay) at their layer's factor."""
+    from sslframe.models.trunks.vit import VisionTransformer
+
+    class WithHead(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.trunk = VisionTransformer("vit_tiny", patch_size=4, image_size=16, embed_dim=8, depth=3, num_heads=2)
+            self.head = torch.nn.Linear(8, 4)
+
+    model = WithHead()
+    groups = parameter_groups(model, 0.05, True, layer_decay=0.9, patch_embed_lr_factor=0.2)
+    scale_of = {id(p): (g["lr_scale"], g["weight_decay"]) for g in groups for p in g["params"]}
+    named = dict(model.named_parameters())
+
+    def scale(name: str) -> tuple[float, float]:
+        return scale_of[id(named[name])]
+
+    assert scale("trunk.blocks_list.0.attn.qkv.weight") == (pytest.approx(0.9**3), 0.05)
+    assert scale("trunk.blocks_list.2.mlp.fc1.weight") == (pytest.approx(0.9**1), 0.05)
+    assert scale("trunk.blocks_list.2.mlp.fc1.bias") == (pytest.approx(0.9**1), 0.0)
+    assert scale("trunk.cls_token") == (pytest.approx(0.9**4), 0.05)
+    assert scale("trunk.patch_embed.weight") == (pytest.approx(0.9**4 * 0.2), 0.05)
+    assert scale("trunk.norm.weight") == (1.0, 0.0) and scale("head.weight") == (1.0, 0.05)
+    # Off, the two groups of before: every weight at 1 with decay, biases and norms at 1 without.
+    plain = parameter_groups(model, 0.05, True)
+    assert [(g["lr_scale"], g["weight_decay"], g["lars_exclude"]) for g in plain] == [
+        (1.0, 0.05, False),
+        (1.0, 0.0, True),
+    ]
+    optimizer = build_optimizer(model, OmegaConf.structured(OptimConfig(name="adamw", layer_decay=0.9)), lr=2.0)
+    lrs = sorted({round(g["lr"], 6) for g in optimizer.param_groups})
+    assert lrs == sorted({round(2.0 * 0.9**k, 6) for k in range(5)})

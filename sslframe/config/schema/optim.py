@@ -28,6 +28,11 @@ class OptimConfig:
     exclude_bias_and_norm: bool = True
     # Their learning rate relative to the weights' (Barlow Twins: 0.0048 / 0.2 = 0.024).
     bias_lr_factor: float = 1.0
+    # Layer-wise learning-rate decay of the trunk: block i of L learns at layer_decay ** (L - i)
+    # times the rate, the patch embedding and tokens at layer_decay ** (L + 1) (1: off; DINOv2: 0.9).
+    layer_decay: float = 1.0
+    # The patch embedding's rate relative to its layer's (DINOv2's patch_embed_lr_mult: 0.2).
+    patch_embed_lr_factor: float = 1.0
     choices: ClassVar[Choices] = {"name": "optimizers"}
 
 

@@ -55,8 +55,11 @@ class ViTConfig:
     # A learned mask token that ``encode(images, mask=...)`` puts in place of masked patches
     # (iBOT, DINOv2: the student sees the masked image).
     mask_token: bool = False
+    # The blocks' feed-forward layer: mlp (GELU) or swiglu (Shazeer 2020; DINOv2's ViT-g/14).
+    ffn: str = "mlp"
     choices: ClassVar[Choices] = {
-        "arch": ("vit_tiny", "vit_small", "vit_base", "vit_large", "vit_huge"),
+        "arch": ("vit_tiny", "vit_small", "vit_base", "vit_large", "vit_huge", "vit_giant"),
+        "ffn": ("mlp", "swiglu"),
         "pos_embed": ("sincos", "learned"),
         "pool": ("cls", "mean"),
     }
@@ -68,6 +71,9 @@ VIT_ARCHS: dict[str, tuple[int, int, int]] = {
     "vit_base": (768, 12, 12),
     "vit_large": (1024, 24, 16),
     "vit_huge": (1280, 32, 16),
+    # DINOv2's ViT-g (Oquab et al. 2024, sec. 5 and Table 17; vit_giant2 in the authors'
+    # vision_transformer.py): 1536 wide in 24 heads of 64, 40 blocks; 1.1B parameters with SwiGLU.
+    "vit_giant": (1536, 40, 24),
 }
 MLP_RATIO = 4.0
 
@@ -158,19 +164,35 @@ def drop_path(x: torch.Tensor, rate: float, training: bool) -> torch.Tensor:
     return x * keep / (1 - rate)
 
 
+class SwiGLU(nn.Module):
+    """SwiGLU feed-forward (Shazeer 2020, *GLU Variants Improve Transformer*):
+    ``fc2(silu(x W1) * (x W2))``. The hidden width is two thirds of the MLP's, rounded up to a
+    multiple of 8, so the parameter count matches (DINOv2's SwiGLUFFNFused does the same)."""
+
+    def __init__(self, dim: int, hidden: int) -> None:
+        super().__init__()
+        hidden = (int(hidden * 2 / 3) + 7) // 8 * 8
+        self.fc1 = nn.Linear(dim, 2 * hidden)
+        self.fc2 = nn.Linear(hidden, dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        gate, value = self.fc1(x).chunk(2, dim=-1)
+        return self.fc2(F.silu(gate) * value)
+
+
 class Block(nn.Module):
     """Pre-norm transformer block: ``x + attn(norm(x))`` then ``x + mlp(norm(x))``, each branch
     optionally scaled (LayerScale) and dropped per sample (stochastic depth)."""
 
     def __init__(
         self, dim: int, num_heads: int, mlp_ratio: float = MLP_RATIO, layer_scale_init: float = 0.0,
-        drop_path_rate: float = 0.0,
+        drop_path_rate: float = 0.0, ffn: str = "mlp",
     ) -> None:  # fmt: skip
         super().__init__()
         self.norm1 = nn.LayerNorm(dim, eps=1e-6)
         self.attn = Attention(dim, num_heads)
         self.norm2 = nn.LayerNorm(dim, eps=1e-6)
-        self.mlp = Mlp(dim, int(dim * mlp_ratio))
+        self.mlp = (SwiGLU if ffn == "swiglu" else Mlp)(dim, int(dim * mlp_ratio))
         self.ls1 = LayerScale(dim, layer_scale_init) if layer_scale_init > 0 else nn.Identity()
         self.ls2 = LayerScale(dim, layer_scale_init) if layer_scale_init > 0 else nn.Identity()
         self.drop_path_rate = drop_path_rate
@@ -225,8 +247,11 @@ class VisionTransformer(Trunk):
         drop_path_rate: float = 0.0,
         drop_path_uniform: bool = False,
         mask_token: bool = False,
+        ffn: str = "mlp",
     ) -> None:
         super().__init__()
+        if ffn not in ("mlp", "swiglu"):
+            raise UserError(f"bad value for 'trunk.ffn': '{ffn}'; valid choices: mlp, swiglu")
         if num_registers < 0 or layer_scale_init < 0 or not 0.0 <= drop_path_rate < 1.0:
             raise UserError(
                 "trunk.num_registers and trunk.layer_scale_init must be >= 0 and trunk.drop_path_rate within [0, 1)"
@@ -256,7 +281,7 @@ class VisionTransformer(Trunk):
         # Stochastic depth rises linearly over the blocks (Huang et al. 2016; DINO's ViT).
         rates = [drop_path_rate if drop_path_uniform else drop_path_rate * i / max(depth - 1, 1) for i in range(depth)]
         self.blocks_list = nn.ModuleList(
-            Block(dim, self.num_heads, layer_scale_init=layer_scale_init, drop_path_rate=r) for r in rates
+            Block(dim, self.num_heads, layer_scale_init=layer_scale_init, drop_path_rate=r, ffn=ffn) for r in rates
         )
         self.norm = nn.LayerNorm(dim, eps=1e-6)
         self._init_weights()
