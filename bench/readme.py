@@ -240,11 +240,20 @@ def curate_scale(data: dict[str, Any]) -> str:
         for name, v in est["embedding"].items()
     )
     here = est["measured_here"]
+    planted = data["extra"]["data"]["planted_duplicates"]
+    found = "; ".join(
+        f"{r['phase']} removed {r['near_duplicates_removed']:,} of the {planted:,} planted copies"
+        for r in data["rows"]
+        if "near_duplicates_removed" in r
+    )
     lines += [
+        f"{found} (the thresholds apply to exact cosines of the index's candidates).",
+        "",
         f"Estimate for {est['target_images']:,} images of {est['dim']}-d embeddings ({est['assumptions']}):",
         f"- embedding pass: {embed};",
         f"- index memory: {est['index_memory_gb']['ivf_flat_float32']:,} GB as float32 vectors, "
-        f"{est['index_memory_gb']['ivf_pq32_4bit']:,} GB as 4-bit PQ codes (32 a vector) with ids;",
+        f"{est['index_memory_gb']['ivf_pq32_4bit']:,} GB as PQ codes (32 sub-quantisers of 4 bits: 16 bytes a "
+        "vector, plus an 8-byte id);",
         f"- near-duplicate search: {est['dedup_search']['pflop']:,} PFLOP, "
         f"{est['dedup_search']['gpu_hours']:,} GPU hours;",
         f"- hierarchical k-means at the default levels {est['kmeans']['levels']}: "
