@@ -66,3 +66,24 @@ def tiny_config(data: Path, run: Path, *extra: str, config: str = "quickstart") 
     return compose_config(
         "train", [f"config={config}", *TINY, "data=folder", f"data.path={data}", f"run.dir={run}", *extra]
     )
+
+
+def assert_resumes_exactly(overrides: list[str], folder: Path, steps: int = 4, stop: int = 2) -> list[float]:
+    """A train run of ``overrides`` for ``steps`` steps, and the same run stopped after ``stop``
+    steps and resumed from its checkpoint: the logged losses must be equal, bit for bit. Returns
+    the uninterrupted run's losses."""
+    import json
+
+    from sslframe.config import compose_config
+    from sslframe.engine.trainer import Trainer
+
+    def run(name: str, until: int) -> list[float]:
+        cfg = compose_config("train", [*overrides, f"run.dir={folder / name}", f"trainer.max_steps={until}"])
+        Trainer(cfg).fit()
+        lines = (folder / name / "metrics.jsonl").read_text().splitlines()
+        return [json.loads(line)["loss"] for line in lines]
+
+    whole = run("whole", steps)
+    run("split", stop)
+    assert run("split", steps) == whole and len(whole) == steps
+    return whole

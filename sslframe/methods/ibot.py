@@ -22,6 +22,7 @@ from sslframe.losses.precision import upcast
 from sslframe.losses.sinkhorn import sinkhorn_knopp
 from sslframe.losses.swav import cross_entropy_over_crop_pairs
 from sslframe.methods.base import METHODS, Method, StepContext, StepOutput, update_unless_skipped_
+from sslframe.methods.dino import DINOConfig
 from sslframe.models.ema import cosine_momentum, ema_update_, frozen_copy
 from sslframe.models.heads import DINOHead
 from sslframe.models.multicrop import multicrop_forward
@@ -34,12 +35,13 @@ SINKHORN_ITERATIONS = 3  # DINOv2's sinkhorn_knopp_teacher
 
 
 @dataclass
-class IBOTConfig:
-    """iBOT (Zhou et al. 2022). Defaults: the authors' main_ibot.py arguments (out_dim and
-    patch_out_dim 8192, student temperature 0.1, teacher temperatures 0.04 -> 0.07 over 30 epochs
-    for [CLS] and patches, centre momentum 0.9, teacher momentum 0.996, last layer frozen for one
-    epoch, lambda1 = lambda2 = 1) and the ViT-S/16 command of their README (shared head,
-    ``--pred_ratio 0 0.3 --pred_ratio_var 0 0.2``: half of the images masked at 0.1-0.5)."""
+class IBOTConfig(DINOConfig):
+    """iBOT (Zhou et al. 2022): DINO's settings for the [CLS] token plus the masked-patch ones.
+    Defaults: the authors' main_ibot.py arguments (out_dim and patch_out_dim 8192, student
+    temperature 0.1, teacher temperatures 0.04 -> 0.07 over 30 epochs for [CLS] and patches,
+    centre momentum 0.9, teacher momentum 0.996, last layer frozen for one epoch, lambda1 =
+    lambda2 = 1) and the ViT-S/16 command of their README (shared head, ``--pred_ratio 0 0.3
+    --pred_ratio_var 0 0.2``: half of the images masked at 0.1-0.5)."""
 
     name: str = "ibot"
     out_dim: int = 8192
@@ -47,19 +49,11 @@ class IBOTConfig:
     # One head for [CLS] and patch tokens (iBOT's --shared_head true), or a second head of its own
     # for the patches (DINOv2's untied heads).
     separate_patch_head: bool = False
-    norm_last_layer: bool = True
-    base_momentum: float = 0.996
-    student_temperature: float = 0.1
-    teacher_temperature: float = 0.07
-    warmup_teacher_temperature: float = 0.04
     teacher_patch_temperature: float = 0.07
     warmup_teacher_patch_temperature: float = 0.04
-    warmup_teacher_temperature_epochs: int = 30
     # center: DINO's running centres of the teacher outputs ([CLS] and patches apart);
     # sinkhorn: Sinkhorn-Knopp on the teacher outputs of the global batch (DINOv2).
     centering: str = "center"
-    center_momentum: float = 0.9
-    freeze_last_layer_epochs: int = 1
     # Share of images whose global crops are masked, and the range of their masking ratio.
     mask_probability: float = 0.5
     mask_ratio: list[float] = field(default_factory=lambda: [0.1, 0.5])

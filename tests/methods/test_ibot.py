@@ -5,7 +5,6 @@ resume through the trainer."""
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -13,14 +12,13 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from sslframe.config import compose_config
 from sslframe.errors import UserError
 from sslframe.losses.ibot import block_mask, ibot_masks, masked_patch_loss, masked_tokens
 from sslframe.losses.sinkhorn import sinkhorn_knopp
 from sslframe.methods.ibot import IBOT, DINOv2, DINOv2Config, IBOTConfig
 from sslframe.models.heads import MLPHeadConfig
 from tests.distributed.harness import run_distributed
-from tests.helpers import TINY
+from tests.helpers import TINY, assert_resumes_exactly
 from tests.methods.generated_views import one_thread
 from tests.methods.generated_views import short_run as views_run
 from tests.methods.vit_runs import tiny_vit
@@ -176,23 +174,10 @@ def test_short_run_learns_without_collapse(name: str) -> None:
 def test_dinov2_resumes_exactly_through_the_trainer(image_folder: Path, tmp_path: Path) -> None:
     """Stopped after 2 of 4 steps and resumed: the same losses as the uninterrupted run (masks
     come from the checkpointed generator; the teacher, the heads and the schedule from the step)."""
-    from sslframe.engine.trainer import Trainer
-
     tiny = [o for o in TINY if not o.startswith(("trunk", "head", "transform.global_size", "transform.local"))]
     vit = ["trunk.arch=vit_tiny", "trunk.embed_dim=32", "trunk.depth=2", "trunk.num_heads=2", "trunk.patch_size=4"]
     vit += ["trunk.image_size=16", "transform.global_size=16", "transform.local_size=8", "transform.local_crops=2"]
     small = ["head.hidden_dims=[32]", "method.out_dim=64", "method.patch_out_dim=64", "trainer.precision=fp32"]
 
-    def run(name: str, steps: int) -> list[float]:
-        cfg = compose_config(
-            "train",
-            ["config=dinov2_vit_small", *tiny, *vit, *small, "data=folder", f"data.path={image_folder}",
-             f"run.dir={tmp_path / name}", "trainer.max_epochs=1", f"trainer.max_steps={steps}", "data.batch_size=8"],
-        )  # fmt: skip
-        Trainer(cfg).fit()
-        lines = (tmp_path / name / "metrics.jsonl").read_text().splitlines()
-        return [json.loads(line)["loss"] for line in lines]
-
-    whole = run("whole", 4)
-    run("split", 2)
-    assert run("split", 4) == whole and len(whole) == 4
+    data = ["data=folder", f"data.path={image_folder}", "trainer.max_epochs=1", "data.batch_size=8"]
+    assert_resumes_exactly(["config=dinov2_vit_small", *tiny, *vit, *small, *data], tmp_path)

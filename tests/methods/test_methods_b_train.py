@@ -4,7 +4,6 @@ trainer drives the scheduled weight decay of the decayed parameter group."""
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,7 +16,7 @@ from sslframe.methods.byol import BYOL
 from sslframe.methods.dino import DINO
 from sslframe.methods.mocov2 import MoCoV2
 from sslframe.methods.simsiam import SimSiam
-from tests.helpers import TINY
+from tests.helpers import TINY, assert_resumes_exactly
 from tests.methods.generated_views import one_thread
 
 EXPERIMENTS = {
@@ -71,27 +70,6 @@ def test_two_steps_through_the_trainer(experiment: str, image_folder: Path, tmp_
 def test_dino_resumes_exactly_with_its_centre_teacher_and_weight_decay(image_folder: Path, tmp_path: Path) -> None:
     # Stopped after 2 of 4 steps and resumed: the same losses as the uninterrupted run (the
     # centre and the teacher come back from the checkpoint, the weight decay from the step).
-    def run(name: str, steps: int) -> list[float]:
-        cfg = compose_config(
-            "train",
-            [
-                "config=dino_resnet50",
-                *TINY,
-                *EXPERIMENTS["dino_resnet50"][1],
-                "data=folder",
-                f"data.path={image_folder}",
-                f"run.dir={tmp_path / name}",
-                "trainer.max_epochs=1",
-                f"trainer.max_steps={steps}",
-                "optim=adamw",
-                "optim.weight_decay=0.04",
-                "schedule.final_weight_decay=0.4",
-            ],
-        )
-        Trainer(cfg).fit()
-        lines = (tmp_path / name / "metrics.jsonl").read_text().splitlines()
-        return [json.loads(line)["loss"] for line in lines]
-
-    whole = run("whole", 4)
-    run("split", 2)
-    assert run("split", 4) == whole and len(whole) == 4
+    overrides = ["config=dino_resnet50", *TINY, *EXPERIMENTS["dino_resnet50"][1], "data=folder"]
+    overrides += [f"data.path={image_folder}", "trainer.max_epochs=1", "optim=adamw", "optim.weight_decay=0.04"]
+    assert_resumes_exactly([*overrides, "schedule.final_weight_decay=0.4"], tmp_path)
