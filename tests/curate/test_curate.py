@@ -17,6 +17,8 @@ import pytest
 import torch
 from PIL import Image
 
+from sslframe.command import main as command_main
+from sslframe.curate.steps import load_pool
 from sslframe.errors import UserError
 from tests.distributed.harness import run_distributed
 from tests.helpers import ROOT, make_image_folder, run_tool, tiny_config
@@ -34,17 +36,15 @@ def run(tmp_path_factory) -> Path:
 
 
 def _embed(run: Path, data: Path, out: Path, *extra: str, source: str = "folder") -> dict:
-    proc = run_tool(
-        "curate.py", "embed", f"checkpoint={run}", f"data={source}", f"data.path={data}", f"eval.out_dir={out}",
-        "eval.num_workers=0", "eval.batch_size=4", *extra,
-    )  # fmt: skip
-    assert proc.returncode == 0, proc.stderr
+    """``sslframe curate embed ...`` in this process (the command line's own path, without an
+    interpreter start per call)."""
+    args = [f"checkpoint={run}", f"data={source}", f"data.path={data}", f"eval.out_dir={out}"]
+    assert command_main(["curate", "embed", *args, "eval.num_workers=0", "eval.batch_size=4", *extra]) == 0
     return json.loads((out / "embed.json").read_text())
 
 
 def _curate(*args: str) -> dict:
-    proc = run_tool("curate.py", *args)
-    assert proc.returncode == 0, proc.stderr
+    assert command_main(["curate", *args]) == 0
     out = Path(args[args.index("--out") + 1])
     return json.loads((out / "report.json").read_text())
 
@@ -254,15 +254,14 @@ def test_outputs_train_from_folders_and_shards(run: Path, tmp_path: Path) -> Non
                                  "trainer.max_steps=1", "data.batch_size=4")).fit()  # fmt: skip
     assert result.final_step == 1
     # A selection of another pool cannot restrict these features.
-    proc = run_tool("curate.py", "dedup", "--features", str(tmp_path / "feats"), "--after", str(tmp_path / "r"),
-                    "--out", str(tmp_path / "x"))  # fmt: skip
-    assert proc.returncode == 2 and "both must embed the same pool" in proc.stderr
+    with pytest.raises(UserError, match="both must embed the same pool"):
+        load_pool(tmp_path / "feats", tmp_path / "r")
 
 
-def test_command_line_errors() -> None:
-    proc = run_tool("curate.py", "sort")
-    assert proc.returncode == 2 and "valid choices: embed, dedup, balance, retrieve" in proc.stderr
-    proc = run_tool("curate.py", "dedup", "--features", "/nonexistent", "--out", "/tmp/never")
-    assert proc.returncode == 2 and "is not an embedding" in proc.stderr
-    proc = run_tool("curate.py", "embed", "checkpoint=/nonexistent", "data=folder", "data.path=/tmp")
-    assert proc.returncode != 0 and "error:" in proc.stderr
+def test_command_line_errors(capsys) -> None:
+    assert command_main(["curate", "sort"]) == 2
+    assert "valid choices: embed, dedup, balance, retrieve" in capsys.readouterr().err
+    assert command_main(["curate", "dedup", "--features", "/nonexistent", "--out", "/tmp/never"]) == 2
+    assert "is not an embedding" in capsys.readouterr().err
+    assert command_main(["curate", "embed", "checkpoint=/nonexistent", "data=folder", "data.path=/tmp"]) == 2
+    assert capsys.readouterr().err.startswith("error: ")
