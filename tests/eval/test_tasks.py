@@ -126,7 +126,7 @@ def test_cli_prints_one_summary_line(pretrained: Path, monkeypatch, capsys) -> N
     summary, where = capsys.readouterr().out.strip().splitlines()[-2:]
     assert json.loads(summary)["task"] == "knn"
     assert where == f"results: {pretrained / 'run' / 'eval' / 'knn_random_init.json'}"
-    with pytest.raises(UserError, match="unknown evaluation 'probe'; valid choices: extract, finetune, knn"):
+    with pytest.raises(UserError, match="unknown evaluation 'probe'; valid choices: embed, extract, finetune, knn"):
         main(["probe", *args])
 
 
