@@ -96,6 +96,13 @@ class IBOT(Method):
                 f"method={cfg.name} needs a ViT with a class token and a mask token: "
                 "trunk=vit trunk.mask_token=true trunk.class_token=true"
             )
+        if trunk.pool != "cls":
+            raise UserError(f"method={cfg.name} distils the class token: set trunk.pool=cls")
+        ratio = list(cfg.mask_ratio)
+        if len(ratio) != 2 or not 0.0 <= ratio[0] <= ratio[1] <= 1.0 or not 0.0 <= cfg.mask_probability <= 1.0:
+            raise UserError(
+                "method.mask_ratio must be [low, high] within [0, 1] and method.mask_probability within [0, 1]"
+            )
         if not cfg.separate_patch_head and cfg.patch_out_dim != cfg.out_dim:
             raise UserError("a shared head gives patches method.out_dim outputs: set method.patch_out_dim equal")
         self.trunk = trunk

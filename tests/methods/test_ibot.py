@@ -181,3 +181,13 @@ def test_dinov2_resumes_exactly_through_the_trainer(image_folder: Path, tmp_path
 
     data = ["data=folder", f"data.path={image_folder}", "trainer.max_epochs=1", "data.batch_size=8"]
     assert_resumes_exactly(["config=dinov2_vit_small", *tiny, *vit, *small, *data], tmp_path)
+
+
+def test_bad_settings_are_one_line_errors() -> None:
+    head = MLPHeadConfig(hidden_dims=[8], output_dim=4, batch_norm=False)
+    with pytest.raises(UserError, match=r"trunk\.pool=cls"):
+        IBOT(tiny_vit(mask_token=True, pool="mean"), head, IBOTConfig())
+    with pytest.raises(UserError, match=r"method\.mask_ratio"):
+        IBOT(tiny_vit(mask_token=True), head, IBOTConfig(mask_ratio=[0.5, 0.1]))
+    with pytest.raises(UserError, match=r"patch_out_dim equal"):
+        IBOT(tiny_vit(mask_token=True), head, IBOTConfig(patch_out_dim=16))
