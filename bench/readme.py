@@ -208,17 +208,22 @@ def curation(data: dict[str, Any]) -> str:
     by: dict[str, list[dict[str, Any]]] = {}
     for row in rows:
         by.setdefault(row["subset"], []).append(row)
-    base = _mean([r["knn20"] for r in by.get("random", [])])
-    diffs = []
-    for name, group in by.items():
-        if name != "random":
-            gain = 100 * (_mean([r["knn20"] for r in group]) - base)
-            diffs.append(f"{name} {gain:+.1f}")
     seeds = sorted({r["seed"] for r in rows})
     lines = [table(data).rstrip(), ""]
+    metrics = [m for m in ("knn20", "knn20_rare", "linear") if all(m in r for r in rows)]
+    summary = []
+    for name, group in by.items():
+        cells = ", ".join(f"{m} {_cell([r[m] for r in group])}" for m in metrics)
+        if name != "random":
+            gains = ", ".join(
+                f"{m} {100 * (_mean([r[m] for r in group]) - _mean([r[m] for r in by['random']])):+.1f}"
+                for m in metrics
+            )
+            cells += f" ({gains} points against random)"
+        summary.append(f"{name}: {cells}")
     lines.append(
-        f"kNN k = 20 against the random subset (points, mean of {len(seeds)} seed{'s' if len(seeds) > 1 else ''}): "
-        f"{', '.join(diffs)}."
+        f"Mean and spread over {len(seeds)} seed{'s' if len(seeds) > 1 else ''} (rare: the test images of "
+        f"the pool's five rarest classes): " + "; ".join(summary) + "."
     )
     dedup = extra.get("dedup")
     if dedup:
