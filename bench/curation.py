@@ -324,6 +324,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--dedup-embedding", default="pixels", choices=("ssl", "pixels"), help="embedding dedup uses")
     parser.add_argument("--quick", action="store_true", help="smoke run: a small pool and a few steps")
     parser.add_argument("--work-dir", type=Path, default=ROOT / "runs" / "curation")
+    parser.add_argument("--results", default="curation", help="name of the result files under bench/results")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
     seeds = [int(s) for s in args.seeds.split(",")]
@@ -399,7 +400,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         (out / "curation.json").write_text(json.dumps({"rows": rows, "extra": extra}, indent=1))
         print(json.dumps(rows, indent=1))
         return 0
-    path = write_results("curation", rows, notes, columns, extra)
+    path = write_results(args.results, rows, notes, columns, extra)
     print(path.read_text())
     return 0
 

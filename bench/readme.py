@@ -283,6 +283,7 @@ BLOCKS: dict[str, tuple[str, Callable[[dict[str, Any]], str]]] = {
     "byol_loss_scale": ("byol_loss_scale.json", table),
     "plan_seer_10b": ("plan_seer_regnet_10b.json", plan_example),
     "curation": ("curation.json", curation),
+    "curation_small": ("curation_small.json", curation),
     "curate_scale": ("curate_scale.json", curate_scale),
 }
 
