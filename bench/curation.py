@@ -389,7 +389,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             row[k] = round(float(row[k]), 4)
     notes = (
         f"SimCLR (configs/config/fmnist_simclr.yaml), {subset} images per subset, {epochs} epochs "
-        f"({epochs * subset} images seen); kNN and linear probe on Fashion-MNIST 60k/10k. Pool: "
+        f"({rows[0]['images_seen']} images seen: whole batches of 256); kNN and linear probe on Fashion-MNIST "
+        "60k/10k. Pool: "
         f"{truth['pool_size']} images (long-tailed Fashion-MNIST, planted duplicates, MNIST digits)."
     )
     columns = ["subset", "seed", "knn20", "knn200", "linear", "knn20_rare", "digits", "duplicates"]
