@@ -15,6 +15,8 @@ from __future__ import annotations
 import logging
 import os
 import signal
+import socket
+import sys
 from pathlib import Path
 from types import FrameType
 from typing import Any
@@ -22,6 +24,7 @@ from typing import Any
 import submitit
 from omegaconf import OmegaConf
 
+from launch.elastic import CONTINUED_ENV
 from launch.records import append_event
 from sslframe.engine.stop import request_stop
 
@@ -66,12 +69,19 @@ class TrainJob(submitit.helpers.Checkpointable):
         setup_logging()
         env = submitit.JobEnvironment()
         restarts = int(os.environ.get("SLURM_RESTART_COUNT", "0"))
+        continued = int(os.environ.get(CONTINUED_ENV, "0"))
         main = env.global_rank == 0
+        # On every rank, whatever its log level: each task's log names the node it ran on.
+        print(f"task {env.global_rank} of {env.num_tasks} on {socket.gethostname()}", file=sys.stderr, flush=True)
         if main:
-            append_event(self.run_dir, "start", job_id=env.job_id, restarts=restarts, requeues=self.requeues)
+            append_event(
+                self.run_dir, "start", job_id=env.job_id, restarts=restarts, requeues=self.requeues,
+                continued=continued, tasks=env.num_tasks, host=socket.gethostname(),
+            )  # fmt: skip
         cfg = OmegaConf.create(self.config)
-        if restarts or self.requeues:
-            # A requeued job continues where the last complete checkpoint left it.
+        if restarts or self.requeues or continued:
+            # A requeued job, or one going on after a lost node (launch/elastic.py), continues
+            # where the last complete checkpoint left it.
             cfg.trainer.resume = "auto"
         request = RequeueRequest()
         sig = preempt_signal()

@@ -75,8 +75,8 @@ def partition_nodes(partition: str) -> tuple[str, list[Node]] | None:
 
 
 def check_request_fits(launcher: DictConfig, tasks_per_node: int) -> None:
-    """Raise UserError when no ``launcher.nodes`` nodes of the partition can each hold one node's
-    share of the job (module docstring)."""
+    """Raise UserError when fewer than the job's nodes (``launcher.min_nodes`` where set, else
+    ``launcher.nodes``) of the partition can each hold one node's share of it (module docstring)."""
     if launcher.get("constraint"):
         return
     found = partition_nodes(launcher.partition)
@@ -92,7 +92,8 @@ def check_request_fits(launcher: DictConfig, tasks_per_node: int) -> None:
     memory_mb = launcher.mem_gb * 1024
     gpus = launcher.gpus_per_node
     fitting = [n for n in nodes if n.cpus >= cpus and n.memory_mb >= memory_mb and n.gpus >= gpus]
-    if len(fitting) >= launcher.nodes:
+    needed = launcher.get("min_nodes") or launcher.nodes
+    if len(fitting) >= needed:
         return
     largest = max(nodes, key=lambda n: (n.gpus, n.cpus, n.memory_mb))
     asked = f"{cpus} CPUs ({tasks_per_node} tasks x launcher.cpus_per_task={launcher.cpus_per_task})"
@@ -101,7 +102,7 @@ def check_request_fits(launcher: DictConfig, tasks_per_node: int) -> None:
     if gpus:
         asked += f", {gpus} GPUs"
     raise UserError(
-        f"this job could never start: it asks for {launcher.nodes} node(s) with {asked} each, and {where} "
+        f"this job could never start: it asks for {needed} node(s) with {asked} each, and {where} "
         f"has {len(fitting)} node(s) that large (of {len(nodes)}); its largest node, {largest.name}, has "
         f"{largest.cpus} CPUs, {largest.memory_mb // 1024} GB and {largest.gpus} GPUs (lower "
         "launcher.cpus_per_task, launcher.mem_gb or launcher.gpus_per_node, or pick another launcher.partition)"

@@ -38,6 +38,10 @@ def sbatch_parameters(launcher: DictConfig) -> dict[str, Any]:
             raise UserError(f"bad value for 'launcher.{key}': {launcher[key]} (must be at least 1)")
     if launcher.gpus_per_node < 0 or launcher.tasks_per_node < 0 or launcher.max_requeues < 0:
         raise UserError("launcher.gpus_per_node, launcher.tasks_per_node and launcher.max_requeues cannot be negative")
+    if not 0 <= launcher.min_nodes <= launcher.nodes:
+        raise UserError(
+            f"bad value for 'launcher.min_nodes': {launcher.min_nodes} (0, or 1 to launcher.nodes={launcher.nodes})"
+        )
     params: dict[str, Any] = {
         "job_name": launcher.job_name,
         "nodes": launcher.nodes,
@@ -55,8 +59,50 @@ def sbatch_parameters(launcher: DictConfig) -> dict[str, Any]:
         if launcher[key]:
             params[key] = launcher[key]
     # Requeueable even where the cluster's default is not (JobRequeue=0).
-    params["additional_parameters"] = {"requeue": True, **extra_sbatch_options(launcher.sbatch)}
+    extra: dict[str, Any] = {"requeue": True}
+    if elastic(launcher):
+        # A lost node leaves the job running on the others (launch/elastic.py).
+        extra["no-kill"] = True
+    params["additional_parameters"] = {**extra, **extra_sbatch_options(launcher.sbatch)}
     return params
+
+
+def elastic(launcher: DictConfig) -> bool:
+    """Whether the job may go on with fewer nodes than it started on (``launcher.min_nodes``)."""
+    return 0 < launcher.min_nodes < launcher.nodes
+
+
+def node_count(launcher: DictConfig) -> str:
+    """``8``, or ``8 (down to 4)`` with ``launcher.min_nodes``: the nodes the job runs on."""
+    if elastic(launcher):
+        return f"{launcher.nodes} (down to {launcher.min_nodes})"
+    return str(launcher.nodes)
+
+
+def elastic_teardown(executor: submitit.SlurmExecutor, launcher: DictConfig, run_dir: Path) -> list[str]:
+    """The batch script's lines after submitit's ``srun``: when the step ended with a node lost,
+    ``launch.elastic`` starts it again on the nodes left. ``$?`` is that srun's exit status."""
+    stdout = str(executor.folder / "%j_%t_log.out")
+    step = [
+        "--unbuffered",
+        "--open-mode=append",
+        "--output",
+        stdout,
+        "--error",
+        stdout.replace("_log.out", "_log.err"),
+        *shlex.split(executor._submitit_command_str),
+    ]
+    options = [
+        "--status",
+        "$?",
+        "--tasks-per-node",
+        str(tasks_per_node(launcher)),
+        "--min-nodes",
+        str(launcher.min_nodes),
+        "--run-dir",
+        shlex.quote(str(run_dir)),
+    ]
+    return [" ".join([shlex.quote(executor.python), "-m", "launch.elastic", *options, "--", shlex.join(step)])]
 
 
 def extra_sbatch_options(options: Sequence[str]) -> dict[str, Any]:
@@ -77,6 +123,8 @@ def make_executor(cfg: DictConfig) -> submitit.SlurmExecutor:
     folder = Path(cfg.run.dir).resolve() / "slurm" / "%j"
     executor = submitit.SlurmExecutor(folder=folder, max_num_timeout=cfg.launcher.max_requeues)
     executor.update_parameters(**sbatch_parameters(cfg.launcher))
+    if elastic(cfg.launcher):
+        executor.update_parameters(teardown=elastic_teardown(executor, cfg.launcher, Path(cfg.run.dir).resolve()))
     return executor
 
 
@@ -104,9 +152,10 @@ def submit(cfg: DictConfig, overrides: Sequence[str]) -> int:
             "stderr": stdout.replace("_log.out", "_log.err"),
             "command": ["tools/train.py", *overrides],
             "tasks": cfg.launcher.nodes * tasks_per_node(cfg.launcher),
+            "nodes": node_count(cfg.launcher),
         },
     )
-    print(f"submitted job {job.job_id} ({cfg.launcher.nodes} nodes x {tasks_per_node(cfg.launcher)} tasks)")
+    print(f"submitted job {job.job_id} ({node_count(cfg.launcher)} nodes x {tasks_per_node(cfg.launcher)} tasks)")
     print(f"logs: {stdout}")
     print(f"run dir: {run_dir}")
     return 0

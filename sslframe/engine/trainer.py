@@ -290,6 +290,7 @@ class Trainer:
                 record = {"step": self.step, "epoch": epoch, **window.record(), "lr": lr, **rank_times.record()}
                 last_loss = record["loss"]
                 record.update(
+                    world_size=self.env.world_size,
                     batch_size=self.batch_size,
                     global_batch_size=self.global_batch,
                     bad_samples=self.counters.bad_samples,

@@ -1,4 +1,5 @@
-"""Whether the one-node SLURM cluster of tests/slurm/cluster.sh is up, and waiting on its jobs."""
+"""Whether the SLURM test cluster of tests/slurm/cluster.sh is up (one node, or also the two
+namespaced ones), and waiting on its jobs."""
 
 from __future__ import annotations
 
@@ -19,6 +20,24 @@ def cluster_skip_reason() -> str | None:
     if status.returncode != 0:
         return "the SLURM test cluster is not running (as root on Debian: bash tests/slurm/cluster.sh start)"
     return None
+
+
+def two_node_skip_reason() -> str | None:
+    """None when the cluster also runs its two namespaced nodes (``cluster.sh start --nodes 2``)."""
+    reason = cluster_skip_reason()
+    if reason is not None:
+        return reason
+    status = subprocess.run(
+        ["bash", str(CLUSTER_SCRIPT), "status", "--nodes", "2"], capture_output=True, timeout=60, check=False
+    )
+    if status.returncode != 0:
+        return "the two-node SLURM test cluster is not running (as root: bash tests/slurm/cluster.sh start --nodes 2)"
+    return None
+
+
+def cluster(*args: str) -> None:
+    """Run ``tests/slurm/cluster.sh`` with these arguments (``kill-node sslnode2``, ...)."""
+    subprocess.run(["bash", str(CLUSTER_SCRIPT), *args], capture_output=True, text=True, timeout=120, check=True)
 
 
 def job_state(job_id: str) -> str:

@@ -28,6 +28,11 @@ class SlurmLauncherConfig:
 
     name: str = "slurm"
     nodes: int = 1
+    # Fewest nodes the job may start (or come back after a requeue) on; 0: exactly ``nodes``.
+    # Below ``nodes``, SLURM gives the job between min_nodes and nodes (sbatch --nodes=MIN-MAX),
+    # so a job that lost a node resumes on the rest; trainer.on_world_size_change says how the
+    # batch follows.
+    min_nodes: int = 0
     gpus_per_node: int = 8
     # Processes per node; 0: one per GPU (one per node when gpus_per_node is 0, a CPU job).
     tasks_per_node: int = 0
