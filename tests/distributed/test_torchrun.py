@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
+from sslframe.distributed import checkpoint as ckpt
 from tests.distributed.harness import free_port
 from tests.helpers import ROOT, TINY
 
@@ -101,3 +104,64 @@ def test_checkpoint_from_two_ranks_resumes_on_one(image_folder: Path, tmp_path: 
     steps = [r["step"] for r in metrics(run)]
     assert steps == [1, 2, 3, 4, 5, 6, 7, 8]
     assert metrics(run)[-1]["global_batch_size"] == 8
+
+
+def children(pid: int) -> list[int]:
+    """Processes whose parent is ``pid`` (from /proc)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:
+                continue
+            # pid (comm) state ppid ...: the command name may hold spaces, so split after it.
+            if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
+                found.append(int(entry.name))
+    return found
+
+
+def test_elastic_agents_go_on_without_a_lost_node(image_folder: Path, tmp_path: Path) -> None:
+    """torchrun --nnodes=1:2 --max-restarts=1 with two agents ("nodes") on 127.0.0.1: one agent
+    and its worker are SIGKILLed after the step-6 checkpoint. The other worker fails on the closed
+    connection, its agent restarts it, the rendezvous closes with the one node left, and the run
+    resumes from the newest complete checkpoint at world size 1 with the same global batch."""
+    run = tmp_path / "run"
+    port = free_port()
+    steps = 60  # 32 images, global batch 8: 4 steps per epoch
+    common = [
+        "--nnodes=1:2",
+        "--nproc_per_node=1",
+        "--max-restarts=1",
+        "--rdzv_backend=c10d",
+        f"--rdzv_endpoint=127.0.0.1:{port}",
+        "--rdzv_id=sslframe-elastic",
+        # A rendezvous with fewer than the most nodes closes this long after the last one joined.
+        "--rdzv_conf=last_call_timeout=10",
+    ]
+    extra = ("trainer.max_epochs=15", "trainer.checkpoint_every=3", "distributed.timeout_s=60")
+    nodes = [torchrun(*common, *train_args(image_folder, run, *extra)) for _ in range(2)]
+    try:
+        deadline = time.monotonic() + 300
+        while not ckpt.is_complete(run / "checkpoints" / ckpt.checkpoint_name(6), verify=False):
+            assert time.monotonic() < deadline and nodes[0].poll() is None, "no step-6 checkpoint"
+            time.sleep(0.05)
+        lost = nodes[1]
+        for pid in [lost.pid, *children(lost.pid)]:
+            os.kill(pid, signal.SIGKILL)
+        lost.wait(timeout=60)
+        out = finish(nodes[0])
+    finally:
+        for node in nodes:
+            if node.poll() is None:
+                node.kill()
+                node.wait()
+    [change] = [json.loads(line) for line in (run / "events.jsonl").read_text().splitlines()]
+    assert change["world_size"] == [2, 1] and change["global_batch"] == [8, 8]
+    resumed = change["step"][0]
+    assert 6 <= resumed < steps and f"resumed from {run / 'checkpoints' / ckpt.checkpoint_name(resumed)}" in out
+    worlds = {r["step"]: r["world_size"] for r in metrics(run)}  # a step logged twice keeps the last
+    assert sorted(worlds) == list(range(1, steps + 1))
+    assert {worlds[s] for s in range(1, resumed + 1)} == {2}
+    assert {worlds[s] for s in range(resumed + 1, steps + 1)} == {1}
+    assert {r["global_batch_size"] for r in metrics(run)} == {8}
