@@ -68,11 +68,13 @@ class DINOv2Config(IBOTConfig):
     """DINOv2 (Oquab et al. 2024, sec. 4): the defaults of the authors' ssl_default_config.yaml
     (65536 prototypes in both heads, teacher momentum 0.992, KoLeo weight 0.1, masking 0.5 of the
     images at 0.1-0.5) with what the paper describes for its models: untied heads and
-    Sinkhorn-Knopp centering."""
+    Sinkhorn-Knopp centering. The heads' last layer learns its weight-norm scale (set to 1 at the
+    start, never frozen: the authors' dinov2/layers/dino_head.py has no norm_last_layer)."""
 
     name: str = "dinov2"
     out_dim: int = 65536
     patch_out_dim: int = 65536
+    norm_last_layer: bool = False
     separate_patch_head: bool = True
     base_momentum: float = 0.992
     centering: str = "sinkhorn"

@@ -107,6 +107,20 @@ def test_the_student_sees_masked_globals_and_the_teacher_whole_ones() -> None:
         IBOT(tiny_vit(), MLPHeadConfig(hidden_dims=[8], output_dim=4, batch_norm=False), IBOTConfig())
 
 
+def test_dinov2_heads_learn_their_last_layers_norm() -> None:
+    """The authors' dinov2/layers/dino_head.py sets the last layer's weight-norm scale to 1 and
+    leaves it trainable (DINO's norm_last_layer freeze is gone); iBOT keeps DINO's freeze."""
+    torch.manual_seed(0)
+    dinov2 = tiny_ibot(DINOv2Config(out_dim=32, patch_out_dim=32))
+    for head in (dinov2.head, dinov2.patch_head):
+        scale = head.last_layer.weight_g
+        assert scale is not None and scale.requires_grad and torch.equal(scale, torch.ones_like(scale))
+    for teacher in (dinov2.teacher_head, dinov2.teacher_patch_head):
+        assert not any(p.requires_grad for p in teacher.parameters())
+    ibot = tiny_ibot(IBOTConfig(out_dim=32, patch_out_dim=32))
+    assert ibot.head.last_layer.weight_g is None
+
+
 def _ctx(step: int = 0):
     from sslframe.methods import StepContext
 
