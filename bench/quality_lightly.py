@@ -349,10 +349,17 @@ def dino(trunk: nn.Module, cfg: DictConfig) -> LightlyMethod:
     return LightlyMethod(model, transform, loss, before_step, trained=[trunk, student])
 
 
-def timm_vit(trunk: nn.Module) -> nn.Module:
+def _layer_scale_init(trunk: nn.Module) -> float | None:
+    """timm's ``init_values`` for our trunk: None without LayerScale (its value is then loaded
+    with the weights, so any non-zero number builds the same modules)."""
+    return 1.0 if any(hasattr(block.ls1, "gamma") for block in trunk.blocks()) else None
+
+
+def timm_vit(trunk: nn.Module, dynamic_img_size: bool = False) -> nn.Module:
     """timm's VisionTransformer with our ViT trunk's shape and weights (sslframe.eval.interchange
     maps the names; fixed sine-cosine positions go in ``pos_embed``, kept frozen as ours are), so
-    lightly's MAE starts from the same network as sslframe's."""
+    lightly's MAE starts from the same network as sslframe's. ``dynamic_img_size``: positions
+    interpolated per input size (crops of several sizes)."""
     from functools import partial
 
     from timm.models.vision_transformer import VisionTransformer as TimmViT
@@ -373,6 +380,9 @@ def timm_vit(trunk: nn.Module) -> nn.Module:
         fc_norm=False,
         num_classes=0,
         norm_layer=partial(nn.LayerNorm, eps=1e-6),
+        reg_tokens=0 if trunk.reg_token is None else trunk.reg_token.shape[1],
+        init_values=_layer_scale_init(trunk),
+        dynamic_img_size=dynamic_img_size,
     )
     missing, unexpected = vit.load_state_dict(export_trunk(trunk, "timm"), strict=False)
     if missing or unexpected:
@@ -435,6 +445,145 @@ def mae(trunk: nn.Module, cfg: DictConfig) -> LightlyMethod:
     return LightlyMethod(model, transform, loss, trunk_after=trained_trunk)
 
 
+def dinov2(trunk: nn.Module, cfg: DictConfig) -> LightlyMethod:
+    """lightly's DINOv2 example (``examples/pytorch/dinov2.py``): MaskedVisionTransformerTIMM
+    student and EMA teacher around timm ViTs (stochastic depth in the student only, through
+    ``update_drop_path_rate``), ``DINOv2ProjectionHead`` for the [CLS] token and, untied, for the
+    masked patch tokens, ``utils.random_block_mask``, ``DINOLoss`` + ``IBOTPatchLoss`` + 0.1 x
+    ``KoLeoLoss`` on the student's global [CLS] tokens, momentum and weight decay on cosine
+    schedules. The example zeroes the last layer's learning rate in its first epoch through a
+    parameter-group key its optimizer never has (so nothing is frozen); here the heads' last
+    layers get no gradient for ``freeze_last_layer_epochs``, as the recipe says. The teacher's
+    heads start from the student's weights (the example builds them apart, randomly)."""
+    from lightly.loss import DINOLoss, IBOTPatchLoss, KoLeoLoss
+    from lightly.models.modules import DINOv2ProjectionHead, MaskedVisionTransformerTIMM
+    from lightly.models.utils import deactivate_requires_grad, random_block_mask, update_drop_path_rate, update_momentum
+    from lightly.transforms.dino_transform import DINOTransform
+    from lightly.utils.scheduler import cosine_schedule
+
+    head, m, tf = cfg.head, cfg.method, cfg.transform
+    if len(head.hidden_dims) != 2 or head.hidden_dims[0] != head.hidden_dims[1]:
+        raise ValueError("lightly's DINOv2 head has two hidden layers of one width (head.hidden_dims=[H, H])")
+    if m.centering != "center" or m.norm_last_layer or not m.separate_patch_head:
+        raise ValueError(
+            "lightly's DINOv2 example centres (method.centering=center) with untied heads that learn their norm"
+        )
+    vit = timm_vit(trunk, dynamic_img_size=True)
+    mask_token = nn.Parameter(trunk.mask_token.detach().clone())
+    student = MaskedVisionTransformerTIMM(
+        vit=vit, mask_token=mask_token, weight_initialization="skip", antialias=False, pos_embed_initialization="skip"
+    )
+    teacher = copy.deepcopy(student)  # before stochastic depth goes into the student
+    deactivate_requires_grad(teacher)
+    if cfg.trunk.drop_path_rate > 0:
+        mode = "uniform" if cfg.trunk.drop_path_uniform else "linear"
+        update_drop_path_rate(student.vit, drop_path_rate=cfg.trunk.drop_path_rate, mode=mode)
+
+    def v2_head(out_dim: int) -> nn.Module:
+        return DINOv2ProjectionHead(
+            input_dim=trunk.out_dim,
+            hidden_dim=head.hidden_dims[0],
+            bottleneck_dim=head.output_dim,
+            output_dim=out_dim,
+            batch_norm=head.batch_norm,
+        )
+
+    heads = {"cls": v2_head(m.out_dim), "patch": v2_head(m.patch_out_dim)}
+    teacher_heads = {name: v2_head(h.last_layer.out_features) for name, h in heads.items()}
+    for name, h in teacher_heads.items():
+        h.load_state_dict(heads[name].state_dict())
+        deactivate_requires_grad(h)
+    model = nn.ModuleDict(
+        {"student": student, "teacher": teacher, **{f"s_{k}": v for k, v in heads.items()}}
+        | {f"t_{k}": v for k, v in teacher_heads.items()}
+    )
+    dino_criterion = DINOLoss(
+        output_dim=m.out_dim,
+        warmup_teacher_temp=m.warmup_teacher_temperature,
+        teacher_temp=m.teacher_temperature,
+        warmup_teacher_temp_epochs=m.warmup_teacher_temperature_epochs,
+        student_temp=m.student_temperature,
+        center_momentum=m.center_momentum,
+    )
+    ibot_criterion = IBOTPatchLoss(
+        output_dim=m.patch_out_dim,
+        teacher_temp=m.teacher_patch_temperature,
+        student_temp=m.student_temperature,
+        center_momentum=m.center_momentum,
+    )
+    koleo_criterion = KoLeoLoss()
+    patch_temps = torch.linspace(
+        m.warmup_teacher_patch_temperature, m.teacher_patch_temperature, max(m.warmup_teacher_temperature_epochs, 1)
+    )
+    transform = DINOTransform(
+        global_crop_size=tf.global_size,
+        global_crop_scale=tuple(tf.global_scale),
+        local_crop_size=tf.local_size,
+        local_crop_scale=tuple(tf.local_scale),
+        n_local_views=tf.local_crops,
+        gaussian_blur=(0.0, 0.0, 0.0),
+        solarization_prob=0.0,
+        **_view_args(cfg),
+    )
+    prefix = vit.num_prefix_tokens
+    grid = tf.global_size // trunk.patch_size
+
+    def loss(views: list[torch.Tensor], step: int, epoch: int, total: int) -> torch.Tensor:
+        momentum = cosine_schedule(step, total, m.base_momentum, 1.0)
+        update_momentum(student, teacher, m=momentum)
+        for name in heads:
+            update_momentum(heads[name], teacher_heads[name], m=momentum)
+        global_views = torch.cat(views[:2])
+        batch = len(global_views)
+        block_mask = random_block_mask(
+            size=(batch, grid, grid),
+            batch_mask_ratio=m.mask_probability,
+            min_image_mask_ratio=m.mask_ratio[0],
+            max_image_mask_ratio=m.mask_ratio[1],
+            device=global_views.device,
+        )
+        mask = global_views.new_zeros((batch, prefix + grid * grid), dtype=torch.bool)
+        mask[:, prefix:] = block_mask.flatten(start_dim=1)
+        with torch.no_grad():
+            features = teacher.encode(global_views)
+            teacher_cls = teacher_heads["cls"](features[:, 0])
+            teacher_patch = teacher_heads["patch"](features[mask])
+        features = student.encode(global_views, mask=mask)
+        student_global_cls = features[:, 0]
+        student_cls = [heads["cls"](student_global_cls)]
+        if len(views) > 2:
+            student_cls.append(heads["cls"](student.encode(torch.cat(views[2:]))[:, 0]))
+        student_patch = heads["patch"](features[mask])
+        student_out = list(torch.cat(student_cls).chunk(len(views)))
+        dino_loss = dino_criterion(teacher_out=list(teacher_cls.chunk(2)), student_out=student_out, epoch=epoch)
+        patch_temp = float(patch_temps[epoch]) if epoch < m.warmup_teacher_temperature_epochs else None
+        ibot_loss = ibot_criterion(
+            teacher_out=teacher_patch, student_out=student_patch, mask=block_mask, teacher_temp=patch_temp
+        )
+        koleo_loss = sum(koleo_criterion(t) for t in student_global_cls.chunk(2))
+        return dino_loss + m.patch_loss_weight * ibot_loss + m.koleo_weight * koleo_loss
+
+    def before_step(step: int, epoch: int) -> None:
+        if epoch < m.freeze_last_layer_epochs:
+            for h in heads.values():
+                for p in h.last_layer.parameters():
+                    p.grad = None
+
+    def trained_trunk() -> nn.Module:
+        from sslframe.eval.interchange import import_state
+
+        state, report = import_state(trunk, student.vit.state_dict(), "timm")
+        if report.unexpected or set(report.missing) - {"mask_token"}:
+            raise ValueError(f"the trained timm ViT does not map back: {report.summary()}")
+        state["mask_token"] = student.mask_token.detach()
+        trunk.load_state_dict(state)
+        return trunk
+
+    return LightlyMethod(
+        model, transform, loss, before_step, trained=[student, *heads.values()], trunk_after=trained_trunk
+    )
+
+
 LIGHTLY: dict[str, Callable[[nn.Module, DictConfig], LightlyMethod]] = {
     "simclr": simclr,
     "mocov2": mocov2,
@@ -445,6 +594,7 @@ LIGHTLY: dict[str, Callable[[nn.Module, DictConfig], LightlyMethod]] = {
     "barlowtwins": barlowtwins,
     "vicreg": vicreg,
     "mae": mae,
+    "dinov2": dinov2,
 }
 
 
@@ -456,8 +606,11 @@ def _optimizer(modules: list[nn.Module], cfg: DictConfig, lr: float) -> torch.op
     from lightly.utils.lars import LARS
 
     opt = cfg.optim
-    if opt.bias_lr_factor != 1.0:
-        raise ValueError("the lightly side has no per-group learning-rate factor (optim.bias_lr_factor)")
+    if opt.bias_lr_factor != 1.0 or opt.layer_decay != 1.0 or opt.patch_embed_lr_factor != 1.0:
+        raise ValueError(
+            "the lightly side has no per-group learning-rate factors "
+            "(optim.bias_lr_factor, optim.layer_decay, optim.patch_embed_lr_factor)"
+        )
     if opt.exclude_bias_and_norm:
         decay, no_decay = get_weight_decay_parameters(modules)
         groups = [{"params": decay}, {"params": no_decay, "weight_decay": 0.0}]
@@ -479,7 +632,7 @@ def _optimizer(modules: list[nn.Module], cfg: DictConfig, lr: float) -> torch.op
 def train_lightly(method: str, cfg: DictConfig) -> tuple[nn.Module, int, float]:
     """Pretrain with the lightly implementation of ``method`` on ``cfg``'s recipe; returns the
     trunk, the steps run and the mean loss of the last 20 steps."""
-    from lightly.utils.scheduler import CosineWarmupScheduler
+    from lightly.utils.scheduler import CosineWarmupScheduler, cosine_schedule
     from torch.utils.data import DataLoader
     from torchvision.datasets import ImageFolder
 
@@ -512,6 +665,9 @@ def train_lightly(method: str, cfg: DictConfig) -> tuple[nn.Module, int, float]:
     # The trunk's memory layout as sslframe's Trainer picks it (channels-last for ResNets on the CPU):
     # lightly's examples leave PyTorch's default, with which every convolution reorders its input
     # and the step ran 4-5x slower on the benchmark's CPU (oneDNN reorders, measured with py-spy).
+    # Weight decay on a cosine to schedule.final_weight_decay, set on the groups that decay, as
+    # lightly's DINOv2 example does it.
+    final_wd = sched.get("final_weight_decay")
     layout = torch.channels_last if cfg.trainer.channels_last and "cpu" in trunk.channels_last_devices else None
     if layout is not None:
         spec.model.to(memory_format=layout)
@@ -529,6 +685,11 @@ def train_lightly(method: str, cfg: DictConfig) -> tuple[nn.Module, int, float]:
             loss = spec.loss(views, step, epoch, total)
             loss.backward()
             spec.before_step(step, epoch)
+            if final_wd is not None:
+                decay = cosine_schedule(step, total, cfg.optim.weight_decay, final_wd)
+                for group in optimizer.param_groups:
+                    if group["weight_decay"] != 0.0:
+                        group["weight_decay"] = decay
             optimizer.step()
             optimizer.zero_grad()
             scheduler.step()

@@ -103,3 +103,35 @@ def test_lightly_mae_starts_from_the_same_vit_and_maps_back() -> None:
     assert not report.missing and not report.unexpected
     for key, value in trunk.state_dict().items():
         assert torch.equal(state[key], value), key
+
+
+def test_lightly_dinov2_student_sees_what_ours_sees() -> None:
+    """lightly's DINOv2 side wraps a timm ViT built from our trunk (LayerScale, learned positions
+    interpolated per crop size, our mask token): in eval mode its [CLS] token equals our trunk's
+    features on the 28 px globals, on the 16 px local crops and on masked globals, and the
+    trained weights map back onto our trunk."""
+    from bench.quality_lightly import LIGHTLY
+    from sslframe.config import compose_config
+    from sslframe.losses.ibot import block_mask
+
+    cfg = compose_config("train", ["config=fmnist_dinov2", "trunk.depth=2"])
+    trunk = quality.random_init_trunk(cfg)
+    with torch.no_grad():  # non-trivial tokens and positions (ours start at zero)
+        for p in (trunk.mask_token, trunk.pos_embed, trunk.cls_token):
+            p.normal_(std=0.5)
+    spec = LIGHTLY["dinov2"](trunk, cfg)
+    student = spec.model["student"].eval()
+    trunk.eval()
+    torch.manual_seed(0)
+    for size in (28, 16):
+        x = torch.randn(4, 3, size, size)
+        with torch.no_grad():
+            torch.testing.assert_close(student.encode(x)[:, 0], trunk(x), rtol=1e-4, atol=1e-4)
+    x = torch.randn(4, 3, 28, 28)
+    grid = torch.stack([block_mask((7, 7), 12, torch.Generator().manual_seed(i)) for i in range(4)])
+    mask = torch.cat([torch.zeros(4, 1, dtype=torch.bool), grid.flatten(1)], dim=1)
+    with torch.no_grad():
+        theirs = student.encode(x, mask=mask)
+        ours = trunk.encode(x, mask=grid.flatten(1))
+    torch.testing.assert_close(theirs, ours, rtol=1e-4, atol=1e-4)
+    assert spec.trunk_after is not None and spec.trunk_after() is trunk
