@@ -57,8 +57,8 @@ from sslframe.models.trunks import Trunk, build_trunk  # noqa: E402
 
 log = logging.getLogger("quality")
 
-# The methods in the order of the table; the ResNet ones share one trunk, MAE, I-JEPA and DINOv2
-# a ViT.
+# The methods in the order of the table; the ResNet ones share one trunk, MAE, I-JEPA, iBOT and
+# DINOv2 a ViT.
 METHODS = (
     "simclr",
     "mocov2",
@@ -72,6 +72,7 @@ METHODS = (
     "vicreg",
     "mae",
     "ijepa",
+    "ibot",
     "dinov2",
 )
 DEFAULT_BUDGET = 4

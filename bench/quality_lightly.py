@@ -445,28 +445,31 @@ def mae(trunk: nn.Module, cfg: DictConfig) -> LightlyMethod:
     return LightlyMethod(model, transform, loss, trunk_after=trained_trunk)
 
 
-def dinov2(trunk: nn.Module, cfg: DictConfig) -> LightlyMethod:
-    """lightly's DINOv2 example (``examples/pytorch/dinov2.py``): MaskedVisionTransformerTIMM
-    student and EMA teacher around timm ViTs (stochastic depth in the student only, through
-    ``update_drop_path_rate``), ``DINOv2ProjectionHead`` for the [CLS] token and, untied, for the
-    masked patch tokens, ``utils.random_block_mask``, ``DINOLoss`` + ``IBOTPatchLoss`` + 0.1 x
-    ``KoLeoLoss`` on the student's global [CLS] tokens, momentum and weight decay on cosine
-    schedules. The example zeroes the last layer's learning rate in its first epoch through a
-    parameter-group key its optimizer never has (so nothing is frozen); here the heads' last
-    layers get no gradient for ``freeze_last_layer_epochs``, as the recipe says. The teacher's
-    heads start from the student's weights (the example builds them apart, randomly)."""
+def _masked_distillation(trunk: nn.Module, cfg: DictConfig, untied: bool) -> LightlyMethod:
+    """lightly's iBOT and DINOv2 examples (``examples/pytorch/ibot.py``, ``dinov2.py``), which
+    differ in their heads: MaskedVisionTransformerTIMM student and EMA teacher around timm ViTs
+    (stochastic depth in the student only, through ``update_drop_path_rate``), ``random_block_mask``,
+    ``DINOLoss`` + ``IBOTPatchLoss`` (+ ``KoLeoLoss`` on the student's global [CLS] tokens, with the
+    recipe's weight), momentum and weight decay on cosine schedules. iBOT: one
+    ``DINOProjectionHead`` for [CLS] and patch tokens, its last layer's gradients cancelled in the
+    first epochs (``cancel_last_layer_gradients``). DINOv2: ``DINOv2ProjectionHead`` for each,
+    untied; the example zeroes their last layer's learning rate in the first epoch through a
+    parameter-group key its optimizer never has (so nothing is frozen), here their gradients are
+    dropped for ``freeze_last_layer_epochs``, as the recipe says. The teacher's heads start from
+    the student's weights (the examples build them apart, randomly)."""
     from lightly.loss import DINOLoss, IBOTPatchLoss, KoLeoLoss
-    from lightly.models.modules import DINOv2ProjectionHead, MaskedVisionTransformerTIMM
+    from lightly.models.modules import DINOProjectionHead, DINOv2ProjectionHead, MaskedVisionTransformerTIMM
     from lightly.models.utils import deactivate_requires_grad, random_block_mask, update_drop_path_rate, update_momentum
     from lightly.transforms.dino_transform import DINOTransform
     from lightly.utils.scheduler import cosine_schedule
 
     head, m, tf = cfg.head, cfg.method, cfg.transform
     if len(head.hidden_dims) != 2 or head.hidden_dims[0] != head.hidden_dims[1]:
-        raise ValueError("lightly's DINOv2 head has two hidden layers of one width (head.hidden_dims=[H, H])")
-    if m.centering != "center" or m.norm_last_layer or not m.separate_patch_head:
+        raise ValueError("lightly's DINO heads have two hidden layers of one width (head.hidden_dims=[H, H])")
+    if m.centering != "center" or m.separate_patch_head != untied or (untied and m.norm_last_layer):
         raise ValueError(
-            "lightly's DINOv2 example centres (method.centering=center) with untied heads that learn their norm"
+            "lightly's examples centre (method.centering=center); iBOT's with one shared head, DINOv2's with "
+            "untied heads that learn their norm (method.norm_last_layer=false)"
         )
     vit = timm_vit(trunk, dynamic_img_size=True)
     mask_token = nn.Parameter(trunk.mask_token.detach().clone())
@@ -479,17 +482,22 @@ def dinov2(trunk: nn.Module, cfg: DictConfig) -> LightlyMethod:
         mode = "uniform" if cfg.trunk.drop_path_uniform else "linear"
         update_drop_path_rate(student.vit, drop_path_rate=cfg.trunk.drop_path_rate, mode=mode)
 
-    def v2_head(out_dim: int) -> nn.Module:
-        return DINOv2ProjectionHead(
-            input_dim=trunk.out_dim,
-            hidden_dim=head.hidden_dims[0],
-            bottleneck_dim=head.output_dim,
+    def make_head(out_dim: int, freeze: int) -> nn.Module:
+        sizes = {"input_dim": trunk.out_dim, "hidden_dim": head.hidden_dims[0], "bottleneck_dim": head.output_dim}
+        if untied:
+            return DINOv2ProjectionHead(**sizes, output_dim=out_dim, batch_norm=head.batch_norm)
+        return DINOProjectionHead(
+            **sizes,
             output_dim=out_dim,
             batch_norm=head.batch_norm,
+            freeze_last_layer=freeze,
+            norm_last_layer=m.norm_last_layer,
         )
 
-    heads = {"cls": v2_head(m.out_dim), "patch": v2_head(m.patch_out_dim)}
-    teacher_heads = {name: v2_head(h.last_layer.out_features) for name, h in heads.items()}
+    heads = {"cls": make_head(m.out_dim, m.freeze_last_layer_epochs)}
+    heads["patch"] = make_head(m.patch_out_dim, m.freeze_last_layer_epochs) if untied else heads["cls"]
+    teacher_heads = {"cls": make_head(m.out_dim, -1)}
+    teacher_heads["patch"] = make_head(m.patch_out_dim, -1) if untied else teacher_heads["cls"]
     for name, h in teacher_heads.items():
         h.load_state_dict(heads[name].state_dict())
         deactivate_requires_grad(h)
@@ -531,7 +539,7 @@ def dinov2(trunk: nn.Module, cfg: DictConfig) -> LightlyMethod:
     def loss(views: list[torch.Tensor], step: int, epoch: int, total: int) -> torch.Tensor:
         momentum = cosine_schedule(step, total, m.base_momentum, 1.0)
         update_momentum(student, teacher, m=momentum)
-        for name in heads:
+        for name in ("cls", "patch") if untied else ("cls",):
             update_momentum(heads[name], teacher_heads[name], m=momentum)
         global_views = torch.cat(views[:2])
         batch = len(global_views)
@@ -564,7 +572,9 @@ def dinov2(trunk: nn.Module, cfg: DictConfig) -> LightlyMethod:
         return dino_loss + m.patch_loss_weight * ibot_loss + m.koleo_weight * koleo_loss
 
     def before_step(step: int, epoch: int) -> None:
-        if epoch < m.freeze_last_layer_epochs:
+        if not untied:
+            heads["cls"].cancel_last_layer_gradients(current_epoch=epoch)
+        elif epoch < m.freeze_last_layer_epochs:
             for h in heads.values():
                 for p in h.last_layer.parameters():
                     p.grad = None
@@ -579,9 +589,16 @@ def dinov2(trunk: nn.Module, cfg: DictConfig) -> LightlyMethod:
         trunk.load_state_dict(state)
         return trunk
 
-    return LightlyMethod(
-        model, transform, loss, before_step, trained=[student, *heads.values()], trunk_after=trained_trunk
-    )
+    trained = [student, heads["cls"], heads["patch"]] if untied else [student, heads["cls"]]
+    return LightlyMethod(model, transform, loss, before_step, trained=trained, trunk_after=trained_trunk)
+
+
+def ibot(trunk: nn.Module, cfg: DictConfig) -> LightlyMethod:
+    return _masked_distillation(trunk, cfg, untied=False)
+
+
+def dinov2(trunk: nn.Module, cfg: DictConfig) -> LightlyMethod:
+    return _masked_distillation(trunk, cfg, untied=True)
 
 
 LIGHTLY: dict[str, Callable[[nn.Module, DictConfig], LightlyMethod]] = {
@@ -594,6 +611,7 @@ LIGHTLY: dict[str, Callable[[nn.Module, DictConfig], LightlyMethod]] = {
     "barlowtwins": barlowtwins,
     "vicreg": vicreg,
     "mae": mae,
+    "ibot": ibot,
     "dinov2": dinov2,
 }
 

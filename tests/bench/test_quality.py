@@ -105,8 +105,9 @@ def test_lightly_mae_starts_from_the_same_vit_and_maps_back() -> None:
         assert torch.equal(state[key], value), key
 
 
-def test_lightly_dinov2_student_sees_what_ours_sees() -> None:
-    """lightly's DINOv2 side wraps a timm ViT built from our trunk (LayerScale, learned positions
+@pytest.mark.parametrize("method", ["ibot", "dinov2"])
+def test_lightly_masked_distillation_student_sees_what_ours_sees(method: str) -> None:
+    """lightly's iBOT and DINOv2 sides wrap a timm ViT built from our trunk (LayerScale, learned positions
     interpolated per crop size, our mask token): in eval mode its [CLS] token equals our trunk's
     features on the 28 px globals, on the 16 px local crops and on masked globals, and the
     trained weights map back onto our trunk."""
@@ -114,12 +115,12 @@ def test_lightly_dinov2_student_sees_what_ours_sees() -> None:
     from sslframe.config import compose_config
     from sslframe.losses.ibot import block_mask
 
-    cfg = compose_config("train", ["config=fmnist_dinov2", "trunk.depth=2"])
+    cfg = compose_config("train", [f"config=fmnist_{method}", "trunk.depth=2"])
     trunk = quality.random_init_trunk(cfg)
     with torch.no_grad():  # non-trivial tokens and positions (ours start at zero)
         for p in (trunk.mask_token, trunk.pos_embed, trunk.cls_token):
             p.normal_(std=0.5)
-    spec = LIGHTLY["dinov2"](trunk, cfg)
+    spec = LIGHTLY[method](trunk, cfg)
     student = spec.model["student"].eval()
     trunk.eval()
     torch.manual_seed(0)
@@ -135,3 +136,5 @@ def test_lightly_dinov2_student_sees_what_ours_sees() -> None:
         ours = trunk.encode(x, mask=grid.flatten(1))
     torch.testing.assert_close(theirs, ours, rtol=1e-4, atol=1e-4)
     assert spec.trunk_after is not None and spec.trunk_after() is trunk
+    # iBOT: one head for [CLS] and patches; DINOv2: two.
+    assert (spec.model["s_cls"] is spec.model["s_patch"]) == (method == "ibot")
