@@ -290,14 +290,43 @@ def swav(trunk: nn.Module, cfg: DictConfig) -> LightlyMethod:
     return LightlyMethod(model, _multicrop_transform(cfg), loss)
 
 
-def dino(trunk: nn.Module, cfg: DictConfig) -> LightlyMethod:
+def _dino_loss(m: DictConfig) -> nn.Module:
+    """lightly's DINOLoss with the recipe's temperatures and centre momentum."""
     from lightly.loss import DINOLoss
+
+    return DINOLoss(
+        output_dim=m.out_dim,
+        warmup_teacher_temp=m.warmup_teacher_temperature,
+        teacher_temp=m.teacher_temperature,
+        warmup_teacher_temp_epochs=m.warmup_teacher_temperature_epochs,
+        student_temp=m.student_temperature,
+        center_momentum=m.center_momentum,
+    )
+
+
+def _dino_views(cfg: DictConfig) -> Any:
+    """lightly's DINOTransform (2 global crops, the recipe's local ones) with the recipe's views."""
+    from lightly.transforms.dino_transform import DINOTransform
+
+    tf = cfg.transform
+    return DINOTransform(
+        global_crop_size=tf.global_size,
+        global_crop_scale=tuple(tf.global_scale),
+        local_crop_size=tf.local_size,
+        local_crop_scale=tuple(tf.local_scale),
+        n_local_views=tf.local_crops,
+        gaussian_blur=(0.0, 0.0, 0.0),
+        solarization_prob=0.0,
+        **_view_args(cfg),
+    )
+
+
+def dino(trunk: nn.Module, cfg: DictConfig) -> LightlyMethod:
     from lightly.models.modules.heads import DINOProjectionHead
     from lightly.models.utils import deactivate_requires_grad, update_momentum
-    from lightly.transforms.dino_transform import DINOTransform
     from lightly.utils.scheduler import cosine_schedule
 
-    head, m, tf = cfg.head, cfg.method, cfg.transform
+    head, m = cfg.head, cfg.method
     if len(head.hidden_dims) != 2:
         raise ValueError("lightly's DINO head has two hidden layers (head.hidden_dims=[H, H])")
 
@@ -315,24 +344,8 @@ def dino(trunk: nn.Module, cfg: DictConfig) -> LightlyMethod:
     deactivate_requires_grad(head_t)
     trunk_t = _momentum_pair(trunk)
     model = nn.ModuleDict({"student_backbone": trunk, "student_head": student, "tb": trunk_t, "th": head_t})
-    criterion = DINOLoss(
-        output_dim=m.out_dim,
-        warmup_teacher_temp=m.warmup_teacher_temperature,
-        teacher_temp=m.teacher_temperature,
-        warmup_teacher_temp_epochs=m.warmup_teacher_temperature_epochs,
-        student_temp=m.student_temperature,
-        center_momentum=m.center_momentum,
-    )
-    transform = DINOTransform(
-        global_crop_size=tf.global_size,
-        global_crop_scale=tuple(tf.global_scale),
-        local_crop_size=tf.local_size,
-        local_crop_scale=tuple(tf.local_scale),
-        n_local_views=tf.local_crops,
-        gaussian_blur=(0.0, 0.0, 0.0),
-        solarization_prob=0.0,
-        **_view_args(cfg),
-    )
+    criterion = _dino_loss(m)
+    transform = _dino_views(cfg)
 
     def loss(views: list[torch.Tensor], step: int, epoch: int, total: int) -> torch.Tensor:
         momentum = cosine_schedule(step, total, m.base_momentum, 1.0)
@@ -457,10 +470,9 @@ def _masked_distillation(trunk: nn.Module, cfg: DictConfig, untied: bool) -> Lig
     parameter-group key its optimizer never has (so nothing is frozen), here their gradients are
     dropped for ``freeze_last_layer_epochs``, as the recipe says. The teacher's heads start from
     the student's weights (the examples build them apart, randomly)."""
-    from lightly.loss import DINOLoss, IBOTPatchLoss, KoLeoLoss
+    from lightly.loss import IBOTPatchLoss, KoLeoLoss
     from lightly.models.modules import DINOProjectionHead, DINOv2ProjectionHead, MaskedVisionTransformerTIMM
     from lightly.models.utils import deactivate_requires_grad, random_block_mask, update_drop_path_rate, update_momentum
-    from lightly.transforms.dino_transform import DINOTransform
     from lightly.utils.scheduler import cosine_schedule
 
     head, m, tf = cfg.head, cfg.method, cfg.transform
@@ -505,14 +517,7 @@ def _masked_distillation(trunk: nn.Module, cfg: DictConfig, untied: bool) -> Lig
         {"student": student, "teacher": teacher, **{f"s_{k}": v for k, v in heads.items()}}
         | {f"t_{k}": v for k, v in teacher_heads.items()}
     )
-    dino_criterion = DINOLoss(
-        output_dim=m.out_dim,
-        warmup_teacher_temp=m.warmup_teacher_temperature,
-        teacher_temp=m.teacher_temperature,
-        warmup_teacher_temp_epochs=m.warmup_teacher_temperature_epochs,
-        student_temp=m.student_temperature,
-        center_momentum=m.center_momentum,
-    )
+    dino_criterion = _dino_loss(m)
     ibot_criterion = IBOTPatchLoss(
         output_dim=m.patch_out_dim,
         teacher_temp=m.teacher_patch_temperature,
@@ -523,16 +528,7 @@ def _masked_distillation(trunk: nn.Module, cfg: DictConfig, untied: bool) -> Lig
     patch_temps = torch.linspace(
         m.warmup_teacher_patch_temperature, m.teacher_patch_temperature, max(m.warmup_teacher_temperature_epochs, 1)
     )
-    transform = DINOTransform(
-        global_crop_size=tf.global_size,
-        global_crop_scale=tuple(tf.global_scale),
-        local_crop_size=tf.local_size,
-        local_crop_scale=tuple(tf.local_scale),
-        n_local_views=tf.local_crops,
-        gaussian_blur=(0.0, 0.0, 0.0),
-        solarization_prob=0.0,
-        **_view_args(cfg),
-    )
+    transform = _dino_views(cfg)
     prefix = vit.num_prefix_tokens
     grid = tf.global_size // trunk.patch_size
 
