@@ -104,11 +104,13 @@ def submitted(tmp_path_factory: pytest.TempPathFactory) -> Submitted:
         env.setenv("PYTHONUNBUFFERED", "1")
         job = [*TWO_TASKS, "launcher.tasks_per_node=2", f"trainer.max_epochs={STEPS // 4}"]
         ids = {name: job_id(submit([*tiny_job(data, runs[name]), *job])) for name in ("reference", "requeued")}
+        # Watching from now: submitting the sweep can take longer than the job needs to finish.
+        errors: list[str] = []
+        watcher = threading.Thread(target=interrupt_twice, args=(runs["requeued"], ids["requeued"], errors))
+        watcher.start()
         sweep = [*TWO_TASKS, "launcher.tasks_per_node=1", "trainer.max_steps=2", f"optim.lr={','.join(SWEEP_LRS)}"]
         sweep_output = submit(["-m", *tiny_job(data, runs["sweep"]), *sweep])
-    result = Submitted(runs["reference"], runs["requeued"], runs["sweep"], ids, sweep_output)
-    watcher = threading.Thread(target=interrupt_twice, args=(runs["requeued"], ids["requeued"], result.preempt_errors))
-    watcher.start()
+    result = Submitted(runs["reference"], runs["requeued"], runs["sweep"], ids, sweep_output, errors)
     for point_id in re.findall(r"submitted job (\d+)", sweep_output):
         wait_for_job(point_id)
     watcher.join()

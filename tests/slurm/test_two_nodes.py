@@ -91,9 +91,11 @@ def jobs(tmp_path_factory: pytest.TempPathFactory) -> Jobs:
             wait_for_job(job)
         lost = [*PAIR, "launcher.min_nodes=1", f"trainer.max_epochs={LOST_STEPS // 4}"]
         lost.append(f"distributed.timeout_s={TIMEOUT_S}")
+        # Watching before the job exists: on a loaded machine submitting can take as long as the
+        # job needs to pass its step-6 checkpoint.
+        killer = threading.Thread(target=kill_node_after, args=(runs["lost"], 6, result))
+        killer.start()
         result.ids["lost"] = job_id(submit([*tiny_job(data, runs["lost"]), *lost]))
-    killer = threading.Thread(target=kill_node_after, args=(runs["lost"], 6, result))
-    killer.start()
     try:
         wait_for_job(result.ids["lost"], timeout=400)
     finally:
