@@ -322,6 +322,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--budget", type=int, default=240_000, help="images seen by every pretraining run")
     parser.add_argument("--threshold", type=float, default=0.98, help="near-duplicate cosine")
     parser.add_argument("--dedup-embedding", default="pixels", choices=("ssl", "pixels"), help="embedding dedup uses")
+    parser.add_argument(
+        "--digits", type=int, default=PoolSpec.digits, help="MNIST digits in the pool (up to 50000: the unwanted kind)"
+    )
     parser.add_argument("--quick", action="store_true", help="smoke run: a small pool and a few steps")
     parser.add_argument("--work-dir", type=Path, default=ROOT / "runs" / "curation")
     parser.add_argument("--results", default="curation", help="name of the result files under bench/results")
@@ -329,7 +332,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
     seeds = [int(s) for s in args.seeds.split(",")]
     work = args.work_dir / ("quick" if args.quick else "full")
-    spec = QUICK_POOL if args.quick else PoolSpec()
+    spec = QUICK_POOL if args.quick else PoolSpec(digits=args.digits)
     subset = 60 if args.quick else args.subset
     epochs = max(1, args.budget // subset)
     idx_dir = fashion_mnist.find_idx_dir()
@@ -391,7 +394,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"SimCLR (configs/config/fmnist_simclr.yaml), {subset} images per subset, {epochs} epochs "
         f"({rows[0]['images_seen']} images seen: whole batches of 256); kNN and linear probe on Fashion-MNIST "
         "60k/10k. Pool: "
-        f"{truth['pool_size']} images (long-tailed Fashion-MNIST, planted duplicates, MNIST digits)."
+        f"{truth['pool_size']} images (long-tailed Fashion-MNIST, planted duplicates, {spec.digits} MNIST digits)."
     )
     columns = ["subset", "seed", "knn20", "knn200", "linear", "knn20_rare", "digits", "duplicates"]
     columns.append("fmnist_effective_classes")
