@@ -121,6 +121,27 @@ def children(pid: int) -> list[int]:
     return found
 
 
+def hosts_port(pid: int, port: int) -> bool:
+    """Whether process ``pid`` holds a socket listening on TCP ``port`` (/proc/net/tcp*)."""
+    listening = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            rows = Path(table).read_text().splitlines()[1:]
+        except OSError:
+            continue
+        for row in rows:
+            fields = row.split()
+            if int(fields[1].rsplit(":", 1)[1], 16) == port and fields[3] == "0A":  # 0A: LISTEN
+                listening.add(f"socket:[{fields[9]}]")
+    for fd in Path(f"/proc/{pid}/fd").iterdir():
+        try:
+            if os.readlink(fd) in listening:
+                return True
+        except OSError:
+            continue
+    return False
+
+
 def test_elastic_agents_go_on_without_a_lost_node(image_folder: Path, tmp_path: Path) -> None:
     """torchrun --nnodes=1:2 --max-restarts=1 with two agents ("nodes") on 127.0.0.1: one agent
     and its worker are SIGKILLed after the step-6 checkpoint. The other worker fails on the closed
@@ -146,7 +167,12 @@ def test_elastic_agents_go_on_without_a_lost_node(image_folder: Path, tmp_path: 
         while not ckpt.is_complete(run / "checkpoints" / ckpt.checkpoint_name(6), verify=False):
             assert time.monotonic() < deadline and nodes[0].poll() is None, "no step-6 checkpoint"
             time.sleep(0.05)
-        lost = nodes[1]
+        # The agent that bound the port hosts the c10d rendezvous store; losing it loses the
+        # rendezvous itself (torchrun's c10d backend has no failover), so the other one goes.
+        hosting = [node for node in nodes if hosts_port(node.pid, port)]
+        assert len(hosting) == 1, "one agent should host the rendezvous store"
+        [lost] = [node for node in nodes if node is not hosting[0]]
+        nodes = [hosting[0], lost]
         for pid in [lost.pid, *children(lost.pid)]:
             os.kill(pid, signal.SIGKILL)
         lost.wait(timeout=60)
