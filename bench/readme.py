@@ -284,6 +284,7 @@ BLOCKS: dict[str, tuple[str, Callable[[dict[str, Any]], str]]] = {
     "plan_seer_10b": ("plan_seer_regnet_10b.json", plan_example),
     "curation": ("curation.json", curation),
     "curation_small": ("curation_small.json", curation),
+    "curation_digits": ("curation_digits.json", curation),
     "curate_scale": ("curate_scale.json", curate_scale),
 }
 
