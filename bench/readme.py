@@ -48,7 +48,11 @@ def quality(data: dict[str, Any]) -> str:
     trained = [r for r in data["rows"] if r["side"] in ("ours", "lightly")]
     if not trained:
         return "(no results yet: run `make quality`)\n"
-    budget = max(r["budget"] for r in trained)
+    # The benchmark's budget: the one most methods ran at (other budgets get a table of their own).
+    methods_at: dict[int, set[str]] = {}
+    for r in trained:
+        methods_at.setdefault(r["budget"], set()).add(r["method"])
+    budget = max(methods_at, key=lambda b: (len(methods_at[b]), b))
     raw = _rows(data, "raw pixels", "raw pixels", budget)
     lines = [
         "| method | kNN k=20 ours | lightly | kNN k=200 ours | lightly | linear ours | lightly | "
@@ -105,7 +109,38 @@ def quality(data: dict[str, Any]) -> str:
         "",
         quality_targets(data, budget),
     ]
+    others = sorted(b for b in methods_at if b != budget)
+    if others:
+        lines += ["", other_budgets(data, others)]
     return "\n".join(lines) + "\n"
+
+
+def other_budgets(data: dict[str, Any], budgets: list[int]) -> str:
+    """The rows run at budgets other than the benchmark's (the same recipes, more or fewer
+    epochs), each beside the random-init network and the raw pixels at that budget."""
+    from bench.quality import METHODS, machines_line
+
+    lines = [
+        "The same recipes at other budgets (same protocol):",
+        "",
+        "| epochs | method | side | seeds | kNN k=20 | kNN k=200 | linear | images/s |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    chosen = []
+    for budget in budgets:
+        for method in [*METHODS, "raw pixels"]:
+            for side in ("ours", "lightly", "random init", "raw pixels"):
+                rows = _rows(data, method, side, budget)
+                if not rows or (side == "random init" and not _rows(data, method, "ours", budget)):
+                    continue
+                chosen += rows
+                speed = f"{_mean([r['images_per_s'] for r in rows]):.0f}" if "images_per_s" in rows[0] else "—"
+                cells = [str(budget), method, side, str(len(rows))]
+                cells += [_cell([r[k] for r in rows]) for k in ("knn20", "knn200", "linear")]
+                lines.append("| " + " | ".join([*cells, speed]) + " |")
+    commits = sorted({r.get("commit", "?") for r in chosen if r["side"] in ("ours", "lightly")})
+    lines += ["", f"{machines_line(data, chosen)} Commits {', '.join(commits)}."]
+    return "\n".join(lines)
 
 
 def quality_targets(data: dict[str, Any], budget: int) -> str:
