@@ -33,3 +33,35 @@ def test_quality_table_reports_both_sides_and_the_baselines() -> None:
     assert "not in lightly" in lines["mocov3"]
     assert lines["raw pixels"].startswith("| raw pixels | 0.857 |")
     assert "8 epochs" in table and "Some CPU" in table and "abc1234" in table
+
+
+def test_rows_at_other_budgets_get_their_own_table() -> None:
+    """A longer run of one method does not replace the benchmark's table (the budget most methods
+    ran at); it is listed below it beside its baselines at that budget."""
+
+    def row(method: str, side: str, budget: int, knn20: float, speed: float | None = None) -> dict:
+        extra = {"images_per_s": speed, "commit": "abc1234", "date": "2026-12-02 10:00:00"} if speed else {}
+        return {"method": method, "side": side, "seed": 0, "budget": budget, "knn20": knn20, "knn200": knn20 - 0.02,
+                "linear": knn20 + 0.01, **extra}  # fmt: skip
+
+    data = {
+        "machine": {"cpu_model": "Some CPU", "cpu_count": 2, "torch": "2.x"},
+        "rows": [
+            row("raw pixels", "raw pixels", 4, 0.857),
+            row("simclr", "random init", 4, 0.80),
+            row("simclr", "ours", 4, 0.83, 900.0),
+            row("mocov2", "ours", 4, 0.82, 1000.0),
+            row("raw pixels", "raw pixels", 16, 0.857),
+            row("simclr", "random init", 16, 0.80),
+            row("mocov2", "random init", 16, 0.80),  # no mocov2 run at 16: not listed
+            row("simclr", "ours", 16, 0.87, 950.0),
+        ],
+    }
+    table = readme.quality(data)
+    main, longer = table.split("The same recipes at other budgets")
+    assert "4 epochs" in main and "| mocov2 | 0.820 |" in main and "| simclr | 0.830 |" in main
+    assert "Above the raw pixels: none" in main  # read off the 4-epoch rows only
+    assert "| 16 | simclr | ours | 1 | 0.870 | 0.850 | 0.880 | 950 |" in longer
+    assert "| 16 | simclr | random init | 1 | 0.800 |" in longer
+    assert "| 16 | raw pixels | raw pixels | 1 | 0.857 |" in longer
+    assert "mocov2" not in longer
