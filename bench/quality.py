@@ -2,7 +2,7 @@
 lightly at one recipe and one budget, then evaluated on the 10k test images.
 
     python bench/quality.py [--methods simclr,swav,...] [--budget EPOCHS] [--seeds 0,1,2]
-                            [--sides ours,lightly] [--force] [--quick]
+                            [--sides ours,lightly] [--device cpu|cuda|auto] [--force] [--quick]
 
 For each method the recipe is the ready experiment ``configs/config/fmnist_<method>.yaml``
 (views, heads, optimizer, schedule); both sides read it, so trunk, initial weights, views, batch,
@@ -100,6 +100,8 @@ class Setting:
     train: Split
     test: Split
     out: Path
+    # trainer.device of both sides' pretraining: auto (CUDA where there is one), cpu or cuda.
+    device: str = "cpu"
 
 
 def load_split(idx_dir: Path, split: str, limit: int) -> Split:
@@ -120,11 +122,13 @@ def normalised(images: torch.Tensor, mean: float, std: float) -> torch.Tensor:
 
 @torch.no_grad()
 def trunk_features(trunk: torch.nn.Module, images: torch.Tensor, mean: float, std: float) -> torch.Tensor:
+    """Features of ``images`` on the trunk's device, returned on the CPU (where kNN and the probe run)."""
     trunk.eval()
+    device = next(trunk.parameters()).device
     parts = []
     for start in range(0, len(images), 500):
-        batch = normalised(images[start : start + 500], mean, std).contiguous()
-        parts.append(trunk(batch).float().flatten(1))
+        batch = normalised(images[start : start + 500], mean, std).contiguous().to(device)
+        parts.append(trunk(batch).float().flatten(1).cpu())
     return torch.cat(parts)
 
 
@@ -152,6 +156,7 @@ def experiment(method: str, seed: int, setting: Setting, run_dir: Path, extra: S
         f"data.val_path={setting.data_dir / 'test'}",
         f"trainer.max_epochs={setting.budget}",
         f"trainer.seed={seed}",
+        f"trainer.device={setting.device}",
         "trainer.resume=never",
         "trainer.progress=false",
         "trainer.checkpoint_every=1000000",
@@ -452,6 +457,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--force", action="store_true", help="pretrain rows already in the results again (baselines are kept)"
     )
+    parser.add_argument(
+        "--device",
+        default="cpu",
+        choices=("cpu", "cuda", "auto"),
+        help="where both sides pretrain (rows record the machine; speed ratios only within one device)",
+    )
     parser.add_argument("--quick", action="store_true", help="smoke run: a few steps on a small subset")
     parser.add_argument("--idx-dir", type=Path, default=None, help="folder of the four Fashion-MNIST IDX .gz files")
     parser.add_argument("--out", type=Path, default=None, help="results JSON (default bench/results/quality.json)")
@@ -477,6 +488,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         train=load_split(idx_dir, "train", limit),
         test=load_split(idx_dir, "test", limit),
         out=out,
+        device=args.device,
     )
     # The code of every row is the code at the start: modules are imported now, the commit read now.
     commit = git_commit()

@@ -34,6 +34,7 @@ import torch
 from omegaconf import DictConfig
 from torch import nn
 
+from sslframe.distributed.device import pick_device
 from sslframe.engine.monitors import OnlineKNN
 from sslframe.models.trunks import build_trunk
 
@@ -55,6 +56,8 @@ class LightlyMethod:
     trained: list[nn.Module] = field(default_factory=list)
     # The trained trunk in sslframe's layout, when lightly trains another module (MAE's timm ViT).
     trunk_after: Callable[[], nn.Module] | None = None
+    # Loss modules (their buffers: DINO's and iBOT's centres, MoCo's queue) moved with the model.
+    losses: list[nn.Module] = field(default_factory=list)
 
 
 def _normalize(cfg: DictConfig) -> dict[str, list[float]]:
@@ -126,7 +129,7 @@ def simclr(trunk: nn.Module, cfg: DictConfig) -> LightlyMethod:
         z1 = projection(_features(trunk, views[1]))
         return criterion(z0, z1)
 
-    return LightlyMethod(model, transform, loss)
+    return LightlyMethod(model, transform, loss, losses=[criterion])
 
 
 def _momentum_pair(module: nn.Module) -> nn.Module:
@@ -159,7 +162,7 @@ def mocov2(trunk: nn.Module, cfg: DictConfig) -> LightlyMethod:
         key = projection_m(_features(trunk_m, views[1])).detach()
         return criterion(query, key)
 
-    return LightlyMethod(model, transform, loss, trained=[trunk, projection])
+    return LightlyMethod(model, transform, loss, trained=[trunk, projection], losses=[criterion])
 
 
 def byol(trunk: nn.Module, cfg: DictConfig) -> LightlyMethod:
@@ -188,7 +191,7 @@ def byol(trunk: nn.Module, cfg: DictConfig) -> LightlyMethod:
             z1 = projection_m(_features(trunk_m, views[1]))
         return 0.5 * (criterion(p0, z1) + criterion(p1, z0))
 
-    return LightlyMethod(model, transform, loss, trained=[trunk, projection, prediction])
+    return LightlyMethod(model, transform, loss, trained=[trunk, projection, prediction], losses=[criterion])
 
 
 def simsiam(trunk: nn.Module, cfg: DictConfig) -> LightlyMethod:
@@ -209,7 +212,7 @@ def simsiam(trunk: nn.Module, cfg: DictConfig) -> LightlyMethod:
         p0, p1 = prediction(z0), prediction(z1)
         return 0.5 * (criterion(z0.detach(), p1) + criterion(z1.detach(), p0))
 
-    return LightlyMethod(model, transform, loss)
+    return LightlyMethod(model, transform, loss, losses=[criterion])
 
 
 def barlowtwins(trunk: nn.Module, cfg: DictConfig) -> LightlyMethod:
@@ -225,7 +228,7 @@ def barlowtwins(trunk: nn.Module, cfg: DictConfig) -> LightlyMethod:
     def loss(views: list[torch.Tensor], step: int, epoch: int, total: int) -> torch.Tensor:
         return criterion(projection(_features(trunk, views[0])), projection(_features(trunk, views[1])))
 
-    return LightlyMethod(model, transform, loss)
+    return LightlyMethod(model, transform, loss, losses=[criterion])
 
 
 def vicreg(trunk: nn.Module, cfg: DictConfig) -> LightlyMethod:
@@ -245,7 +248,7 @@ def vicreg(trunk: nn.Module, cfg: DictConfig) -> LightlyMethod:
     def loss(views: list[torch.Tensor], step: int, epoch: int, total: int) -> torch.Tensor:
         return criterion(projection(_features(trunk, views[0])), projection(_features(trunk, views[1])))
 
-    return LightlyMethod(model, transform, loss)
+    return LightlyMethod(model, transform, loss, losses=[criterion])
 
 
 def _multicrop_transform(cfg: DictConfig) -> Any:
@@ -287,7 +290,7 @@ def swav(trunk: nn.Module, cfg: DictConfig) -> LightlyMethod:
             outputs.append(prototypes(z, step))
         return criterion(outputs[:globals_], outputs[globals_:])
 
-    return LightlyMethod(model, _multicrop_transform(cfg), loss)
+    return LightlyMethod(model, _multicrop_transform(cfg), loss, losses=[criterion])
 
 
 def _dino_loss(m: DictConfig) -> nn.Module:
@@ -359,7 +362,7 @@ def dino(trunk: nn.Module, cfg: DictConfig) -> LightlyMethod:
     def before_step(step: int, epoch: int) -> None:
         student.cancel_last_layer_gradients(current_epoch=epoch)
 
-    return LightlyMethod(model, transform, loss, before_step, trained=[trunk, student])
+    return LightlyMethod(model, transform, loss, before_step, trained=[trunk, student], losses=[criterion])
 
 
 def _layer_scale_init(trunk: nn.Module) -> float | None:
@@ -586,7 +589,8 @@ def _masked_distillation(trunk: nn.Module, cfg: DictConfig, untied: bool) -> Lig
         return trunk
 
     trained = [student, heads["cls"], heads["patch"]] if untied else [student, heads["cls"]]
-    return LightlyMethod(model, transform, loss, before_step, trained=trained, trunk_after=trained_trunk)
+    losses = [dino_criterion, ibot_criterion, koleo_criterion]
+    return LightlyMethod(model, transform, loss, before_step, trained=trained, trunk_after=trained_trunk, losses=losses)
 
 
 def ibot(trunk: nn.Module, cfg: DictConfig) -> LightlyMethod:
@@ -651,9 +655,14 @@ def train_lightly(method: str, cfg: DictConfig) -> tuple[nn.Module, int, float]:
     from torchvision.datasets import ImageFolder
 
     _check_recipe(cfg)
+    device = pick_device(cfg.trainer.device)
     torch.manual_seed(cfg.trainer.seed)
     trunk = build_trunk(cfg.trunk)  # built first from the seed, as sslframe's Trainer builds it
     spec = LIGHTLY[method](trunk, cfg)
+    # The trunk too: where lightly trains a timm copy (MAE, iBOT, DINOv2), ``trunk_after`` maps the
+    # copy's weights back into it, for the monitor and the evaluation.
+    for module in [trunk, spec.model, *spec.losses]:
+        module.to(device)
     data = cfg.data
     dataset = ImageFolder(data.path, transform=spec.transform)
     loader = DataLoader(
@@ -663,6 +672,7 @@ def train_lightly(method: str, cfg: DictConfig) -> tuple[nn.Module, int, float]:
         drop_last=True,
         num_workers=data.num_workers,
         persistent_workers=data.num_workers > 0,
+        pin_memory=device.type == "cuda",
         generator=torch.Generator().manual_seed(cfg.trainer.seed),
     )
     steps_per_epoch = len(loader)
@@ -682,18 +692,15 @@ def train_lightly(method: str, cfg: DictConfig) -> tuple[nn.Module, int, float]:
     # Weight decay on a cosine to schedule.final_weight_decay, set on the groups that decay, as
     # lightly's DINOv2 example does it.
     final_wd = sched.get("final_weight_decay")
-    layout = torch.channels_last if cfg.trainer.channels_last and "cpu" in trunk.channels_last_devices else None
+    layout = torch.channels_last if cfg.trainer.channels_last and device.type in trunk.channels_last_devices else None
     if layout is not None:
         spec.model.to(memory_format=layout)
-    knn = (
-        OnlineKNN(trunk, cfg, torch.device("cpu"), layout or torch.contiguous_format)
-        if cfg.monitor.knn_every > 0
-        else None
-    )
+    knn = OnlineKNN(trunk, cfg, device, layout or torch.contiguous_format) if cfg.monitor.knn_every > 0 else None
     spec.model.train()
     step, recent, start = 0, [], time.perf_counter()
     for epoch in range(math.ceil(stop / steps_per_epoch)):
         for views, _ in loader:
+            views = [v.to(device, non_blocking=True) for v in views]
             if layout is not None:
                 views = [v.contiguous(memory_format=layout) for v in views]
             loss = spec.loss(views, step, epoch, total)
@@ -710,6 +717,8 @@ def train_lightly(method: str, cfg: DictConfig) -> tuple[nn.Module, int, float]:
             step += 1
             recent = [*recent[-19:], float(loss.detach())]
             if knn is not None and step % cfg.monitor.knn_every == 0:
+                if spec.trunk_after is not None:
+                    spec.trunk_after()  # the monitor watches ``trunk``: give it the trained weights
                 knn.evaluate()
             if step % cfg.trainer.log_every == 0:
                 rate = step * data.batch_size / (time.perf_counter() - start)

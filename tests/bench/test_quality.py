@@ -138,3 +138,34 @@ def test_lightly_masked_distillation_student_sees_what_ours_sees(method: str) ->
     assert spec.trunk_after is not None and spec.trunk_after() is trunk
     # iBOT: one head for [CLS] and patches; DINOv2: two.
     assert (spec.model["s_cls"] is spec.model["s_patch"]) == (method == "ibot")
+
+
+def test_lightly_side_monitor_watches_the_weights_it_trains(tmp_path: Path, monkeypatch) -> None:
+    """Where lightly trains a timm copy of the trunk (MAE here; iBOT and DINOv2 alike), the online
+    kNN monitor must see the copy's weights as they train, not the trunk it was built from (its
+    curve was flat at the random init's accuracy before)."""
+    from bench.quality_lightly import train_lightly
+    from sslframe.engine import monitors
+
+    idx = fake_fashion_mnist(tmp_path / "idx")
+    data_dir = tmp_path / "data"
+    quality.fashion_mnist.prepare(data_dir, idx, limit=quality.QUICK_IMAGES)
+    split = quality.load_split(idx, "train", quality.QUICK_IMAGES)
+    setting = quality.Setting(
+        budget=1, quick=True, work_dir=tmp_path, data_dir=data_dir, train=split, test=split, out=tmp_path / "q.json"
+    )
+    cfg = quality.experiment("mae", 0, setting, tmp_path / "run", ["trunk.depth=2"])
+    assert cfg.monitor.knn_every == 1
+    seen: list[torch.Tensor] = []
+
+    def snapshot(monitor: monitors.OnlineKNN) -> float:
+        seen.append(monitor.trunk.patch_embed.weight.detach().clone())
+        return 0.5
+
+    monkeypatch.setattr(monitors.OnlineKNN, "evaluate", snapshot)
+    torch.manual_seed(0)
+    initial = quality.random_init_trunk(cfg).patch_embed.weight.detach().clone()
+    trunk, steps, _ = train_lightly("mae", cfg)
+    assert steps == 2 and len(seen) == 2
+    assert not torch.equal(seen[0], initial) and not torch.equal(seen[1], seen[0])
+    torch.testing.assert_close(seen[1], trunk.patch_embed.weight.detach())
