@@ -9,21 +9,28 @@ def test_readme_tables_are_what_the_committed_results_give() -> None:
     assert readme.main(["--check"]) == 0, "README.md is stale: run python bench/readme.py"
 
 
-def test_quality_table_reports_both_sides_and_the_baselines() -> None:
-    def row(method: str, side: str, seed: int, knn20: float, speed: float | None = None) -> dict:
-        extra = {"images_per_s": speed, "commit": "abc1234", "date": "2026-12-02 10:00:00"} if speed else {}
-        return {"method": method, "side": side, "seed": seed, "budget": 8, "knn20": knn20, "knn200": knn20 - 0.02,
-                "linear": knn20 + 0.01, **extra}  # fmt: skip
+MACHINE = {"cpu_model": "Some CPU", "cpu_count": 2, "torch": "2.x"}
 
+
+def quality_row(
+    method: str, side: str, knn20: float, speed: float | None = None, seed: int = 0, budget: int = 8
+) -> dict:
+    """A row of bench/results/quality.json with made-up figures (k=200 and linear derived from k=20)."""
+    extra = {"images_per_s": speed, "commit": "abc1234", "date": "2026-12-02 10:00:00"} if speed else {}
+    return {"method": method, "side": side, "seed": seed, "budget": budget, "knn20": knn20, "knn200": knn20 - 0.02,
+            "linear": knn20 + 0.01, **extra}  # fmt: skip
+
+
+def test_quality_table_reports_both_sides_and_the_baselines() -> None:
     data = {
-        "machine": {"cpu_model": "Some CPU", "cpu_count": 2, "torch": "2.x"},
+        "machine": MACHINE,
         "rows": [
-            row("raw pixels", "raw pixels", 0, 0.857),
-            row("simclr", "random init", 0, 0.80),
-            row("simclr", "ours", 0, 0.84, 900.0),
-            row("simclr", "ours", 1, 0.86, 1100.0),
-            row("simclr", "lightly", 0, 0.83, 400.0),
-            row("mocov3", "ours", 0, 0.82, 800.0),
+            quality_row("raw pixels", "raw pixels", 0.857),
+            quality_row("simclr", "random init", 0.80),
+            quality_row("simclr", "ours", 0.84, 900.0),
+            quality_row("simclr", "ours", 0.86, 1100.0, seed=1),
+            quality_row("simclr", "lightly", 0.83, 400.0),
+            quality_row("mocov3", "ours", 0.82, 800.0),
         ],
     }
     table = readme.quality(data)
@@ -39,22 +46,17 @@ def test_rows_at_other_budgets_get_their_own_table() -> None:
     """A longer run of one method does not replace the benchmark's table (the budget most methods
     ran at); it is listed below it beside its baselines at that budget."""
 
-    def row(method: str, side: str, budget: int, knn20: float, speed: float | None = None) -> dict:
-        extra = {"images_per_s": speed, "commit": "abc1234", "date": "2026-12-02 10:00:00"} if speed else {}
-        return {"method": method, "side": side, "seed": 0, "budget": budget, "knn20": knn20, "knn200": knn20 - 0.02,
-                "linear": knn20 + 0.01, **extra}  # fmt: skip
-
     data = {
-        "machine": {"cpu_model": "Some CPU", "cpu_count": 2, "torch": "2.x"},
+        "machine": MACHINE,
         "rows": [
-            row("raw pixels", "raw pixels", 4, 0.857),
-            row("simclr", "random init", 4, 0.80),
-            row("simclr", "ours", 4, 0.83, 900.0),
-            row("mocov2", "ours", 4, 0.82, 1000.0),
-            row("raw pixels", "raw pixels", 16, 0.857),
-            row("simclr", "random init", 16, 0.80),
-            row("mocov2", "random init", 16, 0.80),  # no mocov2 run at 16: not listed
-            row("simclr", "ours", 16, 0.87, 950.0),
+            quality_row("raw pixels", "raw pixels", 0.857, budget=4),
+            quality_row("simclr", "random init", 0.80, budget=4),
+            quality_row("simclr", "ours", 0.83, 900.0, budget=4),
+            quality_row("mocov2", "ours", 0.82, 1000.0, budget=4),
+            quality_row("raw pixels", "raw pixels", 0.857, budget=16),
+            quality_row("simclr", "random init", 0.80, budget=16),
+            quality_row("mocov2", "random init", 0.80, budget=16),  # no mocov2 run at 16: not listed
+            quality_row("simclr", "ours", 0.87, 950.0, budget=16),
         ],
     }
     table = readme.quality(data)
