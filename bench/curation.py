@@ -56,7 +56,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bench.common import RESULTS, write_results  # noqa: E402
-from bench.quality import Setting, Split, load_split, trunk_metrics  # noqa: E402
+from bench.quality import Setting, Split, feature_metrics, load_split, trunk_features  # noqa: E402
 from sslframe.config import compose_config  # noqa: E402
 from sslframe.data import fashion_mnist  # noqa: E402
 
@@ -242,7 +242,7 @@ def train(
 
 
 def run_subset(
-    work: Path, config: str, name: str, files: Path, epochs: int, seed: int, setting: Setting
+    work: Path, config: str, name: str, files: Path, epochs: int, seed: int, setting: Setting, rare: list[int]
 ) -> dict[str, Any]:
     """Pretrain on ``files`` and evaluate; a finished row is kept in ``work/rows`` and reused
     (the benchmark resumes), unless the subset's file list changed since."""
@@ -253,7 +253,7 @@ def run_subset(
         if row.pop("files") == listing:
             return row
     trunk, cfg, stats = train(config, files, work / f"run_{name}_seed{seed}", epochs, seed, setting.quick)
-    row = {"subset": LABELS[name], "seed": seed, **trunk_metrics(trunk, cfg, setting), **stats}
+    row = {"subset": LABELS[name], "seed": seed, **evaluate(trunk, cfg, setting, rare), **stats}
     cached.parent.mkdir(parents=True, exist_ok=True)
     cached.write_text(json.dumps({**row, "files": listing}))
     return row
@@ -269,8 +269,7 @@ def random_init_row(work: Path, config: str, seed: int, setting: Setting, rare: 
         return json.loads(cached.read_text())
     cfg = compose_config("train", [f"config={config}", f"trainer.seed={seed}"])
     trunk = random_init_trunk(cfg)
-    row = {"subset": INIT, "seed": seed, **trunk_metrics(trunk, cfg, setting)}
-    row["knn20_rare"] = trunk_rare_class_knn(trunk, cfg, setting, rare)
+    row = {"subset": INIT, "seed": seed, **evaluate(trunk, cfg, setting, rare)}
     cached.parent.mkdir(parents=True, exist_ok=True)
     cached.write_text(json.dumps(row))
     return row
@@ -288,19 +287,30 @@ def rare_class_knn(run_dir: Path, setting: Setting, classes: list[int]) -> float
     from sslframe.eval.features import load_trunk
 
     trunk, cfg, _ = load_trunk(run_dir)
-    return trunk_rare_class_knn(trunk, cfg, setting, classes)
+    return features_rare_class_knn(*features(trunk, cfg, setting), setting, classes)
 
 
-def trunk_rare_class_knn(trunk: torch.nn.Module, cfg: Any, setting: Setting, classes: list[int]) -> float:
-    from bench.quality import trunk_features
+def features(trunk: torch.nn.Module, cfg: Any, setting: Setting) -> tuple[torch.Tensor, torch.Tensor]:
+    """The trunk's features of the train (kNN bank, probe) and test images, extracted once."""
+    mean, std = float(cfg.transform.mean[0]), float(cfg.transform.std[0])
+    return trunk_features(trunk, setting.train.images, mean, std), trunk_features(trunk, setting.test.images, mean, std)
+
+
+def features_rare_class_knn(train_x: torch.Tensor, test_x: torch.Tensor, setting: Setting, classes: list[int]) -> float:
     from sslframe.eval.knn import knn_predict
 
-    mean, std = float(cfg.transform.mean[0]), float(cfg.transform.std[0])
-    bank = torch.nn.functional.normalize(trunk_features(trunk, setting.train.images, mean, std), dim=1)
-    test = torch.nn.functional.normalize(trunk_features(trunk, setting.test.images, mean, std), dim=1)
+    bank, test = torch.nn.functional.normalize(train_x, dim=1), torch.nn.functional.normalize(test_x, dim=1)
     predicted = knn_predict(bank, setting.train.labels, test, [20])["weighted"][20]
     rare = torch.isin(setting.test.labels, torch.tensor(classes))
     return float((predicted[rare] == setting.test.labels[rare]).float().mean())
+
+
+def evaluate(trunk: torch.nn.Module, cfg: Any, setting: Setting, rare: list[int]) -> dict[str, float]:
+    """kNN and the probe (the protocol of bench/quality.py) and kNN on the rare classes, from one
+    feature extraction."""
+    train_x, test_x = features(trunk, cfg, setting)
+    metrics = feature_metrics(train_x, setting.train.labels, test_x, setting.test.labels)
+    return {**metrics, "knn20_rare": features_rare_class_knn(train_x, test_x, setting, rare)}
 
 
 def similarity_profile(features: Path, planted: dict[str, str]) -> dict[str, Any]:
@@ -381,6 +391,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         budget=epochs, quick=args.quick, work_dir=work, data_dir=work, train=bank, test=test_split, out=work
     )
     truth = build_pool(work, train_split, mnist_digits(), spec)
+    rare = rare_classes(truth)
     keys = pool_keys(work)
     planted = truth["planted"]
     rng = np.random.default_rng(0)
@@ -391,7 +402,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     rows: list[dict[str, Any]] = []
     extra: dict[str, Any] = {"pool": {**truth["fmnist_per_class"], "size": truth["pool_size"]}}
     for seed in seeds:
-        rows.append(run_subset(work, args.config, "random", lists["random"], epochs, seed, setting))
+        rows.append(run_subset(work, args.config, "random", lists["random"], epochs, seed, setting, rare))
         if seed == seeds[0]:
             start = time.perf_counter()
             checkpoint = work / f"run_random_seed{seed}"
@@ -417,8 +428,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         for name in ("balanced", "retrieved"):
             # Only the subsets asked for are pretrained; rows measured before are reported all the same.
             if name in curated or (work / "rows" / f"{name}_seed{seed}.json").is_file():
-                rows.append(run_subset(work, args.config, name, lists[name], epochs, seed, setting))
-    rare = rare_classes(truth)
+                rows.append(run_subset(work, args.config, name, lists[name], epochs, seed, setting, rare))
     extra["rare_classes"] = rare
     for row in rows:
         name = next(n for n, label in LABELS.items() if label == row["subset"])
