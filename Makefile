@@ -44,8 +44,9 @@ demo: data
 # tests wait on process start-up or on each other's ranks, so two cores run them about 2x faster.
 TEST_WORKERS ?= 2
 # The benchmark peer (lightly) is installed too: the peer-parity and quality-benchmark tests use it.
+# The 25 slowest tests are listed at the end, so a CI log shows where the suite's time goes.
 test: bench-deps
-	$(PY) -m pytest -n $(TEST_WORKERS) --dist loadfile
+	$(PY) -m pytest -n $(TEST_WORKERS) --dist loadfile --durations=25
 
 # Benchmarks write bench/results/<name>.json and .md (not timed tests; see bench/); BENCH_QUICK=1
 # for a smoke run. lightly (the peer measured side by side) is a benchmark-only dependency,
