@@ -40,10 +40,56 @@ def _rows(data: dict[str, Any], method: str, side: str, budget: int) -> list[dic
     return [r for r in data["rows"] if r["method"] == method and r["side"] == side and r["budget"] == budget]
 
 
+def speed_rows(
+    data: dict[str, Any], ours: list[dict[str, Any]], theirs: list[dict[str, Any]]
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]], str]:
+    """The rows whose images/s are compared: each seed's two sides where both ran on one machine
+    (a speed ratio means something only within one machine), on the machine that holds most such
+    pairs; without a lightly side, ours on the machine most of its rows ran on. Also the machine,
+    named only where other rows were left out for it."""
+    from bench.quality import row_machine
+
+    def seed_pairs(rows_a: list[dict[str, Any]], rows_b: list[dict[str, Any]]) -> list[tuple[Any, Any]]:
+        return [
+            (a, b)
+            for a in rows_a
+            for b in rows_b
+            if a["seed"] == b["seed"] and row_machine(data, a) == row_machine(data, b)
+        ]
+
+    by_machine: dict[str, list[tuple[dict[str, Any], dict[str, Any] | None]]] = {}
+    pairs: list[tuple[Any, Any]] = seed_pairs(ours, theirs) if theirs else [(r, None) for r in ours]
+    for a, b in pairs:
+        by_machine.setdefault(row_machine(data, a), []).append((a, b))
+    if not by_machine:
+        return [], [], ""
+    machine = max(by_machine, key=lambda m: len(by_machine[m]))
+    chosen_ours = [a for a, _ in by_machine[machine]]
+    chosen_theirs = [b for _, b in by_machine[machine] if b is not None]
+    complete = len(chosen_ours) == len(ours) and len(chosen_theirs) == len(theirs)
+    return chosen_ours, chosen_theirs, "" if complete else machine.split(",")[0]
+
+
+def speed_cell(data: dict[str, Any], ours: list[dict[str, Any]], theirs: list[dict[str, Any]]) -> str:
+    """images/s of ours (and lightly's, with the ratio) from ``speed_rows``."""
+    fast, slow, machine = speed_rows(data, ours, theirs)
+    if not fast:
+        ours_speed, their_speed = (_mean([r["images_per_s"] for r in rows]) for rows in (ours, theirs))
+        return f"{ours_speed:.0f} / {their_speed:.0f} (different machines)"
+    cell = f"{_mean([r['images_per_s'] for r in fast]):.0f}"
+    if slow:
+        ratio = _mean([r["images_per_s"] for r in fast]) / _mean([r["images_per_s"] for r in slow])
+        cell += f" / {_mean([r['images_per_s'] for r in slow]):.0f} (**{ratio:.2f}x**)"
+    if machine:
+        seeds = ", ".join(str(r["seed"]) for r in fast)
+        cell += f" (seed{'s' if len(fast) > 1 else ''} {seeds}, {machine})"
+    return cell
+
+
 def quality(data: dict[str, Any]) -> str:
     """One line per method: ours and lightly's kNN (k=20, k=200) and linear probe, the network at
     random init, and the images/s ratio of the two sides (same machine, same invocation)."""
-    from bench.quality import METHODS, lightly_methods, machines_line, row_machine
+    from bench.quality import METHODS, lightly_methods, machines_line
 
     trained = [r for r in data["rows"] if r["side"] in ("ours", "lightly")]
     if not trained:
@@ -66,15 +112,7 @@ def quality(data: dict[str, Any]) -> str:
         theirs = _rows(data, method, "lightly", budget)
         rand = _rows(data, method, "random init", budget)
         missing = "" if theirs else ("not run yet" if method in lightly_methods() else "not in lightly")
-        speed = f"{_mean([r['images_per_s'] for r in ours]):.0f}"
-        # A speed ratio only between runs on one machine.
-        if theirs:
-            speed += f" / {_mean([r['images_per_s'] for r in theirs]):.0f}"
-            if {row_machine(data, r) for r in ours} == {row_machine(data, r) for r in theirs}:
-                ratio = _mean([r["images_per_s"] for r in ours]) / _mean([r["images_per_s"] for r in theirs])
-                speed += f" (**{ratio:.2f}x**)"
-            else:
-                speed += " (different machines)"
+        speed = speed_cell(data, ours, theirs)
         cells = [
             method,
             _cell([r["knn20"] for r in ours]),
@@ -165,9 +203,11 @@ def quality_targets(data: dict[str, Any], budget: int) -> str:
         if theirs is not None:
             gap = 100 * (ours - theirs)
             (level if gap >= -0.5 else behind).append(f"{method} ({gap:+.1f})")
-            speed = [r["images_per_s"] for r in _rows(data, method, "ours", budget)]
-            peer = [r["images_per_s"] for r in _rows(data, method, "lightly", budget)]
-            (faster if _mean(speed) >= _mean(peer) else slower).append(method)
+            pair = (_rows(data, method, side, budget) for side in ("ours", "lightly"))
+            fast, slow, _ = speed_rows(data, *pair)
+            if fast and slow:
+                faster_here = _mean([r["images_per_s"] for r in fast]) >= _mean([r["images_per_s"] for r in slow])
+                (faster if faster_here else slower).append(method)
     met = [f"{m} ({g:+.1f})" for g, m in sorted(gains, reverse=True) if g >= 5]
     missed = [f"{m} ({g:+.1f})" for g, m in sorted(gains, reverse=True) if g < 5]
     none = "none"

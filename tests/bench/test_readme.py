@@ -35,8 +35,10 @@ def test_quality_table_reports_both_sides_and_the_baselines() -> None:
     }
     table = readme.quality(data)
     lines = {line.split(" | ")[0].strip("| "): line for line in table.splitlines() if line.startswith("| ")}
-    # Mean ± sample std over seeds (0.84, 0.86), lightly's single seed, the images/s ratio 1000 / 400.
-    assert "| 0.850 ± 0.014 | 0.830 |" in lines["simclr"] and "(**2.50x**)" in lines["simclr"]
+    # Mean ± sample std over seeds (0.84, 0.86), lightly's single seed; the images/s ratio of the
+    # seed both sides ran (900 / 400), saying which seed it is.
+    assert "| 0.850 ± 0.014 | 0.830 |" in lines["simclr"]
+    assert "| 900 / 400 (**2.25x**) (seed 0, Some CPU) |" in lines["simclr"]
     assert "not in lightly" in lines["mocov3"]
     assert lines["raw pixels"].startswith("| raw pixels | 0.857 |")
     assert "8 epochs" in table and "Some CPU" in table and "abc1234" in table
@@ -67,3 +69,36 @@ def test_rows_at_other_budgets_get_their_own_table() -> None:
     assert "| 16 | simclr | random init | 1 | 0.800 |" in longer
     assert "| 16 | raw pixels | raw pixels | 1 | 0.857 |" in longer
     assert "mocov2" not in longer
+
+
+def test_speed_ratio_pairs_each_seed_on_one_machine() -> None:
+    """Seeds run on different machines: images/s are compared seed by seed where both sides ran
+    on one machine, on the machine holding most such pairs, never averaged across machines."""
+    fast = {**MACHINE, "cpu_model": "Fast CPU"}
+    slow = {**MACHINE, "cpu_model": "Slow CPU"}
+
+    def on(machine: dict, row: dict) -> dict:
+        return {**row, "machine": machine}
+
+    data = {
+        "machine": MACHINE,
+        "rows": [
+            on(fast, quality_row("dino", "ours", 0.78, 600.0, seed=0)),
+            on(fast, quality_row("dino", "lightly", 0.80, 300.0, seed=0)),
+            on(slow, quality_row("dino", "ours", 0.79, 320.0, seed=1)),
+            on(slow, quality_row("dino", "lightly", 0.80, 200.0, seed=1)),
+            on(slow, quality_row("dino", "ours", 0.77, 340.0, seed=2)),
+            on(slow, quality_row("dino", "lightly", 0.79, 200.0, seed=2)),
+            # Each side on a machine of its own: no ratio.
+            on(fast, quality_row("byol", "ours", 0.81, 800.0)),
+            on(slow, quality_row("byol", "lightly", 0.83, 500.0)),
+        ],
+    }
+    table = readme.quality(data)
+    lines = {line.split(" | ")[0].strip("| "): line for line in table.splitlines() if line.startswith("| ")}
+    # Seeds 1 and 2 on the slow CPU: (320 + 340) / 2 = 330 against 200.
+    assert "| 330 / 200 (**1.65x**) (seeds 1, 2, Slow CPU) |" in lines["dino"]
+    assert "| 800 / 500 (different machines) |" in lines["byol"]
+    # The targets line compares the same pairs, and leaves out a method with no pair.
+    targets = next(line for line in table.splitlines() if line.startswith("Read off"))
+    assert "at least as fast as lightly: dino; slower: none" in targets
