@@ -285,6 +285,19 @@ def mean_spread(values: list[float]) -> str:
     return f"{statistics.mean(values):.3f} ± {statistics.stdev(values):.3f}"
 
 
+def speed_by_machine(speeds: list[float], machines: list[str]) -> str:
+    """Mean images/s over seeds, one figure per machine where seeds ran on several (speeds of
+    different machines are never averaged)."""
+    if not speeds:
+        return "—"
+    by_machine: dict[str, list[float]] = {}
+    for speed, where in zip(speeds, machines, strict=True):
+        by_machine.setdefault(where, []).append(speed)
+    if len(by_machine) == 1:
+        return f"{statistics.mean(speeds):.0f}"
+    return "; ".join(f"{statistics.mean(v):.0f} on {m.split(',')[0]}" for m, v in by_machine.items())
+
+
 def summary_rows(results: dict[str, Any]) -> list[dict[str, Any]]:
     """One line per (method, side): metrics as mean ± std over seeds."""
     rows = results["rows"]
@@ -307,6 +320,7 @@ def summary_rows(results: dict[str, Any]) -> list[dict[str, Any]]:
                         "knn200": [r["knn200"] for r in chosen],
                         "linear": [r["linear"] for r in chosen],
                         "images_per_s": [r["images_per_s"] for r in chosen if r.get("images_per_s")],
+                        "machines": [row_machine(results, r) for r in chosen if r.get("images_per_s")],
                         "wall_s": [r["wall_s"] for r in chosen if r.get("wall_s")],
                         "note": chosen[0].get("note", ""),
                     }
@@ -351,7 +365,7 @@ def markdown(results: dict[str, Any]) -> str:
         "|---|---|---|---|---|---|---|---|---|",
     ]
     for r in summary_rows(results):
-        speed = f"{statistics.mean(r['images_per_s']):.0f}" if r["images_per_s"] else "—"
+        speed = speed_by_machine(r["images_per_s"], r["machines"])
         minutes = f"{statistics.mean(r['wall_s']) / 60:.1f}" if r["wall_s"] else "—"
         side = r["side"] + (f" ({r['note']})" if r["note"] else "")
         lines.append(

@@ -169,3 +169,18 @@ def test_lightly_side_monitor_watches_the_weights_it_trains(tmp_path: Path, monk
     assert steps == 2 and len(seen) == 2
     assert not torch.equal(seen[0], initial) and not torch.equal(seen[1], seen[0])
     torch.testing.assert_close(seen[1], trunk.patch_embed.weight.detach())
+
+
+def test_markdown_never_averages_speeds_of_different_machines() -> None:
+    """quality.md: a side whose seeds ran on two machines gets one images/s figure per machine."""
+    fast = {"cpu_model": "Fast CPU", "cpu_count": 2, "torch": "2.x"}
+    slow = {**fast, "cpu_model": "Slow CPU"}
+
+    def row(seed: int, machine: dict, speed: float) -> dict:
+        return {"method": "dino", "side": "ours", "seed": seed, "budget": 4, "knn20": 0.8, "knn200": 0.78,
+                "linear": 0.8, "images_per_s": speed, "wall_s": 60.0, "machine": machine}  # fmt: skip
+
+    one = quality.markdown({"machine": fast, "rows": [row(0, fast, 600.0), row(1, fast, 400.0)]})
+    assert "| 0.800 ± 0.000 | 0.780 ± 0.000 | 0.800 ± 0.000 | 500 |" in one
+    two = quality.markdown({"machine": fast, "rows": [row(0, fast, 600.0), row(1, slow, 300.0), row(2, slow, 340.0)]})
+    assert "| 600 on Fast CPU; 320 on Slow CPU |" in two
