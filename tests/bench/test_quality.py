@@ -184,3 +184,60 @@ def test_markdown_never_averages_speeds_of_different_machines() -> None:
     assert "| 0.800 ± 0.000 | 0.780 ± 0.000 | 0.800 ± 0.000 | 500 |" in one
     two = quality.markdown({"machine": fast, "rows": [row(0, fast, 600.0), row(1, slow, 300.0), row(2, slow, 340.0)]})
     assert "| 600 on Fast CPU; 320 on Slow CPU |" in two
+
+
+@pytest.mark.parametrize("epoch", [0, 1])
+def test_dino_training_step_matches_lightlys_side(monkeypatch, epoch: int) -> None:
+    """One whole DINO step of the benchmark's two sides from the same weights and crops: loss,
+    gradients (trunk and head) and the LARS update agree, with the last layer frozen (epoch 0) and
+    learning (epoch 1). Ours is run with a forward per crop, as lightly's example does it; in the
+    benchmark ours batches the crops of one size together (batch-norm statistics over both global
+    crops, the authors' multi-crop wrapper), which is the one difference left between the sides."""
+    import copy
+
+    import sslframe.methods.dino as dino_module
+    from bench.quality_lightly import _optimizer, dino
+    from sslframe.config import compose_config
+    from sslframe.methods import build_method
+    from sslframe.methods.base import StepContext
+    from sslframe.models.multicrop import per_view_forward
+    from sslframe.optim.build import build_optimizer
+
+    monkeypatch.setattr(dino_module, "multicrop_forward", per_view_forward)
+    cfg = compose_config("train", ["config=fmnist_dino", "method.out_dim=256"])
+    torch.manual_seed(0)
+    ours = build_method(cfg).train()
+    theirs = dino(copy.deepcopy(ours.trunk), cfg)
+    student, teacher = theirs.model["student_head"], theirs.model["th"]
+    state = {k.replace("mlp.layers", "layers"): v for k, v in ours.head.state_dict().items()}
+    state["last_layer.weight_g"] = torch.ones_like(student.last_layer.weight_g)  # ours: the norm fixed at 1
+    student.load_state_dict(state)
+    teacher.load_state_dict(student.state_dict())
+    theirs.model.train()
+
+    g = torch.Generator().manual_seed(1)
+    crops = [torch.randn(16, 3, 28, 28, generator=g) for _ in range(2)]
+    crops += [torch.randn(16, 3, 16, 16, generator=g) for _ in range(4)]
+    step, total = 300, 936
+    ctx = StepContext(step=step, epoch=epoch, steps_per_epoch=234, total_steps=total)
+    ours_loss = ours.training_step(crops, ctx).loss
+    their_loss = theirs.loss(crops, step, epoch, total)
+    torch.testing.assert_close(ours_loss, their_loss)
+    ours_loss.backward()
+    their_loss.backward()
+    ours.before_optimizer_step(ctx)
+    theirs.before_step(step, epoch)
+
+    their_head = dict(student.named_parameters())
+    pairs = list(zip(ours.trunk.parameters(), theirs.model["student_backbone"].parameters(), strict=True))
+    pairs += [(p, their_head[name.replace("mlp.layers", "layers")]) for name, p in ours.head.named_parameters()]
+    assert (ours.head.last_layer.weight_v.grad is None) == (epoch == 0)
+    for a, b in pairs:
+        assert (a.grad is None) == (b.grad is None)
+        if a.grad is not None:
+            torch.testing.assert_close(a.grad, b.grad, rtol=1e-3, atol=1e-5)
+    build_optimizer(ours, cfg.optim, 0.3).step()
+    their_opt = _optimizer(theirs.trained, cfg, 0.3)
+    their_opt.step()
+    for a, b in pairs:
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
