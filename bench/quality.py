@@ -408,11 +408,14 @@ def plot_curves(results: dict[str, Any], path: Path) -> None:
 
 
 # --------------------------------------------------------------------------------- the runs
-def run_row(method: str, side: str, seed: int, setting: Setting) -> dict[str, Any]:
-    run_dir = (
-        setting.work_dir / "runs" / ("quality-quick" if setting.quick else "quality") / f"{method}_{side}_seed{seed}"
-    )
-    cfg = experiment(method, seed, setting, run_dir)
+def run_row(
+    method: str, side: str, seed: int, setting: Setting, extra: Sequence[str] = (), tag: str = ""
+) -> dict[str, Any]:
+    """Pretrain and evaluate one row; ``extra``: overrides on top of the recipe (bench/quality_variants.py),
+    whose run directory gets ``tag``."""
+    name = f"{method}_{side}_seed{seed}" + (f"_{tag}" if tag else "")
+    run_dir = setting.work_dir / "runs" / ("quality-quick" if setting.quick else "quality") / name
+    cfg = experiment(method, seed, setting, run_dir, extra)
     torch.manual_seed(seed)
     if side == "ours":
         trunk, stats = run_ours(cfg)

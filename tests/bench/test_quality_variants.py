@@ -1,0 +1,41 @@
+"""Recipe variants (bench/quality_variants.py) run like rows of the quality benchmark, with their
+overrides applied, beside the recipe's own rows, and are not run twice."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+
+from bench import common, quality_variants
+from tests.bench.test_quality import fake_fashion_mnist
+
+
+def test_a_variant_trains_with_its_overrides_and_resumes(tmp_path: Path, monkeypatch, caplog) -> None:
+    monkeypatch.setattr(common, "RESULTS", tmp_path / "results")
+    monkeypatch.setattr(quality_variants, "RESULTS", tmp_path / "results")
+    idx = fake_fashion_mnist(tmp_path / "idx")
+    args = ["--method", "dino", "--quick", "--idx-dir", str(idx), "--work-dir", str(tmp_path)]
+    args += ["--variant", "cold teacher=method.teacher_temperature=0.03;method.student_temperature=0.2"]
+    assert quality_variants.main(args) == 0
+
+    results = json.loads((tmp_path / "results" / "quick" / "quality_variants_dino.json").read_text())
+    (row,) = results["rows"]  # no recipe rows: the temporary results hold no quality.json
+    assert row["variant"] == "cold teacher" and row["side"] == "ours" and row["seed"] == 0
+    assert 0.0 <= row["knn20"] <= 1.0 and row["final_loss"] > 0
+    (run,) = (tmp_path / "runs" / "quality-quick").glob("dino_ours_seed0_cold_teacher")
+    config = yaml.safe_load((run / "config.yaml").read_text())
+    assert config["method"]["teacher_temperature"] == 0.03 and config["method"]["student_temperature"] == 0.2
+    assert "cold teacher: method.teacher_temperature=0.03" in results["notes"]
+
+    caplog.set_level("INFO", logger="quality_variants")
+    assert quality_variants.main(args) == 0
+    assert "in the results already" in caplog.text
+
+
+@pytest.mark.parametrize("text", ["no overrides", "name=", "=a=1", "name=a"])
+def test_a_malformed_variant_is_refused(text: str) -> None:
+    with pytest.raises(SystemExit, match="expected NAME=KEY=VALUE"):
+        quality_variants.main(["--method", "dino", "--variant", text])
