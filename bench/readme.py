@@ -356,6 +356,7 @@ BLOCKS: dict[str, tuple[str, Callable[[dict[str, Any]], str]]] = {
     "strategies": ("strategies.json", table),
     "accumulate": ("accumulate.json", table),
     "byol_loss_scale": ("byol_loss_scale.json", table),
+    "quality_variants_dino": ("quality_variants_dino.json", table),
     "plan_seer_10b": ("plan_seer_regnet_10b.json", plan_example),
     "curation": ("curation.json", curation),
     "curation_small": ("curation_small.json", curation),
