@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import platform
+import shlex
 import subprocess
 import sys
 import time
@@ -66,7 +67,8 @@ def provenance() -> dict[str, str]:
     script = Path(sys.argv[0]).resolve()
     where = script.relative_to(root) if script.is_relative_to(root) else script.name
     return {
-        "command": " ".join(["python", str(where), *sys.argv[1:]]),
+        # Quoted as a shell needs it, so the command can be run again as written.
+        "command": shlex.join(["python", str(where), *sys.argv[1:]]),
         "commit": commit.stdout.strip() + ("+dirty" if dirty.stdout.strip() else ""),
         "date": time.strftime("%Y-%m-%d %H:%M"),
     }

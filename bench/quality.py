@@ -31,6 +31,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import shlex
 import statistics
 import subprocess
 import sys
@@ -531,7 +532,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 row = run_row(method, side, seed, setting)
                 row["commit"] = commit
                 row["machine"] = machine()
-                row["command"] = " ".join(["python", "bench/quality.py", *(argv if argv is not None else sys.argv[1:])])
+                arguments = argv if argv is not None else sys.argv[1:]
+                row["command"] = shlex.join(["python", "bench/quality.py", *arguments])
                 row["date"] = time.strftime("%Y-%m-%d %H:%M:%S")
                 log.info(
                     "%s %s seed %d: kNN %.4f / %.4f, linear %.4f, %.0f images/s, %.1f min",
