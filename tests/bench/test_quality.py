@@ -241,3 +241,50 @@ def test_dino_training_step_matches_lightlys_side(monkeypatch, epoch: int) -> No
     their_opt.step()
     for a, b in pairs:
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+
+
+def test_simsiam_training_step_matches_lightlys_side() -> None:
+    """One SimSiam step of the benchmark's two sides from the same weights and views: the loss,
+    every gradient (trunk, projector, predictor) and the SGD update agree. The sides' networks,
+    loss and optimizer are the same computation, so what is left between their results is the
+    views (ours whole-batch, ``transform.backend=batch``; lightly's per image with PIL) and the
+    random streams."""
+    import copy
+
+    from bench.quality_lightly import _optimizer, simsiam
+    from sslframe.config import compose_config
+    from sslframe.methods import build_method
+    from sslframe.methods.base import StepContext
+    from sslframe.optim.build import build_optimizer
+
+    cfg = compose_config("train", ["config=fmnist_simsiam"])
+    torch.manual_seed(0)
+    ours = build_method(cfg).train()
+    theirs = simsiam(copy.deepcopy(ours.trunk), cfg)
+    # Same weights: lightly's heads are the same layers in the same order (checked by the loads).
+    theirs.model["projection_head"].load_state_dict(ours.head.state_dict())
+    theirs.model["prediction_head"].load_state_dict(ours.predictor.state_dict())
+    theirs.model.train()
+
+    g = torch.Generator().manual_seed(1)
+    views = [torch.randn(32, 3, 28, 28, generator=g) for _ in range(2)]
+    ctx = StepContext(step=10, epoch=0, steps_per_epoch=234, total_steps=936)
+    ours_loss = ours.training_step(views, ctx).loss
+    their_loss = theirs.loss(views, 10, 0, 936)
+    torch.testing.assert_close(ours_loss, their_loss)
+    assert -1.0 < float(ours_loss.detach()) < 1.0  # a negative cosine, averaged over the two pairs
+    ours_loss.backward()
+    their_loss.backward()
+
+    pairs = list(zip(ours.trunk.parameters(), theirs.model["backbone"].parameters(), strict=True))
+    pairs += list(zip(ours.head.parameters(), theirs.model["projection_head"].parameters(), strict=True))
+    pairs += list(zip(ours.predictor.parameters(), theirs.model["prediction_head"].parameters(), strict=True))
+    assert all(a.grad is not None and float(a.grad.abs().sum()) > 0 for a, _ in pairs)
+    for a, b in pairs:
+        torch.testing.assert_close(a.grad, b.grad, rtol=1e-3, atol=1e-6)
+    before = [a.detach().clone() for a, _ in pairs]
+    build_optimizer(ours, cfg.optim, 0.06).step()
+    _optimizer([theirs.model], cfg, 0.06).step()
+    for (a, b), old in zip(pairs, before, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-7)
+    assert any(not torch.equal(a, old) for (a, _), old in zip(pairs, before, strict=True))
