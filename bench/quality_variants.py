@@ -8,7 +8,8 @@ Each ``--variant "NAME=KEY=VALUE[;KEY=VALUE...]"`` is a set of config overrides 
 ``configs/config/fmnist_<method>.yaml``, for both sides where both are asked for (lightly's side
 reads the same recipe). Every variant and seed is pretrained and evaluated exactly as a row of
 ``bench/quality.py`` (same budget, data, kNN and linear probe); the recipe's own rows for the same
-seeds are copied from ``bench/results/quality.json`` beside them. Results go to
+seeds are copied from ``bench/results/quality.json`` beside them, lightly's as well as ours (the
+reference a variant of ours is run to approach). Results go to
 ``bench/results/<results>.json`` and ``.md``; a variant and seed already there is not run again, so
 a study can be completed over several sittings.
 """
@@ -102,7 +103,7 @@ def main(argv: list[str] | None = None) -> int:
     )
 
     def save() -> None:
-        ordered = recipe_rows(args.method, seeds, sides, setting.budget) + sorted(
+        ordered = recipe_rows(args.method, seeds, ["ours", "lightly"], setting.budget) + sorted(
             rows, key=lambda r: (r["variant"], r["side"], r["seed"])
         )
         write_results(name, ordered, notes, columns=COLUMNS)

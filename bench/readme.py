@@ -289,12 +289,17 @@ def curation(data: dict[str, Any]) -> str:
     summary = []
     for name, group in by.items():
         cells = ", ".join(f"{m} {_cell([r[m] for r in group])}" for m in metrics)
+        ran = sorted({r["seed"] for r in group})
+        if ran != seeds:
+            cells += f" (seed{'s' if len(ran) > 1 else ''} {', '.join(map(str, ran))} only)"
         if name != "random":
+            # Against the random subset's runs of the same seeds only: seeds differ by more than
+            # the subsets do, so a mean over other seeds would compare seeds, not subsets.
+            base = [r for r in by["random"] if r["seed"] in ran]
             gains = ", ".join(
-                f"{m} {100 * (_mean([r[m] for r in group]) - _mean([r[m] for r in by['random']])):+.1f}"
-                for m in metrics
+                f"{m} {100 * (_mean([r[m] for r in group]) - _mean([r[m] for r in base])):+.1f}" for m in metrics
             )
-            cells += f" ({gains} points against the random subset)"
+            cells += f" ({gains} points against the random subset, same seeds)"
         summary.append(f"{name}: {cells}")
     lines.append(
         f"Mean and spread over {len(seeds)} seed{'s' if len(seeds) > 1 else ''} (rare: the test images of "

@@ -102,3 +102,22 @@ def test_speed_ratio_pairs_each_seed_on_one_machine() -> None:
     # The targets line compares the same pairs, and leaves out a method with no pair.
     targets = next(line for line in table.splitlines() if line.startswith("Read off"))
     assert "at least as fast as lightly: dino; slower: none" in targets
+
+
+def test_curation_summary_compares_subsets_on_the_seeds_they_share() -> None:
+    """A curated subset run on fewer seeds than the random one is compared with the random subset's
+    runs of the same seeds only (here seed 0: 0.78 - 0.76 = +2.0 points), not with its mean over
+    all seeds (0.73, which would read +5.0), and the summary says which seeds it ran."""
+
+    def row(subset: str, seed: int, knn20: float) -> dict:
+        return {"subset": subset, "seed": seed, "knn20": knn20, "knn20_rare": knn20, "linear": knn20}
+
+    data = {
+        "machine": MACHINE,
+        "columns": ["subset", "seed", "knn20"],
+        "rows": [row("random", 0, 0.76), row("random", 1, 0.70), row("dedup + balance", 0, 0.78)],
+    }
+    text = readme.curation(data)
+    assert "random: knn20 0.730 ± 0.042" in text
+    assert "dedup + balance: knn20 0.780, knn20_rare 0.780, linear 0.780 (seed 0 only) (knn20 +2.0," in text
+    assert "+5.0" not in text
