@@ -362,6 +362,7 @@ BLOCKS: dict[str, tuple[str, Callable[[dict[str, Any]], str]]] = {
     "accumulate": ("accumulate.json", table),
     "byol_loss_scale": ("byol_loss_scale.json", table),
     "quality_variants_dino": ("quality_variants_dino.json", table),
+    "quality_variants_simsiam": ("quality_variants_simsiam.json", table),
     "plan_seer_10b": ("plan_seer_regnet_10b.json", plan_example),
     "curation": ("curation.json", curation),
     "curation_small": ("curation_small.json", curation),
