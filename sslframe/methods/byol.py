@@ -23,6 +23,11 @@ class BYOLConfig:
     name: str = "byol"
     base_momentum: float = 0.996
     predictor_hidden_dims: list[int] = field(default_factory=lambda: [4096])
+    # Multiplies the paper's loss (2 - 2 cos per view pair, summed over the two pairs). Under LARS
+    # the trust ratio cancels it for the weights it adapts, so it sets the step of what LARS
+    # excludes (biases, norms) and the balance with weight decay. lightly's BYOL example halves
+    # the mean negative cosine of the two pairs: 0.25 of this loss's gradient.
+    loss_weight: float = 1.0
 
 
 @METHODS.register("byol", schema=BYOLConfig)
@@ -43,6 +48,9 @@ class BYOL(Method):
         self.target_trunk = frozen_copy(trunk)
         self.target_head = frozen_copy(self.head)
         self.base_momentum = cfg.base_momentum
+        if not cfg.loss_weight > 0:
+            raise UserError(f"method.loss_weight must be positive (got {cfg.loss_weight})")
+        self.loss_weight = float(cfg.loss_weight)
 
     def training_step(self, crops: list[torch.Tensor], ctx: StepContext) -> StepOutput:
         if len(crops) < 2 or crops[0].shape != crops[1].shape:
@@ -52,6 +60,8 @@ class BYOL(Method):
         with torch.no_grad():
             targets = [self.target_head(self.target_trunk(view)) for view in crops[:2]]
         loss = byol_regression_loss(p[0], targets[1]) + byol_regression_loss(p[1], targets[0])
+        if self.loss_weight != 1.0:
+            loss = self.loss_weight * loss
         momentum = cosine_momentum(self.base_momentum, ctx.step, ctx.total_steps)
         return StepOutput(
             loss=loss,

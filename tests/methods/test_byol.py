@@ -10,6 +10,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from sslframe.errors import UserError
 from sslframe.methods import StepContext
 from sslframe.methods.byol import BYOL, BYOLConfig
 from sslframe.models.heads import MLPHeadConfig
@@ -65,3 +66,31 @@ def test_short_run_loss_falls_without_collapse() -> None:
     run = short_run(tiny_byol(), steps=20, lr=0.05)
     assert sum(run.losses[-3:]) / 3 < 0.7 * sum(run.losses[:3]) / 3
     assert run.embedding_std > 0.2 / run.embedding_dim**0.5
+
+
+def test_loss_weight_a_quarter_gives_the_gradient_of_half_the_mean_negative_cosine() -> None:
+    # lightly's BYOL example trains on 0.5 * (-cos(p1, t2) - cos(p2, t1)) (batch means). Its gradient
+    # is a quarter of the paper's (2 - 2 cos) summed over the pairs, so loss_weight=0.25 must match it.
+    g = torch.Generator().manual_seed(1)
+    v1, v2 = (torch.randn(8, 3, 16, 16, generator=g) for _ in range(2))
+    weighted = tiny_method(
+        BYOL,
+        BYOLConfig(predictor_hidden_dims=[32], loss_weight=0.25),
+        MLPHeadConfig(hidden_dims=[32], output_dim=16),
+    )
+    weighted.training_step([v1, v2], StepContext(0, 0, 10, 10)).loss.backward()
+    reference = tiny_byol()
+    p1, p2 = (reference.predictor(reference.head(reference.trunk(v))) for v in (v1, v2))
+    with torch.no_grad():
+        t1, t2 = (reference.target_head(reference.target_trunk(v)) for v in (v1, v2))
+    (0.5 * (-F.cosine_similarity(p1, t2).mean() - F.cosine_similarity(p2, t1).mean())).backward()
+    pairs = list(zip(weighted.named_parameters(), reference.named_parameters(), strict=True))
+    assert pairs and all(a.grad is not None for (_, a), _ in pairs if a.requires_grad)
+    for (name, a), (_, b) in pairs:
+        if a.requires_grad:
+            torch.testing.assert_close(a.grad, b.grad, msg=name)
+
+
+def test_loss_weight_must_be_positive() -> None:
+    with pytest.raises(UserError, match="method.loss_weight must be positive"):
+        tiny_method(BYOL, BYOLConfig(predictor_hidden_dims=[32], loss_weight=0.0), MLPHeadConfig(output_dim=16))
