@@ -92,5 +92,5 @@ def test_loss_weight_a_quarter_gives_the_gradient_of_half_the_mean_negative_cosi
 
 
 def test_loss_weight_must_be_positive() -> None:
-    with pytest.raises(UserError, match="method.loss_weight must be positive"):
+    with pytest.raises(UserError, match=r"method\.loss_weight must be positive"):
         tiny_method(BYOL, BYOLConfig(predictor_hidden_dims=[32], loss_weight=0.0), MLPHeadConfig(output_dim=16))
