@@ -7,6 +7,7 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 from sslframe.errors import UserError
 from sslframe.losses.masked import masked_patch_loss
@@ -54,6 +55,15 @@ class MAEDecoder(TokenPredictor):
 
     def __init__(self, encoder_dim: int, patch_pixels: int, dim: int, depth: int, num_heads: int) -> None:
         super().__init__(encoder_dim, dim, depth, num_heads, patch_pixels, out_name="pred", truncated=False)
+        # The authors' models_mae.py (initialize_weights / _init_weights) draws every linear layer of
+        # the decoder from a Xavier-uniform distribution ("following official JAX ViT"), biases 0,
+        # layer norms 1 and 0, the mask token from N(0, 0.02); lightly's MAEDecoderTIMM does the same.
+        # The shared TokenPredictor's truncated normal (std 0.02) is I-JEPA's and gives far smaller
+        # weights at these widths.
+        for module in self.modules():
+            if isinstance(module, nn.Linear):
+                nn.init.xavier_uniform_(module.weight)
+                nn.init.zeros_(module.bias)
 
     def forward(self, latent: torch.Tensor, keep: torch.Tensor, grid: tuple[int, int], prefix: int) -> torch.Tensor:
         """``latent`` ``(B, prefix + K, D_enc)`` -> pixel predictions ``(B, N, patch_pixels)``."""

@@ -335,3 +335,78 @@ def test_byol_training_step_matches_lightlys_side() -> None:
     for a, b in pairs:
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-7)
     assert any(not torch.equal(a, old) for (a, _), old in zip(pairs, before, strict=True))
+
+
+
+def test_mae_training_step_matches_lightlys_side(monkeypatch) -> None:
+    """One MAE step of the benchmark's two sides from the same encoder, decoder and mask: the loss
+    and every gradient (encoder and decoder) agree. Ours' decoder starts from the MAE authors'
+    initialisation, Xavier-uniform linear layers, as lightly's MAEDecoderTIMM does."""
+    import copy
+
+    from lightly.models import utils
+
+    from bench.quality_lightly import mae
+    from sslframe.config import compose_config
+    from sslframe.eval.interchange import export_trunk
+    from sslframe.methods import build_method
+    from sslframe.methods import mae as ours_mae
+    from sslframe.methods.base import StepContext
+
+    cfg = compose_config("train", ["config=fmnist_mae", "trunk.depth=2"])
+    torch.manual_seed(0)
+    ours = build_method(cfg).train()
+    # Xavier-uniform weights have std sqrt(2 / (fan_in + fan_out)) (Glorot and Bengio 2010, eq. 16).
+    for name, layer in ours.head.named_modules():
+        if isinstance(layer, torch.nn.Linear):
+            expected = (2 / sum(layer.weight.shape)) ** 0.5
+            assert abs(float(layer.weight.detach().std()) / expected - 1) < 0.1, name
+    theirs = mae(copy.deepcopy(ours.trunk), cfg)
+    decoder = theirs.model["decoder"]
+    renamed = {"embed": "decoder_embed", "blocks": "decoder_blocks", "norm": "decoder_norm", "pred": "decoder_pred"}
+
+    def their_name(key: str) -> str:
+        first, _, rest = key.partition(".")
+        return f"{renamed[first]}.{rest}" if first in renamed else key
+
+    state = {their_name(k): v for k, v in ours.head.state_dict().items()}
+    # Both decoders add fixed sine-cosine positions; lightly's (the MAE authors' layout) puts the
+    # column code in the first half of the channels, ours the row code: a fixed permutation of
+    # channels that iid-initialised layers cannot tell apart. Ours go in, a zero for the class token.
+    ours_positions = ours.head.positions((7, 7), torch.zeros(1))
+    assert torch.allclose(ours_positions.sort(dim=1).values, decoder.decoder_pos_embed[0, 1:].sort(dim=1).values)
+    state["decoder_pos_embed"] = torch.cat([torch.zeros(1, 1, 128), ours_positions[None]], dim=1)
+    decoder.load_state_dict(state)
+    theirs.model.train()
+
+    images = torch.randn(8, 3, 28, 28, generator=torch.Generator().manual_seed(1))
+    keep, mask = ours_mae.random_masking(8, 49, 0.75, images.device, generator=torch.Generator().manual_seed(2))
+    hidden = mask.nonzero()[:, 1].view(8, -1)
+    monkeypatch.setattr(ours_mae, "random_masking", lambda *args, **kwargs: (keep, mask))
+    # lightly's token indices count its class token first: patch i is token i + 1.
+    lightly_keep = torch.cat([torch.zeros(8, 1, dtype=torch.long), keep + 1], dim=1)
+    monkeypatch.setattr(utils, "random_token_mask", lambda *args, **kwargs: (lightly_keep, hidden + 1))
+
+    ctx = StepContext(step=10, epoch=0, steps_per_epoch=234, total_steps=936)
+    ours_loss = ours.training_step([images], ctx).loss
+    their_loss = theirs.loss([images], 10, 0, 936)
+    torch.testing.assert_close(ours_loss, their_loss)
+    ours_loss.backward()
+    their_loss.backward()
+
+    checked = 0
+    for key, param in ours.head.named_parameters():
+        torch.testing.assert_close(param.grad, decoder.get_parameter(their_name(key)).grad, rtol=1e-4, atol=1e-7)
+        checked += 1
+    # The encoder's gradients, carried to timm's names by the same export that maps its weights.
+    as_grads = copy.deepcopy(ours.trunk)
+    with torch.no_grad():
+        for (_, p), (_, src) in zip(as_grads.named_parameters(), ours.trunk.named_parameters(), strict=True):
+            p.copy_(src.grad if src.grad is not None else torch.zeros_like(p))
+    ours_grads = export_trunk(as_grads, "timm")
+    for key, param in theirs.model["backbone"].vit.named_parameters():
+        if param.requires_grad:
+            assert param.grad is not None and float(param.grad.abs().sum()) > 0, key
+            torch.testing.assert_close(ours_grads[key], param.grad, rtol=1e-4, atol=1e-7, msg=key)
+            checked += 1
+    assert checked > 30
