@@ -337,7 +337,6 @@ def test_byol_training_step_matches_lightlys_side() -> None:
     assert any(not torch.equal(a, old) for (a, _), old in zip(pairs, before, strict=True))
 
 
-
 def test_mae_training_step_matches_lightlys_side(monkeypatch) -> None:
     """One MAE step of the benchmark's two sides from the same encoder, decoder and mask: the loss
     and every gradient (encoder and decoder) agree. Ours' decoder starts from the MAE authors'
