@@ -264,7 +264,17 @@ def _vit_positions(trunk: VisionTransformer, state: dict[str, torch.Tensor], rep
         fixed = trunk.position_embeddings(trunk.grid, trunk.grid).detach()
         tokens = pos[:, -fixed.shape[1] :] if pos.shape[1] >= fixed.shape[1] else pos
         if tokens.shape != fixed.shape or not torch.allclose(tokens, fixed, atol=1e-5):
-            report.unexpected.append("pos_embed (learned positions; set trunk.pos_embed=learned)")
+            half = fixed.shape[-1] // 2
+            # The MAE and I-JEPA authors' get_2d_sincos_pos_embed puts the column code in the first
+            # half of the channels, ours the row code: the same positions, transposed for the network.
+            authors = torch.cat([fixed[..., half:], fixed[..., :half]], dim=-1)
+            if tokens.shape == fixed.shape and torch.allclose(tokens, authors, atol=1e-5):
+                report.unexpected.append(
+                    "pos_embed (sine-cosine positions with the column code first, the MAE / I-JEPA authors' "
+                    "channel order; ours puts the row code first: set trunk.pos_embed=learned to load them as they are)"
+                )
+            else:
+                report.unexpected.append("pos_embed (learned positions; set trunk.pos_embed=learned)")
         return
     extra = pos.shape[1] - trunk.pos_embed.shape[1]
     if extra == 1 and "cls_token" in state:

@@ -276,3 +276,38 @@ def test_vit_imports_dino_layout_with_a_class_position(images) -> None:
     torch.testing.assert_close(_features(ours, images), _features(tm, images), rtol=0, atol=1e-5)
     _, into_fixed = import_state(_tiny_vit("sincos"), {"teacher": teacher}, "dino")
     assert into_fixed.unexpected == ["pos_embed (learned positions; set trunk.pos_embed=learned)"]
+
+
+def _authors_sincos(dim: int, grid: int) -> torch.Tensor:
+    """The MAE / I-JEPA authors' fixed positions, computed here from their description
+    (models_mae.py, util/pos_embed.py): a meshgrid of (column, row) coordinates, the first half of
+    the channels from the first grid (columns), each half [sin, cos] of position * 1 / 10000^(2i/d)."""
+    import numpy as np
+
+    def one_axis(d: int, pos: np.ndarray) -> np.ndarray:
+        omega = 1.0 / 10000 ** (np.arange(d // 2, dtype=np.float64) / (d / 2.0))
+        out = np.einsum("m,d->md", pos.reshape(-1), omega)
+        return np.concatenate([np.sin(out), np.cos(out)], axis=1)
+
+    coords = np.meshgrid(np.arange(grid, dtype=np.float64), np.arange(grid, dtype=np.float64))  # (w, h)
+    emb = np.concatenate([one_axis(dim // 2, coords[0]), one_axis(dim // 2, coords[1])], axis=1)
+    return torch.from_numpy(emb).float()[None]
+
+
+def test_vit_names_the_authors_sincos_layout_and_loads_it_as_learned(images) -> None:
+    tm = _timm_vit(no_embed_class=True)
+    with torch.no_grad():
+        tm.pos_embed.copy_(_authors_sincos(32, 4))
+    state = tm.state_dict()
+    ours_fixed = _tiny_vit("sincos")
+    # The same values in another channel order: not ours, so loading them as ours would transpose
+    # every position the network was trained with.
+    assert not torch.allclose(state["pos_embed"], ours_fixed.position_embeddings(4, 4), atol=1e-3)
+    _, into_fixed = import_state(ours_fixed, state, "timm")
+    assert len(into_fixed.unexpected) == 1 and "column code first" in into_fixed.unexpected[0]
+    assert "trunk.pos_embed=learned" in into_fixed.unexpected[0]
+    learned = _tiny_vit("learned")
+    loaded, report = import_state(learned, state, "timm")
+    assert report.ok
+    learned.load_state_dict(loaded)
+    torch.testing.assert_close(_features(learned, images), _features(tm.eval(), images), rtol=0, atol=1e-5)
