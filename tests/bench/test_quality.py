@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -243,36 +244,39 @@ def test_dino_training_step_matches_lightlys_side(monkeypatch, epoch: int) -> No
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
 
 
-def test_simsiam_training_step_matches_lightlys_side() -> None:
-    """One SimSiam step of the benchmark's two sides from the same weights and views: the loss,
-    every gradient (trunk, projector, predictor) and the SGD update agree. The sides' networks,
-    loss and optimizer are the same computation, so what is left between their results is the
-    views (ours whole-batch, ``transform.backend=batch``; lightly's per image with PIL) and the
-    random streams."""
+def _predictor_pair(config: str, peer: str) -> tuple[Any, Any, Any]:
+    """The recipe ``config``, ours built from it, and lightly's side (``bench.quality_lightly.<peer>``)
+    from the same weights: the trunk copied, projection and prediction heads loaded (lightly's
+    heads are the same layers in the same order, which the loads check)."""
     import copy
 
-    from bench.quality_lightly import _optimizer, simsiam
+    from bench import quality_lightly
     from sslframe.config import compose_config
     from sslframe.methods import build_method
+
+    cfg = compose_config("train", [f"config={config}"])
+    torch.manual_seed(0)
+    ours = build_method(cfg).train()
+    theirs = getattr(quality_lightly, peer)(copy.deepcopy(ours.trunk), cfg)
+    theirs.model["projection_head"].load_state_dict(ours.head.state_dict())
+    theirs.model["prediction_head"].load_state_dict(ours.predictor.state_dict())
+    return cfg, ours, theirs
+
+
+def _step_agrees(cfg: Any, ours: Any, theirs: Any, lr: float, loss_offset: float) -> float:
+    """One step of both sides on the same views: ours' loss is lightly's plus ``loss_offset``; every
+    gradient (trunk, projector, predictor) and the optimizer's update agree. Returns ours' loss."""
+    from bench.quality_lightly import _optimizer
     from sslframe.methods.base import StepContext
     from sslframe.optim.build import build_optimizer
 
-    cfg = compose_config("train", ["config=fmnist_simsiam"])
-    torch.manual_seed(0)
-    ours = build_method(cfg).train()
-    theirs = simsiam(copy.deepcopy(ours.trunk), cfg)
-    # Same weights: lightly's heads are the same layers in the same order (checked by the loads).
-    theirs.model["projection_head"].load_state_dict(ours.head.state_dict())
-    theirs.model["prediction_head"].load_state_dict(ours.predictor.state_dict())
     theirs.model.train()
-
     g = torch.Generator().manual_seed(1)
     views = [torch.randn(32, 3, 28, 28, generator=g) for _ in range(2)]
     ctx = StepContext(step=10, epoch=0, steps_per_epoch=234, total_steps=936)
     ours_loss = ours.training_step(views, ctx).loss
     their_loss = theirs.loss(views, 10, 0, 936)
-    torch.testing.assert_close(ours_loss, their_loss)
-    assert -1.0 < float(ours_loss.detach()) < 1.0  # a negative cosine, averaged over the two pairs
+    torch.testing.assert_close(ours_loss, their_loss + loss_offset)
     ours_loss.backward()
     their_loss.backward()
 
@@ -283,11 +287,23 @@ def test_simsiam_training_step_matches_lightlys_side() -> None:
     for a, b in pairs:
         torch.testing.assert_close(a.grad, b.grad, rtol=1e-3, atol=1e-6)
     before = [a.detach().clone() for a, _ in pairs]
-    build_optimizer(ours, cfg.optim, 0.06).step()
-    _optimizer([theirs.model], cfg, 0.06).step()
+    build_optimizer(ours, cfg.optim, lr).step()
+    _optimizer([theirs.model], cfg, lr).step()
     for a, b in pairs:
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-7)
     assert any(not torch.equal(a, old) for (a, _), old in zip(pairs, before, strict=True))
+    return float(ours_loss.detach())
+
+
+def test_simsiam_training_step_matches_lightlys_side() -> None:
+    """One SimSiam step of the benchmark's two sides from the same weights and views: the loss,
+    every gradient (trunk, projector, predictor) and the SGD update agree. The sides' networks,
+    loss and optimizer are the same computation, so what is left between their results is the
+    views (ours whole-batch, ``transform.backend=batch``; lightly's per image with PIL) and the
+    random streams."""
+    cfg, ours, theirs = _predictor_pair("fmnist_simsiam", "simsiam")
+    loss = _step_agrees(cfg, ours, theirs, lr=0.06, loss_offset=0.0)
+    assert -1.0 < loss < 1.0  # a negative cosine, averaged over the two pairs
 
 
 def test_byol_training_step_matches_lightlys_side() -> None:
@@ -295,46 +311,11 @@ def test_byol_training_step_matches_lightlys_side() -> None:
     ``method.loss_weight`` (0.25) puts ours at the scale of lightly's example, half the mean
     negative cosine of the two view pairs: the losses differ by the constant 1 (ours is 0.25 times
     the paper's 2 - 2 cos summed over the pairs), every gradient and the LARS update agree."""
-    import copy
-
-    from bench.quality_lightly import _optimizer, byol
-    from sslframe.config import compose_config
-    from sslframe.methods import build_method
-    from sslframe.methods.base import StepContext
-    from sslframe.optim.build import build_optimizer
-
-    cfg = compose_config("train", ["config=fmnist_byol"])
+    cfg, ours, theirs = _predictor_pair("fmnist_byol", "byol")
     assert cfg.method.loss_weight == 0.25
-    torch.manual_seed(0)
-    ours = build_method(cfg).train()
-    theirs = byol(copy.deepcopy(ours.trunk), cfg)
-    theirs.model["projection_head"].load_state_dict(ours.head.state_dict())
-    theirs.model["prediction_head"].load_state_dict(ours.predictor.state_dict())
     theirs.model["bm"].load_state_dict(ours.target_trunk.state_dict())
     theirs.model["pm"].load_state_dict(ours.target_head.state_dict())
-    theirs.model.train()
-
-    g = torch.Generator().manual_seed(1)
-    views = [torch.randn(32, 3, 28, 28, generator=g) for _ in range(2)]
-    ctx = StepContext(step=10, epoch=0, steps_per_epoch=234, total_steps=936)
-    ours_loss = ours.training_step(views, ctx).loss
-    their_loss = theirs.loss(views, 10, 0, 936)
-    torch.testing.assert_close(ours_loss, their_loss + 1)
-    ours_loss.backward()
-    their_loss.backward()
-
-    pairs = list(zip(ours.trunk.parameters(), theirs.model["backbone"].parameters(), strict=True))
-    pairs += list(zip(ours.head.parameters(), theirs.model["projection_head"].parameters(), strict=True))
-    pairs += list(zip(ours.predictor.parameters(), theirs.model["prediction_head"].parameters(), strict=True))
-    assert all(a.grad is not None and float(a.grad.abs().sum()) > 0 for a, _ in pairs)
-    for a, b in pairs:
-        torch.testing.assert_close(a.grad, b.grad, rtol=1e-3, atol=1e-6)
-    before = [a.detach().clone() for a, _ in pairs]
-    build_optimizer(ours, cfg.optim, 1.0).step()
-    _optimizer([theirs.model], cfg, 1.0).step()
-    for a, b in pairs:
-        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-7)
-    assert any(not torch.equal(a, old) for (a, _), old in zip(pairs, before, strict=True))
+    _step_agrees(cfg, ours, theirs, lr=1.0, loss_offset=1.0)
 
 
 def test_mae_training_step_matches_lightlys_side(monkeypatch) -> None:
