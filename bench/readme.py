@@ -371,7 +371,7 @@ BLOCKS: dict[str, tuple[str, Callable[[dict[str, Any]], str]]] = {
     "scaling": ("scaling.json", table),
     "strategies": ("strategies.json", table),
     "accumulate": ("accumulate.json", table),
-    "byol_loss_scale": ("byol_loss_scale.json", table),
+    "quality_variants_byol": ("quality_variants_byol.json", table),
     "quality_variants_dino": ("quality_variants_dino.json", table),
     "quality_variants_simsiam": ("quality_variants_simsiam.json", table),
     "plan_seer_10b": ("plan_seer_regnet_10b.json", plan_example),
