@@ -53,7 +53,8 @@ def markdown_table(rows: list[dict[str, Any]], columns: list[str] | None = None)
     lines = ["| " + " | ".join(keys) + " |", "|" + "---|" * len(keys)]
     for row in rows:
         cells = [row.get(k, "") for k in keys]
-        lines.append("| " + " | ".join(f"{c:.3g}" if isinstance(c, float) else str(c) for c in cells) + " |")
+        text = (f"{c:.3g}" if isinstance(c, float) else "—" if c is None else str(c) for c in cells)
+        lines.append("| " + " | ".join(text) + " |")
     return "\n".join(lines)
 
 

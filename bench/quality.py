@@ -413,12 +413,15 @@ def run_row(
     method: str, side: str, seed: int, setting: Setting, extra: Sequence[str] = (), tag: str = ""
 ) -> dict[str, Any]:
     """Pretrain and evaluate one row; ``extra``: overrides on top of the recipe (bench/quality_variants.py),
-    whose run directory gets ``tag``."""
+    whose run directory gets ``tag``. Side ``random init``: the recipe's trunk evaluated untrained (for a
+    variant that changes the trunk, its own baseline)."""
     name = f"{method}_{side}_seed{seed}" + (f"_{tag}" if tag else "")
     run_dir = setting.work_dir / "runs" / ("quality-quick" if setting.quick else "quality") / name
     cfg = experiment(method, seed, setting, run_dir, extra)
     torch.manual_seed(seed)
-    if side == "ours":
+    if side == "random init":
+        trunk, stats = random_init_trunk(cfg), {"final_loss": None, "images_per_s": None, "curve": []}
+    elif side == "ours":
         trunk, stats = run_ours(cfg)
     else:
         trunk, stats = run_lightly(method, cfg)

@@ -2,7 +2,7 @@
 
     python bench/quality_variants.py --method dino --seeds 0,1 \\
         --variant "teacher temperature 0.04 throughout=method.teacher_temperature=0.04" \\
-        [--sides ours,lightly] [--results quality_variants_dino] [--quick]
+        [--sides ours,lightly,"random init"] [--results quality_variants_dino] [--quick]
 
 Each ``--variant "NAME=KEY=VALUE[;KEY=VALUE...]"`` is a set of config overrides applied on top of
 ``configs/config/fmnist_<method>.yaml``, for both sides where both are asked for (lightly's side
@@ -60,7 +60,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--method", required=True, choices=quality.METHODS)
     parser.add_argument("--variant", action="append", required=True, help="NAME=KEY=VALUE[;KEY=VALUE...]")
     parser.add_argument("--seeds", default="0")
-    parser.add_argument("--sides", default="ours")
+    parser.add_argument("--sides", default="ours", help="ours, lightly, 'random init' (the variant's trunk untrained)")
     parser.add_argument("--budget", type=int, default=quality.DEFAULT_BUDGET)
     parser.add_argument("--results", default=None, help="name under bench/results (default quality_variants_<method>)")
     parser.add_argument("--quick", action="store_true", help="smoke run: a few steps on a small subset")
@@ -70,7 +70,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
     variants = [parse_variant(v) for v in args.variant]
     seeds = [int(s) for s in quality.parse_list(args.seeds, None, "seed")]
-    sides = quality.parse_list(args.sides, ("ours", "lightly"), "side")
+    sides = quality.parse_list(args.sides, ("ours", "lightly", "random init"), "side")
     if "lightly" in sides and args.method not in quality.lightly_methods():
         raise SystemExit(f"lightly has no {args.method}")
     name = args.results or f"quality_variants_{args.method}"
@@ -103,7 +103,7 @@ def main(argv: list[str] | None = None) -> int:
     )
 
     def save() -> None:
-        ordered = recipe_rows(args.method, seeds, ["ours", "lightly"], setting.budget) + sorted(
+        ordered = recipe_rows(args.method, seeds, ["ours", "lightly", *sides], setting.budget) + sorted(
             rows, key=lambda r: (r["variant"], r["side"], r["seed"])
         )
         write_results(name, ordered, notes, columns=COLUMNS)

@@ -39,3 +39,29 @@ def test_a_variant_trains_with_its_overrides_and_resumes(tmp_path: Path, monkeyp
 def test_a_malformed_variant_is_refused(text: str) -> None:
     with pytest.raises(SystemExit, match="expected NAME=KEY=VALUE"):
         quality_variants.main(["--method", "dino", "--variant", text])
+
+
+def test_a_trunk_variant_gets_its_own_random_init_baseline(tmp_path: Path, monkeypatch) -> None:
+    """Side 'random init' evaluates the variant's trunk untrained: no pretraining, no loss or speed."""
+    from bench import quality
+
+    monkeypatch.setattr(common, "RESULTS", tmp_path / "results")
+    monkeypatch.setattr(quality_variants, "RESULTS", tmp_path / "results")
+    widths = []
+    built = quality.random_init_trunk
+
+    def recording(cfg):
+        widths.append(cfg.trunk.width_multiplier)
+        return built(cfg)
+
+    monkeypatch.setattr(quality, "random_init_trunk", recording)
+    idx = fake_fashion_mnist(tmp_path / "idx")
+    args = ["--method", "simclr", "--quick", "--idx-dir", str(idx), "--work-dir", str(tmp_path)]
+    assert quality_variants.main([*args, "--sides", "random init", "--variant", "wide=trunk.width_multiplier=0.5"]) == 0
+
+    (row,) = json.loads((tmp_path / "results" / "quick" / "quality_variants_simclr.json").read_text())["rows"]
+    assert row["side"] == "random init" and row["variant"] == "wide" and widths == [0.5]
+    assert row["final_loss"] is None and row["images_per_s"] is None and 0.0 <= row["knn20"] <= 1.0
+    assert not (tmp_path / "runs" / "quality-quick").exists()  # nothing was pretrained
+    assert "| wide | random init | 0 |" in (tmp_path / "results" / "quick" / "quality_variants_simclr.md").read_text()
+    assert "| — |" in (tmp_path / "results" / "quick" / "quality_variants_simclr.md").read_text()
