@@ -93,16 +93,19 @@ def main(argv: list[str] | None = None) -> int:
     previous = quality.load_results(setting.out)["rows"] if setting.out.is_file() else []
     rows = [r for r in previous if r["variant"] != RECIPE]
     commit = quality.git_commit()
-    notes = (
-        f"{args.method} on the quality benchmark's protocol (configs/config/fmnist_{args.method}.yaml, "
-        f"{setting.budget} epochs of Fashion-MNIST's 60k training images; kNN and linear probe on the 10k test "
-        f"images), each variant a set of overrides of that recipe: "
-        + "; ".join(f"{n}: {', '.join(o)}" for n, o in variants)
-        + f". '{RECIPE}': the recipe's own rows from bench/results/quality.json. final_loss: the mean of the last "
-        "20 steps."
-    )
 
     def save() -> None:
+        # Every variant in the file, this run's and earlier sittings' (each row keeps its overrides).
+        described = {r["variant"]: r["overrides"] for r in rows} | dict(variants)
+        notes = (
+            f"{args.method} on the quality benchmark's protocol (configs/config/fmnist_{args.method}.yaml, "
+            f"{setting.budget} epochs of Fashion-MNIST's 60k training images; kNN and linear probe on the 10k test "
+            f"images), each variant a set of overrides of that recipe: "
+            + "; ".join(f"{n}: {', '.join(o)}" for n, o in sorted(described.items()))
+            + f". '{RECIPE}': the recipe's own rows from bench/results/quality.json. final_loss: the mean of the "
+            "last 20 steps; 'random init': the variant's trunk untrained. Each row's commit and date are in the "
+            "JSON."
+        )
         ordered = recipe_rows(args.method, seeds, ["ours", "lightly", *sides], setting.budget) + sorted(
             rows, key=lambda r: (r["variant"], r["side"], r["seed"])
         )

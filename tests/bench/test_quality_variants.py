@@ -65,3 +65,12 @@ def test_a_trunk_variant_gets_its_own_random_init_baseline(tmp_path: Path, monke
     assert not (tmp_path / "runs" / "quality-quick").exists()  # nothing was pretrained
     assert "| wide | random init | 0 |" in (tmp_path / "results" / "quick" / "quality_variants_simclr.md").read_text()
     assert "| — |" in (tmp_path / "results" / "quick" / "quality_variants_simclr.md").read_text()
+
+    # A later sitting with another variant: the notes still describe the first one.
+    assert (
+        quality_variants.main([*args, "--sides", "random init", "--variant", "narrow=trunk.width_multiplier=0.125"])
+        == 0
+    )
+    results = json.loads((tmp_path / "results" / "quick" / "quality_variants_simclr.json").read_text())
+    assert [r["variant"] for r in results["rows"]] == ["narrow", "wide"] and widths == [0.5, 0.125]
+    assert "narrow: trunk.width_multiplier=0.125; wide: trunk.width_multiplier=0.5" in results["notes"]
