@@ -11,7 +11,8 @@ reads the same recipe). Every variant and seed is pretrained and evaluated exact
 seeds are copied from ``bench/results/quality.json`` beside them, lightly's as well as ours (the
 reference a variant of ours is run to approach). Results go to
 ``bench/results/<results>.json`` and ``.md``; a variant and seed already there is not run again, so
-a study can be completed over several sittings.
+a study can be completed over several sittings. ``--render`` runs nothing and rewrites the results from
+their rows (after the recipe's own rows in quality.json changed).
 """
 
 from __future__ import annotations
@@ -58,7 +59,12 @@ def recipe_rows(method: str, seeds: list[int], sides: list[str], budget: int) ->
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--method", required=True, choices=quality.METHODS)
-    parser.add_argument("--variant", action="append", required=True, help="NAME=KEY=VALUE[;KEY=VALUE...]")
+    parser.add_argument("--variant", action="append", default=[], help="NAME=KEY=VALUE[;KEY=VALUE...]")
+    parser.add_argument(
+        "--render",
+        action="store_true",
+        help="run nothing: rewrite the results' JSON and table from their rows and quality.json's recipe rows",
+    )
     parser.add_argument("--seeds", default="0")
     parser.add_argument("--sides", default="ours", help="ours, lightly, 'random init' (the variant's trunk untrained)")
     parser.add_argument("--budget", type=int, default=quality.DEFAULT_BUDGET)
@@ -69,6 +75,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
     variants = [parse_variant(v) for v in args.variant]
+    if not variants and not args.render:
+        raise SystemExit("give at least one --variant (or --render to rewrite the results without running)")
     seeds = [int(s) for s in quality.parse_list(args.seeds, None, "seed")]
     sides = quality.parse_list(args.sides, ("ours", "lightly", "random init"), "side")
     if "lightly" in sides and args.method not in quality.lightly_methods():
@@ -76,21 +84,10 @@ def main(argv: list[str] | None = None) -> int:
     name = args.results or f"quality_variants_{args.method}"
     if args.quick:
         name = f"quick/{name}"
-    limit = quality.QUICK_IMAGES if args.quick else 0
-    idx = args.idx_dir or fashion_mnist.find_idx_dir()
-    data_dir = args.work_dir / "data" / ("fashion_mnist_quick" if args.quick else "fashion_mnist")
-    fashion_mnist.prepare(data_dir, idx, limit=limit)
-    setting = quality.Setting(
-        budget=1 if args.quick else args.budget,
-        quick=args.quick,
-        work_dir=args.work_dir,
-        data_dir=data_dir,
-        train=quality.load_split(idx, "train", limit),
-        test=quality.load_split(idx, "test", limit),
-        out=RESULTS / f"{name}.json",
-    )
-    setting.out.parent.mkdir(parents=True, exist_ok=True)
-    previous = quality.load_results(setting.out)["rows"] if setting.out.is_file() else []
+    budget = 1 if args.quick else args.budget
+    out = RESULTS / f"{name}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    previous = quality.load_results(out)["rows"] if out.is_file() else []
     rows = [r for r in previous if r["variant"] != RECIPE]
     commit = quality.git_commit()
 
@@ -99,18 +96,37 @@ def main(argv: list[str] | None = None) -> int:
         described = {r["variant"]: r["overrides"] for r in rows} | dict(variants)
         notes = (
             f"{args.method} on the quality benchmark's protocol (configs/config/fmnist_{args.method}.yaml, "
-            f"{setting.budget} epochs of Fashion-MNIST's 60k training images; kNN and linear probe on the 10k test "
+            f"{budget} epochs of Fashion-MNIST's 60k training images; kNN and linear probe on the 10k test "
             f"images), each variant a set of overrides of that recipe: "
             + "; ".join(f"{n}: {', '.join(o)}" for n, o in sorted(described.items()))
             + f". '{RECIPE}': the recipe's own rows from bench/results/quality.json. final_loss: the mean of the "
             "last 20 steps; 'random init': the variant's trunk untrained. Each row's commit and date are in the "
             "JSON."
         )
-        ordered = recipe_rows(args.method, seeds, ["ours", "lightly", *sides], setting.budget) + sorted(
+        # The recipe's rows for every seed in the file, not only this sitting's.
+        shown = sorted(set(seeds) | {r["seed"] for r in rows})
+        ordered = recipe_rows(args.method, shown, ["ours", "lightly", *sides], budget) + sorted(
             rows, key=lambda r: (r["variant"], r["side"], r["seed"])
         )
         write_results(name, ordered, notes, columns=COLUMNS)
 
+    if args.render:
+        save()
+        print(out.with_suffix(".md").read_text())
+        return 0
+    limit = quality.QUICK_IMAGES if args.quick else 0
+    idx = args.idx_dir or fashion_mnist.find_idx_dir()
+    data_dir = args.work_dir / "data" / ("fashion_mnist_quick" if args.quick else "fashion_mnist")
+    fashion_mnist.prepare(data_dir, idx, limit=limit)
+    setting = quality.Setting(
+        budget=budget,
+        quick=args.quick,
+        work_dir=args.work_dir,
+        data_dir=data_dir,
+        train=quality.load_split(idx, "train", limit),
+        test=quality.load_split(idx, "test", limit),
+        out=out,
+    )
     for variant, overrides in variants:
         tag = "".join(c if c.isalnum() else "_" for c in variant)[:40]
         for seed in seeds:
@@ -134,7 +150,7 @@ def main(argv: list[str] | None = None) -> int:
                 )
                 save()
     save()
-    print(setting.out.with_suffix(".md").read_text())
+    print(out.with_suffix(".md").read_text())
     return 0
 
 

@@ -74,3 +74,40 @@ def test_a_trunk_variant_gets_its_own_random_init_baseline(tmp_path: Path, monke
     results = json.loads((tmp_path / "results" / "quick" / "quality_variants_simclr.json").read_text())
     assert [r["variant"] for r in results["rows"]] == ["narrow", "wide"] and widths == [0.5, 0.125]
     assert "narrow: trunk.width_multiplier=0.125; wide: trunk.width_multiplier=0.5" in results["notes"]
+
+
+def test_render_rewrites_the_table_with_the_recipe_rows_of_every_seed_in_the_file(tmp_path: Path, monkeypatch) -> None:
+    """--render runs nothing; the recipe's rows are those of quality.json for each seed the variants ran,
+    whichever sitting ran them (a later sitting with one seed keeps the others' recipe rows)."""
+    results = tmp_path / "results"
+    monkeypatch.setattr(common, "RESULTS", results)
+    monkeypatch.setattr(quality_variants, "RESULTS", results)
+    results.mkdir()
+    metrics = {"knn20": 0.8, "knn200": 0.75, "linear": 0.79, "final_loss": 6.1}
+    recipe = [
+        {"method": "dino", "side": side, "seed": seed, "budget": 4, **metrics, "commit": "abc"}
+        for seed in (0, 1, 2)
+        for side in ("ours", "lightly")
+    ]
+    (results / "quality.json").write_text(json.dumps({"rows": recipe}))
+    variant = [
+        {"variant": "warm", "overrides": ["method.teacher_temperature=0.05"], "side": "ours", "seed": s, **metrics}
+        for s in (0, 1)
+    ]
+    (results / "quality_variants_dino.json").write_text(json.dumps({"rows": variant}))
+
+    def no_runs(*_args, **_kwargs):
+        raise AssertionError("--render pretrained a row")
+
+    monkeypatch.setattr(quality_variants.quality, "run_row", no_runs)
+    assert quality_variants.main(["--method", "dino", "--render", "--seeds", "1"]) == 0
+    rows = json.loads((results / "quality_variants_dino.json").read_text())["rows"]
+    copied = [(r["side"], r["seed"]) for r in rows if r["variant"] == quality_variants.RECIPE]
+    assert sorted(copied) == [("lightly", 0), ("lightly", 1), ("ours", 0), ("ours", 1)]  # not seed 2
+    assert [r["seed"] for r in rows if r["variant"] == "warm"] == [0, 1]
+    assert "warm: method.teacher_temperature=0.05" in (results / "quality_variants_dino.md").read_text()
+
+
+def test_nothing_to_run_is_refused() -> None:
+    with pytest.raises(SystemExit, match="at least one --variant"):
+        quality_variants.main(["--method", "dino"])
