@@ -76,12 +76,21 @@ def provenance() -> dict[str, str]:
 
 
 def write_results(
-    name: str, rows: list[dict[str, Any]], notes: str, columns: list[str] | None = None, extra: Any = None
+    name: str,
+    rows: list[dict[str, Any]],
+    notes: str,
+    columns: list[str] | None = None,
+    extra: Any = None,
+    measured: dict[str, Any] | None = None,
 ) -> Path:
     """``bench/results/<name>.json`` (every field, the machine, command, commit and date) and
-    ``<name>.md`` (``columns`` of each row)."""
+    ``<name>.md`` (``columns`` of each row). ``measured``: the machine and provenance to keep, for
+    results rewritten without measuring anything (otherwise this process's)."""
     RESULTS.mkdir(parents=True, exist_ok=True)
-    payload = {"machine": machine(), **provenance(), "rows": rows, "notes": notes, "columns": columns or list(rows[0])}
+    where = {"machine": machine(), **provenance()}
+    if measured is not None:
+        where = {k: measured[k] for k in ("machine", "command", "commit", "date") if k in measured} or where
+    payload = {**where, "rows": rows, "notes": notes, "columns": columns or list(rows[0])}
     if extra is not None:
         payload["extra"] = extra
     (RESULTS / f"{name}.json").write_text(json.dumps(payload, indent=1))

@@ -87,8 +87,8 @@ def main(argv: list[str] | None = None) -> int:
     budget = 1 if args.quick else args.budget
     out = RESULTS / f"{name}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
-    previous = quality.load_results(out)["rows"] if out.is_file() else []
-    rows = [r for r in previous if r["variant"] != RECIPE]
+    stored = quality.load_results(out)
+    rows = [r for r in stored["rows"] if r["variant"] != RECIPE]
     commit = quality.git_commit()
 
     def save() -> None:
@@ -108,7 +108,8 @@ def main(argv: list[str] | None = None) -> int:
         ordered = recipe_rows(args.method, shown, ["ours", "lightly", *sides], budget) + sorted(
             rows, key=lambda r: (r["variant"], r["side"], r["seed"])
         )
-        write_results(name, ordered, notes, columns=COLUMNS)
+        # A rewrite (--render) keeps the machine and command of the sitting that last measured.
+        write_results(name, ordered, notes, columns=COLUMNS, measured=stored if args.render else None)
 
     if args.render:
         save()

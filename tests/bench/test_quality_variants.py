@@ -94,14 +94,17 @@ def test_render_rewrites_the_table_with_the_recipe_rows_of_every_seed_in_the_fil
         {"variant": "warm", "overrides": ["method.teacher_temperature=0.05"], "side": "ours", "seed": s, **metrics}
         for s in (0, 1)
     ]
-    (results / "quality_variants_dino.json").write_text(json.dumps({"rows": variant}))
+    sitting = {"command": "python bench/quality_variants.py --variant warm=...", "commit": "def", "machine": {"m": 1}}
+    (results / "quality_variants_dino.json").write_text(json.dumps({"rows": variant, **sitting}))
 
     def no_runs(*_args, **_kwargs):
         raise AssertionError("--render pretrained a row")
 
     monkeypatch.setattr(quality_variants.quality, "run_row", no_runs)
     assert quality_variants.main(["--method", "dino", "--render", "--seeds", "1"]) == 0
-    rows = json.loads((results / "quality_variants_dino.json").read_text())["rows"]
+    rewritten = json.loads((results / "quality_variants_dino.json").read_text())
+    assert {k: rewritten[k] for k in sitting} == sitting  # where the rows were measured, not the rewrite
+    rows = rewritten["rows"]
     copied = [(r["side"], r["seed"]) for r in rows if r["variant"] == quality_variants.RECIPE]
     assert sorted(copied) == [("lightly", 0), ("lightly", 1), ("ours", 0), ("ours", 1)]  # not seed 2
     assert [r["seed"] for r in rows if r["variant"] == "warm"] == [0, 1]
