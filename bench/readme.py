@@ -374,6 +374,7 @@ BLOCKS: dict[str, tuple[str, Callable[[dict[str, Any]], str]]] = {
     "quality_variants_byol": ("quality_variants_byol.json", table),
     "quality_variants_dino": ("quality_variants_dino.json", table),
     "quality_variants_simsiam": ("quality_variants_simsiam.json", table),
+    "quality_variants_simclr": ("quality_variants_simclr.json", table),
     "plan_seer_10b": ("plan_seer_regnet_10b.json", plan_example),
     "curation": ("curation.json", curation),
     "curation_small": ("curation_small.json", curation),
