@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -13,8 +13,9 @@ from sslframe.losses.dino import dino_loss, teacher_temperature, updated_center
 from sslframe.methods.base import METHODS, Method, StepContext, StepOutput, update_unless_skipped_
 from sslframe.models.ema import cosine_momentum, ema_update_, frozen_copy
 from sslframe.models.heads import DINOHead
-from sslframe.models.multicrop import multicrop_forward
+from sslframe.models.multicrop import group_by_resolution, multicrop_forward
 from sslframe.models.trunks import Trunk
+from sslframe.registry import Choices
 
 # The teacher sees the two global crops only (sec. 3.1, multi-crop).
 TEACHER_CROPS = 2
@@ -39,6 +40,13 @@ class DINOConfig:
     center_momentum: float = 0.9
     # The last layer receives no update during these first epochs.
     freeze_last_layer_epochs: int = 1
+    # What one call of the head sees, which sets its batch-norm statistics (head.batch_norm):
+    # "all" crops at once (the authors' multi-crop wrapper), "resolution" (the crops of one size
+    # together, as the trunk), or each "crop" on its own (lightly's DINO example). Without batch
+    # norm in the head the three compute the same thing.
+    head_batches: str = "all"
+
+    choices: ClassVar[Choices] = {"head_batches": ("all", "resolution", "crop")}
 
 
 @METHODS.register("dino", schema=DINOConfig)
@@ -77,9 +85,10 @@ class DINO(Method):
             raise UserError("DINO needs two global crops per image (transform.global_crops=2)")
         batch = crops[0].shape[0]
         features = multicrop_forward(self.trunk, crops)
-        student = self.head(features)
+        student = self._heads(self.head, features, crops)
         with torch.no_grad():
-            teacher = self.teacher_head(multicrop_forward(self.teacher_trunk, crops[:TEACHER_CROPS]))
+            globals_ = crops[:TEACHER_CROPS]
+            teacher = self._heads(self.teacher_head, multicrop_forward(self.teacher_trunk, globals_), globals_)
         temperature = self.teacher_temperature(ctx.epoch)
         loss = dino_loss(student, teacher, self.center, self.cfg.student_temperature, temperature, TEACHER_CROPS)
         self._next_center = updated_center(self.center, teacher, self.cfg.center_momentum, self.group)
@@ -88,6 +97,17 @@ class DINO(Method):
             logs={"teacher_temperature": temperature},
             embeddings=F.normalize(features[:batch].detach().float(), dim=1),
         )
+
+    def _heads(self, head: DINOHead, features: torch.Tensor, crops: list[torch.Tensor]) -> torch.Tensor:
+        """``head`` on the features of ``crops`` (rows in crop order), in the calls that
+        ``head_batches`` asks for; the outputs keep the crop order."""
+        mode = self.cfg.head_batches
+        if mode == "all":
+            return head(features)
+        per_crop = features.split(crops[0].shape[0])
+        if mode == "crop":
+            return torch.cat([head(f) for f in per_crop])
+        return torch.cat([head(torch.cat([per_crop[i] for i in group])) for group in group_by_resolution(crops)])
 
     def before_optimizer_step(self, ctx: StepContext) -> None:
         if ctx.epoch < self.cfg.freeze_last_layer_epochs:
