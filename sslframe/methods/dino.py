@@ -13,7 +13,7 @@ from sslframe.losses.dino import dino_loss, teacher_temperature, updated_center
 from sslframe.methods.base import METHODS, Method, StepContext, StepOutput, update_unless_skipped_
 from sslframe.models.ema import cosine_momentum, ema_update_, frozen_copy
 from sslframe.models.heads import DINOHead
-from sslframe.models.multicrop import group_by_resolution, multicrop_forward
+from sslframe.models.multicrop import group_by_resolution, multicrop_forward, per_view_forward
 from sslframe.models.trunks import Trunk
 from sslframe.registry import Choices
 
@@ -45,8 +45,15 @@ class DINOConfig:
     # together, as the trunk), or each "crop" on its own (lightly's DINO example). Without batch
     # norm in the head the three compute the same thing.
     head_batches: str = "all"
+    # The same for the trunk (student and teacher): the crops of one "resolution" together (the
+    # authors' multi-crop wrapper) or each "crop" on its own (lightly's example). A trunk without
+    # batch norm (a ViT) computes the same either way.
+    trunk_batches: str = "resolution"
 
-    choices: ClassVar[Choices] = {"head_batches": ("all", "resolution", "crop")}
+    choices: ClassVar[Choices] = {
+        "head_batches": ("all", "resolution", "crop"),
+        "trunk_batches": ("resolution", "crop"),
+    }
 
 
 @METHODS.register("dino", schema=DINOConfig)
@@ -84,11 +91,11 @@ class DINO(Method):
         if len(crops) < TEACHER_CROPS or crops[0].shape != crops[1].shape:
             raise UserError("DINO needs two global crops per image (transform.global_crops=2)")
         batch = crops[0].shape[0]
-        features = multicrop_forward(self.trunk, crops)
+        features = self._trunk(self.trunk, crops)
         student = self._heads(self.head, features, crops)
         with torch.no_grad():
             globals_ = crops[:TEACHER_CROPS]
-            teacher = self._heads(self.teacher_head, multicrop_forward(self.teacher_trunk, globals_), globals_)
+            teacher = self._heads(self.teacher_head, self._trunk(self.teacher_trunk, globals_), globals_)
         temperature = self.teacher_temperature(ctx.epoch)
         loss = dino_loss(student, teacher, self.center, self.cfg.student_temperature, temperature, TEACHER_CROPS)
         self._next_center = updated_center(self.center, teacher, self.cfg.center_momentum, self.group)
@@ -97,6 +104,11 @@ class DINO(Method):
             logs={"teacher_temperature": temperature},
             embeddings=F.normalize(features[:batch].detach().float(), dim=1),
         )
+
+    def _trunk(self, trunk: Trunk, crops: list[torch.Tensor]) -> torch.Tensor:
+        """``trunk`` on ``crops`` in the calls that ``trunk_batches`` asks for (rows in crop order)."""
+        forward = per_view_forward if self.cfg.trunk_batches == "crop" else multicrop_forward
+        return forward(trunk, crops)
 
     def _heads(self, head: DINOHead, features: torch.Tensor, crops: list[torch.Tensor]) -> torch.Tensor:
         """``head`` on the features of ``crops`` (rows in crop order), in the calls that

@@ -163,6 +163,33 @@ def test_head_batches_set_which_crops_share_the_heads_batch_norm_statistics() ->
         torch.testing.assert_close(other, outputs[0])
 
 
+def test_trunk_batches_set_which_crops_share_the_trunks_batch_norm_statistics() -> None:
+    """trunk_batches: 'resolution' is one trunk call per crop size (the authors' multi-crop
+    wrapper), 'crop' one call per crop (lightly's example); each equals its calls made by hand, for
+    the student's trunk and the teacher's, and with the trunk's batch norm the two differ."""
+    views = crops()
+    dino = tiny_dino()
+    for trunk in (dino.trunk, dino.teacher_trunk):
+        by_hand = {
+            "resolution": torch.cat([trunk(torch.cat(views[:2])), trunk(torch.cat(views[2:]))]),
+            "crop": torch.cat([trunk(v) for v in views]),
+        }
+        for mode, expected in by_hand.items():
+            dino.cfg.trunk_batches = mode
+            torch.testing.assert_close(dino._trunk(trunk, views), expected)
+        assert not torch.allclose(by_hand["resolution"], by_hand["crop"], atol=1e-4)
+
+    # In a training step: the per-crop setting gives the loss of per-crop calls made by hand.
+    ctx = StepContext(step=0, epoch=1, steps_per_epoch=10, total_steps=10)
+    per_crop = tiny_dino(trunk_batches="crop", head_batches="crop")
+    student = torch.cat([per_crop.head(per_crop.trunk(v)) for v in views])
+    with torch.no_grad():
+        teacher = torch.cat([per_crop.teacher_head(per_crop.teacher_trunk(v)) for v in views[:2]])
+    expected = dino_loss(student, teacher, per_crop.center, 0.1, per_crop.teacher_temperature(1), 2)
+    torch.testing.assert_close(per_crop.training_step(views, ctx).loss, expected)
+    assert not torch.allclose(tiny_dino(head_batches="crop").training_step(views, ctx).loss, expected, atol=1e-4)
+
+
 def test_a_step_runs_with_each_head_batching() -> None:
     for mode in ("all", "resolution", "crop"):
         torch.manual_seed(0)
