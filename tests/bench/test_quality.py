@@ -188,26 +188,22 @@ def test_markdown_never_averages_speeds_of_different_machines() -> None:
 
 
 @pytest.mark.parametrize("epoch", [0, 1])
-def test_dino_training_step_matches_lightlys_side(monkeypatch, epoch: int) -> None:
+def test_dino_training_step_matches_lightlys_side(epoch: int) -> None:
     """One whole DINO step of the benchmark's two sides from the same weights and crops: loss,
-    gradients (trunk and head) and the LARS update agree, with the last layer frozen (epoch 0) and
-    learning (epoch 1). Ours is run with a trunk forward per crop, as lightly's example does it, and
-    the head without its batch norm: in the benchmark ours batches the crops of one size through the
-    trunk and all crops through the head (batch-norm statistics over several crops at once, the
-    authors' multi-crop wrapper), lightly's example one crop at a time; that is the one difference
-    left between the sides."""
+    gradients (trunk and head, its batch norm included) and the LARS update agree, with the last
+    layer frozen (epoch 0) and learning (epoch 1). Ours runs trunk and head one crop at a time
+    (method.trunk_batches=crop, method.head_batches=crop), as lightly's example does."""
     import copy
 
-    import sslframe.methods.dino as dino_module
     from bench.quality_lightly import _optimizer, dino
     from sslframe.config import compose_config
     from sslframe.methods import build_method
     from sslframe.methods.base import StepContext
-    from sslframe.models.multicrop import per_view_forward
     from sslframe.optim.build import build_optimizer
 
-    monkeypatch.setattr(dino_module, "multicrop_forward", per_view_forward)
-    cfg = compose_config("train", ["config=fmnist_dino", "method.out_dim=256", "head.batch_norm=false"])
+    overrides = ["method.out_dim=256", "method.trunk_batches=crop", "method.head_batches=crop"]
+    cfg = compose_config("train", ["config=fmnist_dino", *overrides])
+    assert cfg.head.batch_norm
     torch.manual_seed(0)
     ours = build_method(cfg).train()
     theirs = dino(copy.deepcopy(ours.trunk), cfg)
