@@ -199,6 +199,8 @@ def simsiam(trunk: nn.Module, cfg: DictConfig) -> LightlyMethod:
     from lightly.models.modules.heads import SimSiamPredictionHead, SimSiamProjectionHead
     from lightly.transforms import SimSiamTransform
 
+    if cfg.method.fix_predictor_lr:
+        raise ValueError("lightly's SimSiam example has one schedule for all weights (method.fix_predictor_lr=false)")
     head = cfg.head
     projection = SimSiamProjectionHead(trunk.out_dim, head.hidden_dims[0], head.output_dim)
     prediction = SimSiamPredictionHead(head.output_dim, cfg.method.predictor_hidden_dims[0], head.output_dim)

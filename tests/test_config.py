@@ -41,6 +41,8 @@ def test_override_reaches_the_config() -> None:
         (["trunk.arch=resnet7"], "bad value for 'trunk.arch': 'resnet7'; valid choices:"),
         (["optim.name=adam"], "bad value for 'optim.name': 'adam'; valid choices: adamw, lars, sgd"),
         (["data=folder"], "missing value for 'data.path'"),
+        # Every step number is divided by it: 0 must fail here, not after the first step.
+        (["trainer.checkpoint_every=0"], "trainer.checkpoint_every"),
     ],
 )
 def test_user_errors_name_the_key_and_choices(overrides: list[str], message: str) -> None:

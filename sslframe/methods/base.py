@@ -102,6 +102,11 @@ class Method(nn.Module):
         """Restore ``rank_state_dict``; ``None`` when the checkpoint had no state for this rank
         (resumed at a larger world size), in which case the state starts afresh."""
 
+    def constant_lr_prefixes(self) -> tuple[str, ...]:
+        """Names (prefixes of ``named_parameters``) of parameters whose learning rate stays at its
+        peak, outside the schedule (SimSiam's predictor in the authors' ``--fix-pred-lr``)."""
+        return ()
+
     def before_optimizer_step(self, ctx: StepContext) -> None:
         """Called after backward and before the optimizer step."""
 

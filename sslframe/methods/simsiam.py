@@ -21,6 +21,10 @@ class SimSiamConfig:
 
     name: str = "simsiam"
     predictor_hidden_dims: list[int] = field(default_factory=lambda: [512])
+    # The predictor's learning rate stays at its peak (no warmup, no decay): the authors'
+    # main_simsiam.py --fix-pred-lr, which their README's ImageNet runs pass (the paper, Table 1c:
+    # a predictor whose rate is not decayed does slightly better).
+    fix_predictor_lr: bool = True
 
 
 @METHODS.register("simsiam", schema=SimSiamConfig)
@@ -34,6 +38,10 @@ class SimSiam(Method):
         self.trunk = trunk
         self.head = MLPHead.from_config(trunk.out_dim, head_cfg)
         self.predictor = predictor(self.head.output_dim, cfg.predictor_hidden_dims)
+        self.fix_predictor_lr = cfg.fix_predictor_lr
+
+    def constant_lr_prefixes(self) -> tuple[str, ...]:
+        return ("predictor.",) if self.fix_predictor_lr else ()
 
     def training_step(self, crops: list[torch.Tensor], ctx: StepContext) -> StepOutput:
         if len(crops) < 2 or crops[0].shape != crops[1].shape:

@@ -117,15 +117,19 @@ def parameter_groups(
 ) -> list[dict[str, Any]]:
     """Regular weights, and biases/norm parameters (no decay, no LARS adaptation, learning rate
     scaled by ``bias_lr_factor``), each split further by the trunk's per-layer learning-rate
-    factors (``lr_scales``) when those are on. ``lr_scale`` multiplies the scheduled rate."""
+    factors (``lr_scales``) when those are on. ``lr_scale`` multiplies the scheduled rate. The
+    parameters a method names in ``constant_lr_prefixes`` go to groups marked ``constant_lr``,
+    whose rate stays at the peak (``set_lr`` leaves them)."""
     scales = lr_scales(model, layer_decay, patch_embed_lr_factor)
-    groups: dict[tuple[bool, float], dict[str, Any]] = {}
+    constant_prefixes = model.constant_lr_prefixes() if hasattr(model, "constant_lr_prefixes") else ()
+    groups: dict[tuple[bool, float, bool], dict[str, Any]] = {}
     for name, param in model.named_parameters():
         if not param.requires_grad:
             continue
         excluded = exclude_bias_and_norm and is_bias_or_norm(name, param)
         scale = scales.get(name, 1.0) * (bias_lr_factor if excluded else 1.0)
-        key = (excluded, scale)
+        constant = name.startswith(constant_prefixes) if constant_prefixes else False
+        key = (excluded, scale, constant)
         if key not in groups:
             # ``decayed`` marks the groups a weight-decay schedule drives (``set_weight_decay``).
             groups[key] = {
@@ -134,10 +138,11 @@ def parameter_groups(
                 "lars_exclude": excluded,
                 "decayed": not excluded,
                 "lr_scale": scale,
+                "constant_lr": constant,
             }
         groups[key]["params"].append(param)
     # Regular weights first (the order of the groups when no per-layer factors are on).
-    return sorted(groups.values(), key=lambda g: (g["lars_exclude"], -g["lr_scale"]))
+    return sorted(groups.values(), key=lambda g: (g["constant_lr"], g["lars_exclude"], -g["lr_scale"]))
 
 
 def scaled_lr(cfg: Any, global_batch: int) -> float:
@@ -152,14 +157,17 @@ def build_optimizer(model: nn.Module, cfg: Any, lr: float) -> torch.optim.Optimi
         cfg.get("layer_decay", 1.0), cfg.get("patch_embed_lr_factor", 1.0),
     )  # fmt: skip
     optimizer = OPTIMIZERS.get(cfg.name)(groups, cfg)
-    set_lr(optimizer, lr)
+    # ``lr`` is the peak: where the constant groups stay.
+    set_lr(optimizer, lr, constant_too=True)
     return optimizer
 
 
-def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
-    """The scheduled rate, times each group's ``lr_scale``."""
+def set_lr(optimizer: torch.optim.Optimizer, lr: float, constant_too: bool = False) -> None:
+    """The scheduled rate, times each group's ``lr_scale``; groups marked ``constant_lr`` keep
+    theirs unless ``constant_too``."""
     for group in optimizer.param_groups:
-        group["lr"] = lr * group.get("lr_scale", 1.0)
+        if constant_too or not group.get("constant_lr", False):
+            group["lr"] = lr * group.get("lr_scale", 1.0)
 
 
 def build_schedule(cfg: Any, peak_lr: float, total_steps: int, steps_per_epoch: int) -> np.ndarray:

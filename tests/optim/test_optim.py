@@ -135,3 +135,36 @@ def test_layer_wise_decay_and_patch_embedding_factor() -> None:
     optimizer = build_optimizer(model, OmegaConf.structured(OptimConfig(name="adamw", layer_decay=0.9)), lr=2.0)
     lrs = sorted({round(g["lr"], 6) for g in optimizer.param_groups})
     assert lrs == sorted({round(2.0 * 0.9**k, 6) for k in range(5)})
+
+
+class _WithPredictor(torch.nn.Module):
+    """A model naming its predictor's parameters as constant-rate ones (as SimSiam does)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.trunk = torch.nn.Sequential(torch.nn.Linear(4, 4), torch.nn.BatchNorm1d(4))
+        self.predictor = torch.nn.Sequential(torch.nn.Linear(4, 4), torch.nn.BatchNorm1d(4))
+
+    def constant_lr_prefixes(self) -> tuple[str, ...]:
+        return ("predictor.",)
+
+
+def test_constant_lr_groups_stay_at_the_peak() -> None:
+    # SimSiam's --fix-pred-lr (the authors' main_simsiam.py): the predictor's rate is the initial
+    # one at every step, the rest follow the schedule; bias and norm splitting still applies.
+    model = _WithPredictor()
+    cfg = OmegaConf.structured(OptimConfig(name="sgd", lr=0.05, exclude_bias_and_norm=True, weight_decay=1e-4))
+    opt = build_optimizer(model, cfg, lr=0.05)
+    constant = {id(p) for g in opt.param_groups if g["constant_lr"] for p in g["params"]}
+    assert constant == {id(p) for p in model.predictor.parameters()}
+    assert [g["weight_decay"] for g in opt.param_groups if g["constant_lr"]] == [1e-4, 0.0]
+    assert all(g["lr"] == pytest.approx(0.05) for g in opt.param_groups)
+    set_lr(opt, 0.01)
+    assert sorted((g["constant_lr"], round(g["lr"], 6)) for g in opt.param_groups) == [
+        (False, 0.01),
+        (False, 0.01),
+        (True, 0.05),
+        (True, 0.05),
+    ]
+    # Without the method's hook (any plain module) nothing is constant.
+    assert not any(g["constant_lr"] for g in parameter_groups(model.trunk, 1e-4, True))

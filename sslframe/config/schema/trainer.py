@@ -51,7 +51,7 @@ class TrainerConfig:
         "on_nan": ("skip", "stop"),
         "on_world_size_change": ("keep_global_batch", "keep_per_rank_batch"),
     }
-    minimums: ClassVar[dict[str, int]] = {"accumulate": 1, "max_epochs": 1, "log_every": 1}
+    minimums: ClassVar[dict[str, int]] = {"accumulate": 1, "max_epochs": 1, "log_every": 1, "checkpoint_every": 1}
 
 
 @dataclass
