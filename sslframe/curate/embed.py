@@ -199,7 +199,11 @@ def _check_plan(folder: Path, plan: dict[str, Any], rank: int) -> None:
                 "arguments or write to a new eval.out_dir"
             )
     elif rank == 0:
-        path.write_text(json.dumps(plan, indent=1))
+        # Written whole, then renamed: another rank checking at the same moment sees no plan or all
+        # of it, never a half-written file.
+        partial = path.with_suffix(".partial")
+        partial.write_text(json.dumps(plan, indent=1))
+        os.replace(partial, path)
 
 
 @torch.no_grad()
