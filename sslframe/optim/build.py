@@ -128,7 +128,7 @@ def parameter_groups(
             continue
         excluded = exclude_bias_and_norm and is_bias_or_norm(name, param)
         scale = scales.get(name, 1.0) * (bias_lr_factor if excluded else 1.0)
-        constant = name.startswith(constant_prefixes) if constant_prefixes else False
+        constant = name.startswith(constant_prefixes)
         key = (excluded, scale, constant)
         if key not in groups:
             # ``decayed`` marks the groups a weight-decay schedule drives (``set_weight_decay``).
