@@ -309,11 +309,25 @@ def _dino_loss(m: DictConfig) -> nn.Module:
     )
 
 
+# DINOViewTransform's own default jitter strength, which lightly's DINOTransform (1.6) gives its
+# second global view whatever ``cj_strength`` it is passed (the argument is not forwarded there).
+_DINO_VIEW_STRENGTH = 0.5
+
+
 def _dino_views(cfg: DictConfig) -> Any:
-    """lightly's DINOTransform (2 global crops, the recipe's local ones) with the recipe's views."""
+    """lightly's DINOTransform (2 global crops, the recipe's local ones) with the recipe's views.
+
+    The jitter amounts go in at DINOViewTransform's default strength, scaled so that strength x
+    amount is the recipe's: DINOTransform does not pass ``cj_strength`` on to its second global
+    view, which would otherwise be jittered at that default instead of the recipe's strength
+    (``tests/bench/test_quality.py::test_ours_and_lightlys_views_have_one_distribution``)."""
     from lightly.transforms.dino_transform import DINOTransform
 
     tf = cfg.transform
+    args = _view_args(cfg)
+    scale = args.pop("cj_strength") / _DINO_VIEW_STRENGTH
+    for key in ("cj_bright", "cj_contrast", "cj_sat", "cj_hue"):
+        args[key] *= scale
     return DINOTransform(
         global_crop_size=tf.global_size,
         global_crop_scale=tuple(tf.global_scale),
@@ -322,7 +336,8 @@ def _dino_views(cfg: DictConfig) -> Any:
         n_local_views=tf.local_crops,
         gaussian_blur=(0.0, 0.0, 0.0),
         solarization_prob=0.0,
-        **_view_args(cfg),
+        cj_strength=_DINO_VIEW_STRENGTH,
+        **args,
     )
 
 

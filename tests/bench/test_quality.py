@@ -11,6 +11,7 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 
 pytest.importorskip("lightly", reason="lightly is a benchmark dependency (make bench-deps; make test installs it)")
 
@@ -388,3 +389,74 @@ def test_mae_training_step_matches_lightlys_side(monkeypatch) -> None:
             torch.testing.assert_close(ours_grads[key], param.grad, rtol=1e-4, atol=1e-7, msg=key)
             checked += 1
     assert checked > 30
+
+
+def _objects(n: int, seed: int) -> np.ndarray:
+    """``n`` grey 28 px images in Fashion-MNIST's manner: a textured ellipse of random size, place
+    and brightness on a black background."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[:28, :28]
+    cy, cx = rng.uniform(9, 19, (2, n, 1, 1))
+    ry, rx = rng.uniform(4, 13, (2, n, 1, 1))
+    inside = ((yy - cy) / ry) ** 2 + ((xx - cx) / rx) ** 2 <= 1
+    level = rng.uniform(60, 230, (n, 1, 1))
+    texture = rng.normal(0, 25, (n, 28, 28))
+    return np.where(inside, np.clip(level + texture, 0, 255), 0).astype(np.uint8)
+
+
+def _ks_distance(a: torch.Tensor, b: torch.Tensor) -> float:
+    """The two-sample Kolmogorov-Smirnov statistic: the largest gap between the empirical CDFs."""
+    a, b = a.double().sort().values, b.double().sort().values
+    both = torch.cat([a, b])
+    cdf_a = torch.searchsorted(a, both, right=True) / len(a)
+    cdf_b = torch.searchsorted(b, both, right=True) / len(b)
+    return float((cdf_a - cdf_b).abs().max())
+
+
+def _view_statistics(views: list[torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Per image: each view's mean and spread, and how alike the first two views are (cosine of
+    their pixels): what the crops, flips and jitter change."""
+    flat = [v[:, 0].flatten(1) for v in views]
+    stats = {}
+    for i, x in enumerate(flat):
+        stats[f"view {i} mean"], stats[f"view {i} std"] = x.mean(dim=1), x.std(dim=1)
+    stats["cosine of views 0 and 1"] = F.cosine_similarity(flat[0], flat[1], dim=1)
+    return stats
+
+
+# With 3000 images, the KS distance between two samples of one distribution stays under 0.05 with
+# probability above 0.99 (the Kolmogorov distribution: 1.63 * sqrt(2 / 3000) = 0.042 at p = 0.01).
+_VIEW_IMAGES = 3000
+_KS_BOUND = 0.05
+
+
+@pytest.mark.parametrize("method", ["simsiam", "byol", "vicreg", "swav", "dino"])
+def test_ours_and_lightlys_views_have_one_distribution(method: str) -> None:
+    """The views of the two sides are made by different code (ours in whole batches,
+    ``transform.backend=batch``; lightly's per image with torchvision and PIL) from different random
+    streams; from one recipe they must still be draws of one distribution. Each view's per-image
+    mean and spread, and the likeness of the two global views, agree within the KS bound above, for
+    each of lightly's transforms the benchmark uses (two views, BYOL's, VICReg's, SwAV's and DINO's
+    multi-crop). The bound has teeth: with ours at crop scale 0.5-1 instead of 0.3-1, colour jitter
+    at half strength or half probability, or without flips, some distance exceeds it; and it
+    caught lightly's DINOTransform jittering its second global view at another strength than the
+    recipe's (``bench.quality_lightly._dino_views`` now passes the amounts so that it does not)."""
+    from PIL import Image
+
+    from bench.quality_lightly import LIGHTLY
+    from sslframe.config import compose_config
+    from sslframe.data.batch_transforms import BatchMultiCrop
+
+    cfg = compose_config("train", [f"config=fmnist_{method}"])
+    images = torch.from_numpy(_objects(_VIEW_IMAGES, seed=0))
+    n = len(images)
+    batch = images[:, None].expand(n, 3, 28, 28).contiguous()
+    ours = BatchMultiCrop(cfg.transform)(batch, torch.tensor([[28, 28]] * n), torch.Generator().manual_seed(0))
+    transform = LIGHTLY[method](quality.random_init_trunk(cfg), cfg).transform
+    torch.manual_seed(0)
+    per_image = [transform(Image.fromarray(image.numpy()).convert("RGB")) for image in images]
+    theirs = [torch.stack(views) for views in zip(*per_image, strict=True)]
+    assert [v.shape for v in ours] == [v.shape for v in theirs]
+    ours_stats, their_stats = _view_statistics(ours), _view_statistics(theirs)
+    distances = {name: _ks_distance(ours_stats[name], their_stats[name]) for name in ours_stats}
+    assert max(distances.values()) < _KS_BOUND, distances
