@@ -420,7 +420,8 @@ def _view_statistics(views: list[torch.Tensor]) -> dict[str, torch.Tensor]:
     stats = {}
     for i, x in enumerate(flat):
         stats[f"view {i} mean"], stats[f"view {i} std"] = x.mean(dim=1), x.std(dim=1)
-    stats["cosine of views 0 and 1"] = F.cosine_similarity(flat[0], flat[1], dim=1)
+    if len(flat) > 1:
+        stats["cosine of views 0 and 1"] = F.cosine_similarity(flat[0], flat[1], dim=1)
     return stats
 
 
@@ -430,17 +431,19 @@ _VIEW_IMAGES = 3000
 _KS_BOUND = 0.05
 
 
-@pytest.mark.parametrize("method", ["simsiam", "byol", "vicreg", "swav", "dino"])
+# One method for each lightly transform the benchmark builds (Barlow Twins shares BYOL's).
+@pytest.mark.parametrize("method", ["simclr", "mocov2", "simsiam", "byol", "vicreg", "swav", "dino", "mae"])
 def test_ours_and_lightlys_views_have_one_distribution(method: str) -> None:
     """The views of the two sides are made by different code (ours in whole batches,
     ``transform.backend=batch``; lightly's per image with torchvision and PIL) from different random
     streams; from one recipe they must still be draws of one distribution. Each view's per-image
     mean and spread, and the likeness of the two global views, agree within the KS bound above, for
-    each of lightly's transforms the benchmark uses (two views, BYOL's, VICReg's, SwAV's and DINO's
-    multi-crop). The bound has teeth: with ours at crop scale 0.5-1 instead of 0.3-1, colour jitter
-    at half strength or half probability, or without flips, some distance exceeds it; and it
-    caught lightly's DINOTransform jittering its second global view at another strength than the
-    recipe's (``bench.quality_lightly._dino_views`` now passes the amounts so that it does not)."""
+    each of lightly's transforms the benchmark uses (SimCLR's, MoCo v2's, SimSiam's, BYOL's,
+    VICReg's, SwAV's and DINO's multi-crop, MAE's single view). The bound has teeth: with ours at
+    crop scale 0.5-1 instead of 0.3-1, colour jitter at half strength or half probability, or
+    without flips, some distance exceeds it; and it caught lightly's DINOTransform jittering its
+    second global view at another strength than the recipe's (``bench.quality_lightly._dino_views``
+    now passes the amounts so that it does not)."""
     from PIL import Image
 
     from bench.quality_lightly import LIGHTLY
