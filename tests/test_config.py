@@ -43,6 +43,10 @@ def test_override_reaches_the_config() -> None:
         (["data=folder"], "missing value for 'data.path'"),
         # Every step number is divided by it: 0 must fail here, not after the first step.
         (["trainer.checkpoint_every=0"], "trainer.checkpoint_every"),
+        (
+            ["transform.interpolation=cubic"],
+            "bad value for 'transform.interpolation': 'cubic'; valid choices: bilinear, bicubic",
+        ),
     ],
 )
 def test_user_errors_name_the_key_and_choices(overrides: list[str], message: str) -> None:

@@ -4,7 +4,8 @@ The per-sample pipeline (``transforms.MultiCropTransform``) pays Python overhead
 every view of every image; on small images that overhead dominates. Here each op runs once per
 batch on the same draws (``recipe.draw_view``, for every image of the batch at once): the random
 resized crops of all images with one ``roi_align`` call per view (bilinear, averaging several
-samples per output pixel when shrinking), then flips, colour jitter in each image's drawn order,
+samples per output pixel when shrinking; ``transform.interpolation=bicubic``: torchvision's
+antialiased bicubic resize as two batched matrix products), then flips, colour jitter in each image's drawn order,
 grayscale, Gaussian blur and solarisation as per-image masked tensor ops. Hue is rotated in YIQ
 (``hue_space=hsv``: torchvision's HSV shift, one image at a time).
 
@@ -14,6 +15,7 @@ batch's augmentation is a pure function of its position and a resumed run repeat
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import torch
@@ -26,11 +28,60 @@ from sslframe.data.colour import LUMA, hue_angle, hue_rotation
 from sslframe.data.recipe import ViewDraws, ViewSpec, draw_view, view_specs
 
 
-def crop_resize(x: torch.Tensor, boxes: torch.Tensor, size: int) -> torch.Tensor:
-    """Crop box i of image i and resize it to size x size (bilinear, several samples per output
-    pixel when shrinking, as an anti-aliased resize would)."""
+def crop_resize(x: torch.Tensor, boxes: torch.Tensor, size: int, interpolation: str = "bilinear") -> torch.Tensor:
+    """Crop box i (x0, y0, x1, y1 in pixel edges) of image i and resize it to size x size, with
+    several samples per output pixel when shrinking, as an anti-aliased resize would. Bilinear:
+    ``roi_align``; bicubic: :func:`_bicubic_crop_resize` (torchvision's antialiased bicubic)."""
+    if interpolation == "bicubic":
+        return _bicubic_crop_resize(x, boxes, size)
     rois = torch.cat([torch.arange(x.shape[0], device=x.device, dtype=boxes.dtype)[:, None], boxes], dim=1)
     return roi_align(x, rois, output_size=(size, size), spatial_scale=1.0, sampling_ratio=0, aligned=True)
+
+
+def _cubic(t: torch.Tensor) -> torch.Tensor:
+    """The bicubic convolution kernel with a = -0.5 (Keys 1981), PIL's and torchvision's."""
+    a = -0.5
+    t = t.abs()
+    near = ((a + 2) * t - (a + 3)) * t * t + 1
+    far = (((t - 5) * t + 8) * t - 4) * a
+    return torch.where(t < 1, near, torch.where(t < 2, far, torch.zeros_like(t)))
+
+
+def _bicubic_weights(start: torch.Tensor, length: torch.Tensor, size: int, total: int) -> torch.Tensor:
+    """``(n, size, total)``: row o of image i holds the weights that PIL's antialiased bicubic resize
+    (torchvision's ``antialias=True``) gives the pixels of ``[start_i, start_i + length_i)`` (one
+    axis of image i's crop) for output pixel o: the kernel widened by the shrink factor, taps
+    clipped to the crop and normalised."""
+    n = start.shape[0]
+    dtype = torch.float64
+    start, length = start.to(dtype), length.to(dtype)
+    scale = length / size
+    widen = scale.clamp(min=1.0)
+    support = 2.0 * widen
+    centre = (torch.arange(size, device=start.device, dtype=dtype) + 0.5)[None] * scale[:, None]
+    low = (centre - support[:, None] + 0.5).trunc().clamp(min=0)
+    high = torch.minimum((centre + support[:, None] + 0.5).trunc(), length[:, None])
+    taps = math.ceil(2 * float(support.max())) + 2
+    pos = low[..., None] + torch.arange(taps, device=start.device, dtype=dtype)
+    w = _cubic((pos - centre[..., None] + 0.5) / widen[:, None, None])
+    w = torch.where(pos < high[..., None], w, torch.zeros_like(w))
+    w = w / w.sum(-1, keepdim=True)
+    index = (pos + start[:, None, None]).clamp(max=total - 1).long()
+    return torch.zeros(n, size, total, device=start.device, dtype=dtype).scatter_add_(2, index, w)
+
+
+def _bicubic_crop_resize(x: torch.Tensor, boxes: torch.Tensor, size: int) -> torch.Tensor:
+    """Bicubic crop and resize of every image at once, as torchvision's antialiased bicubic resize
+    of each crop (PIL's algorithm): one weight matrix per image and axis, two batched matrix
+    products, each clamped to [0, 1] as an 8-bit resize saturates after each pass. Boxes are
+    whole pixels."""
+    _, _, height, width = x.shape
+    x0, y0, x1, y1 = boxes.double().unbind(1)
+    rows = _bicubic_weights(y0, y1 - y0, size, height).to(x.dtype)
+    cols = _bicubic_weights(x0, x1 - x0, size, width).to(x.dtype)
+    # Across, clamped, then down: the order and the saturation in between of PIL's 8-bit resize.
+    across = (x @ cols[:, None].transpose(-1, -2)).clamp(0, 1)
+    return (rows[:, None] @ across).clamp(0, 1)
 
 
 def _gray(x: torch.Tensor) -> torch.Tensor:
@@ -120,7 +171,7 @@ class BatchMultiCrop:
         """One view of float images ``x`` (N x 3 x H x W in [0, 1]) from its draws."""
         top, left, h, w = draws.boxes.unbind(1)
         boxes = torch.stack([left, top, left + w, top + h], dim=1).to(x.device, x.dtype)
-        out = crop_resize(x, boxes, spec.size)
+        out = crop_resize(x, boxes, spec.size, spec.interpolation)
         out = _select(draws.flip, out.flip(-1), out)
         if spec.jitter_p > 0 and any(spec.jitter):
             out = color_jitter(out, draws, spec.jitter, self.hue_space)

@@ -38,6 +38,8 @@ class ViewSpec:
     grayscale_p: float
     blur_p: float
     solarize_p: float
+    # how the crop is resized to ``size``: "bilinear" or "bicubic"
+    interpolation: str = "bilinear"
 
     @property
     def blur_kernel(self) -> int:
@@ -54,6 +56,7 @@ def view_specs(cfg: Any) -> list[ViewSpec]:
         return ViewSpec(
             int(size), (float(scale[0]), float(scale[1])), float(cfg.flip_p), jitter,  # type: ignore[arg-type]
             float(cfg.jitter_p), float(cfg.grayscale_p), float(blur_p), float(solarize_p),
+            str(cfg.interpolation),
         )  # fmt: skip
 
     views = [

@@ -146,6 +146,7 @@ class AugmentedView:
     def __init__(self, spec: ViewSpec, mean: Sequence[float], std: Sequence[float], hue_space: str = "yiq") -> None:
         self.spec = spec
         self.size = [spec.size, spec.size]
+        self.interpolation = v2.InterpolationMode(spec.interpolation)
         self.photometric = PhotometricAugment(spec, mean, std, hue_space)
 
     def __call__(self, image: torch.Tensor) -> torch.Tensor:
@@ -155,7 +156,9 @@ class AugmentedView:
     def apply(self, image: torch.Tensor, draws: ViewDraws, i: int = 0) -> torch.Tensor:
         """Image ``i``'s draws applied to ``image`` (uint8, 3 x H x W)."""
         top, left, h, w = (int(v) for v in draws.boxes[i].tolist())
-        crop = TF.resize(image[..., top : top + h, left : left + w], self.size, antialias=True)
+        crop = TF.resize(
+            image[..., top : top + h, left : left + w], self.size, interpolation=self.interpolation, antialias=True
+        )
         if bool(draws.flip[i]):
             crop = crop.flip(-1)
         return self.photometric(crop, draws, i)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import torch
 from omegaconf import OmegaConf
+from torchvision.transforms.v2 import functional as TF
 
 from sslframe.config.schema import MultiCropConfig
 from sslframe.data import batch_transforms as bt
@@ -90,6 +91,45 @@ def test_hue_rotation_keeps_gray_pixels_gray() -> None:
     gray = torch.full((4, 3, 2, 2), 0.4)
     rotated = bt._rotate_hue(gray, torch.tensor([0.3, 1.0, -2.0, 3.1]))
     torch.testing.assert_close(rotated, gray)
+
+
+def test_bicubic_crops_are_torchvisions_antialiased_bicubic_resize() -> None:
+    """``transform.interpolation=bicubic`` (the DINO, iBOT, DINOv2 and MAE authors' crops): each
+    image's crop, enlarged or shrunk, is torchvision's ``resize(..., BICUBIC, antialias=True)`` of
+    that 8-bit crop alone (PIL's algorithm, which also saturates between its two passes), up to
+    8-bit rounding, in a padded batch of images of several sizes."""
+    g = gen(11)
+    shapes = [(40, 44), (23, 31), (60, 18)]
+    images = [(torch.rand(3, h, w, generator=g) * 255).round().to(torch.uint8) for h, w in shapes]
+    batch, _ = stack_padded([image.float() / 255 for image in images])
+    # (top, left, height, width): enlarged, shrunk by more than 2, whole image, a thin strip
+    crops = [(3, 5, 10, 12), (0, 0, 23, 31), (2, 1, 55, 17)]
+    boxes = torch.tensor([[left, top, left + w, top + h] for top, left, h, w in crops], dtype=torch.float32)
+    for size in (12, 28):
+        together = bt.crop_resize(batch, boxes, size, "bicubic")
+        for i, (image, (top, left, h, w)) in enumerate(zip(images, crops, strict=True)):
+            crop = image[:, top : top + h, left : left + w]
+            expected = TF.resize(crop, [size, size], interpolation=TF.InterpolationMode.BICUBIC, antialias=True)
+            torch.testing.assert_close(together[i], expected.float() / 255, rtol=0, atol=1.5 / 255)
+    bilinear = bt.crop_resize(batch, boxes, 12)
+    assert (bilinear - bt.crop_resize(batch, boxes, 12, "bicubic")).abs().max() > 0.05, "a different kernel"
+
+
+def test_executors_agree_on_bicubic_crops() -> None:
+    """With real crops (enlarged from 30-100% of the image) and ``interpolation=bicubic``, the
+    per-image executor (torchvision on the uint8 image, in the loader workers) and the batched one
+    (float, the whole batch) give the same views up to 8-bit rounding. (Bilinear crops differ at
+    their borders: ``roi_align`` reads the pixels beyond a crop's edge, torchvision's resize of
+    the cut-out crop cannot.)"""
+    g = gen(12)
+    images = (torch.rand(16, 3, 20, 20, generator=g) * 255).round().to(torch.uint8)
+    sizes = torch.tensor([[20, 20]] * 16)
+    view = spec(size=24, scale=(0.3, 1.0), jitter_p=0.0, interpolation="bicubic")
+    draws = draw_view(view, sizes, g)
+    batched = bt.BatchMultiCrop(config(interpolation="bicubic")).apply(images.float() / 255, view, draws)
+    per_image = AugmentedView(view, [0.0] * 3, [1.0] * 3)
+    for i in range(len(images)):
+        torch.testing.assert_close(per_image.apply(images[i], draws, i), batched[i], rtol=0, atol=1.5 / 255)
 
 
 def test_per_image_and_batched_executors_make_the_same_views_from_the_same_draws() -> None:

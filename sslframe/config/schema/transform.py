@@ -28,6 +28,9 @@ class MultiCropConfig:
     local_crops: int = 6
     local_size: int = 96
     local_scale: list[float] = field(default_factory=lambda: [0.05, 0.14])
+    # How crops are resized: "bilinear" (torchvision's default; SimCLR, MoCo, BYOL, SwAV) or
+    # "bicubic" (the DINO, iBOT, DINOv2 and MAE authors' RandomResizedCrop).
+    interpolation: str = "bilinear"
     flip_p: float = 0.5
     jitter_strength: float = 1.0
     # Brightness, contrast, saturation, hue factors, each multiplied by jitter_strength.
@@ -47,4 +50,5 @@ class MultiCropConfig:
         "backend": ("sample", "batch"),
         "decoder": ("torchvision", "pil"),
         "hue_space": ("yiq", "hsv"),
+        "interpolation": ("bilinear", "bicubic"),
     }
