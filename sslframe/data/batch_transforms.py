@@ -5,9 +5,9 @@ every view of every image; on small images that overhead dominates. Here each op
 batch on the same draws (``recipe.draw_view``, for every image of the batch at once): the random
 resized crops of all images with one ``roi_align`` call per view (bilinear, averaging several
 samples per output pixel when shrinking; ``transform.interpolation=bicubic``: torchvision's
-antialiased bicubic resize as two batched matrix products), then flips, colour jitter in each image's drawn order,
-grayscale, Gaussian blur and solarisation as per-image masked tensor ops. Hue is rotated in YIQ
-(``hue_space=hsv``: torchvision's HSV shift, one image at a time).
+antialiased bicubic resize as two batched matrix products), then flips, colour jitter in each
+image's drawn order, grayscale, Gaussian blur and solarisation as per-image masked tensor ops. Hue
+is rotated in YIQ (``hue_space=hsv``: torchvision's HSV shift, one image at a time).
 
 Random parameters come from a ``torch.Generator`` the caller seeds per (seed, step, rank), so a
 batch's augmentation is a pure function of its position and a resumed run repeats it exactly.
