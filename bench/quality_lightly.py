@@ -140,14 +140,33 @@ def _momentum_pair(module: nn.Module) -> nn.Module:
     return copied
 
 
+def _moco_head(in_dim: int, head: DictConfig) -> nn.Module:
+    """lightly's MoCo projection head with the recipe's layers: ``MoCoProjectionHead`` as the MoCo v2
+    example builds it (hidden layers of one width, no batch norm), otherwise the same layers as ours
+    in lightly's ``ProjectionHead`` blocks (one linear layer for the MoCo authors' CIFAR-10 demo;
+    batch norm after hidden layers, and an output batch norm without affine parameters, as ours)."""
+    from lightly.models.modules.heads import MoCoProjectionHead, ProjectionHead
+
+    hidden = list(head.hidden_dims)
+    if hidden and len(set(hidden)) == 1 and not head.batch_norm and not head.last_batch_norm:
+        return MoCoProjectionHead(in_dim, hidden[0], head.output_dim, len(hidden) + 1, batch_norm=False)
+    if head.activation != "relu":
+        raise ValueError(f"lightly's MoCo side builds ReLU heads (head.activation={head.activation})")
+    blocks: list[tuple[int, int, nn.Module | None, nn.Module | None]] = []
+    for width in hidden:
+        blocks.append((in_dim, width, nn.BatchNorm1d(width) if head.batch_norm else None, nn.ReLU()))
+        in_dim = width
+    last = nn.BatchNorm1d(head.output_dim, affine=False) if head.last_batch_norm else None
+    return ProjectionHead([*blocks, (in_dim, head.output_dim, last, None)])
+
+
 def mocov2(trunk: nn.Module, cfg: DictConfig) -> LightlyMethod:
     from lightly.loss import NTXentLoss
-    from lightly.models.modules.heads import MoCoProjectionHead
     from lightly.models.utils import update_momentum
     from lightly.transforms import MoCoV2Transform
 
     head = cfg.head
-    projection = MoCoProjectionHead(trunk.out_dim, head.hidden_dims[0], head.output_dim)
+    projection = _moco_head(trunk.out_dim, head)
     trunk_m, projection_m = _momentum_pair(trunk), _momentum_pair(projection)
     model = nn.ModuleDict({"backbone": trunk, "projection_head": projection, "bm": trunk_m, "pm": projection_m})
     criterion = NTXentLoss(

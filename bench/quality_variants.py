@@ -35,6 +35,8 @@ from sslframe.data import fashion_mnist  # noqa: E402
 log = logging.getLogger("quality_variants")
 RECIPE = "recipe (quality.json)"
 COLUMNS = ["variant", "side", "seed", "knn20", "knn200", "linear", "final_loss"]
+# The collapse monitor's last reading (ours only): shown where a row of the file has it.
+COLLAPSE = ["embedding_std", "effective_rank"]
 
 
 def parse_variant(text: str) -> tuple[str, list[str]]:
@@ -50,7 +52,11 @@ def recipe_rows(method: str, seeds: list[int], sides: list[str], budget: int) ->
     """The recipe's own rows for these seeds, from the quality benchmark's results."""
     results = quality.load_results(RESULTS / "quality.json")
     return [
-        {"variant": RECIPE, "overrides": [], **{k: r.get(k) for k in ("side", "seed", *COLUMNS[3:], "commit")}}
+        {
+            "variant": RECIPE,
+            "overrides": [],
+            **{k: r.get(k) for k in ("side", "seed", *COLUMNS[3:], *COLLAPSE, "commit")},
+        }
         for r in results["rows"]
         if r["method"] == method and r["side"] in sides and r["seed"] in seeds and r["budget"] == budget
     ]
@@ -103,13 +109,19 @@ def main(argv: list[str] | None = None) -> int:
             "last 20 steps; 'random init': the variant's trunk untrained. Each row's commit and date are in the "
             "JSON."
         )
+        if any(r.get("embedding_std") is not None for r in rows):
+            notes += (
+                " embedding_std and effective_rank: the collapse monitor's last reading in a run of ours (the "
+                "per-dimension spread of the L2-normalised head outputs, and their effective rank)."
+            )
         # The recipe's rows for every seed in the file, not only this sitting's.
         shown = sorted(set(seeds) | {r["seed"] for r in rows})
         ordered = recipe_rows(args.method, shown, ["ours", "lightly", *sides], budget) + sorted(
             rows, key=lambda r: (r["variant"], r["side"], r["seed"])
         )
         # A rewrite (--render) keeps the machine and command of the sitting that last measured.
-        write_results(name, ordered, notes, columns=COLUMNS, measured=stored if args.render else None)
+        columns = COLUMNS + [c for c in COLLAPSE if any(r.get(c) is not None for r in ordered)]
+        write_results(name, ordered, notes, columns=columns, measured=stored if args.render else None)
 
     if args.render:
         save()
@@ -144,6 +156,7 @@ def main(argv: list[str] | None = None) -> int:
                         "side": side,
                         "seed": seed,
                         **{k: row[k] for k in ("knn20", "knn200", "linear", "final_loss", "images_per_s", "curve")},
+                        **{k: row[k] for k in COLLAPSE if k in row},
                         "commit": commit,
                         "machine": machine(),
                         "date": time.strftime("%Y-%m-%d %H:%M:%S"),

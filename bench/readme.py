@@ -197,10 +197,16 @@ def quality_targets(data: dict[str, Any], budget: int) -> str:
 
     raw = _rows(data, "raw pixels", "raw pixels", budget)
     gains, above_raw, behind, level, faster, slower = [], [], [], [], [], []
+    short, long = [], []  # a method's pair of pretraining runs under / over 30 minutes
     for method in METHODS:
         ours = knn(method, "ours")
         if ours is None:
             continue
+        # The pair's wall time on the machine its speeds are compared on (ours alone without a peer).
+        timed, peer, _ = speed_rows(data, *(_rows(data, method, side, budget) for side in ("ours", "lightly")))
+        if timed:
+            minutes = sum(_mean([r["wall_s"] for r in rows]) for rows in (timed, peer) if rows) / 60
+            (short if minutes < 30 else long).append(f"{method} ({minutes:.0f} min)")
         # Each difference on the seeds both of its rows ran: a baseline or peer seed that ours has not
         # run would otherwise move the comparison.
         mine = seeds_of(method, "ours")
@@ -227,7 +233,10 @@ def quality_targets(data: dict[str, Any], budget: int) -> str:
         f"init: {', '.join(met) or none}; fewer: {', '.join(missed) or none}. Above the raw pixels: "
         f"{', '.join(above_raw) or none}. Ours at or above lightly's (within 0.5 points): "
         f"{', '.join(level) or none}; below: {', '.join(behind) or none}. Ours at least as fast as "
-        f"lightly: {', '.join(faster) or none}; slower: {', '.join(slower) or none}."
+        f"lightly: {', '.join(faster) or none}; slower: {', '.join(slower) or none}. A method's two "
+        f"pretraining runs (ours and lightly's; ours alone where lightly has no such method) within 30 "
+        f"minutes, on the machine of that speed comparison: {', '.join(short) or none}; longer: "
+        f"{', '.join(long) or none}."
     )
 
 
@@ -375,6 +384,7 @@ BLOCKS: dict[str, tuple[str, Callable[[dict[str, Any]], str]]] = {
     "quality_variants_dino": ("quality_variants_dino.json", table),
     "quality_variants_simsiam": ("quality_variants_simsiam.json", table),
     "quality_variants_simclr": ("quality_variants_simclr.json", table),
+    "quality_variants_mocov2": ("quality_variants_mocov2.json", table),
     "plan_seer_10b": ("plan_seer_regnet_10b.json", plan_example),
     "curation": ("curation.json", curation),
     "curation_small": ("curation_small.json", curation),

@@ -55,6 +55,10 @@ def test_quick_run_writes_every_row_and_resumes(tmp_path: Path, caplog) -> None:
         row = rows[("simclr", side)]
         assert row["steps"] == 2 and row["images_per_s"] > 0 and row["curve"], row
         assert row["config"]["method"]["name"] == "simclr" and row["commit"] and row["command"].startswith("python")
+    # Ours carries the collapse monitor's last reading (lightly's side has no such monitor).
+    ours = rows[("simclr", "ours")]
+    assert 0.0 < ours["embedding_std"] <= 1.0 and 1.0 <= ours["effective_rank"] <= 128.0, ours
+    assert "embedding_std" not in rows[("simclr", "lightly")]
     recipes = [
         {k: v for k, v in rows[("simclr", side)]["config"].items() if k != "run"} for side in ("ours", "lightly")
     ]
@@ -81,6 +85,37 @@ def test_both_sides_start_from_the_same_trunk() -> None:
     theirs = quality.random_init_trunk(cfg)
     for (name, a), (_, b) in zip(ours.state_dict().items(), theirs.state_dict().items(), strict=True):
         assert torch.equal(a, b), name
+
+
+@pytest.mark.parametrize(
+    "hidden, batch_norm, last_batch_norm",
+    [([512], False, False), ([], False, False), ([], False, True), ([512], True, False), ([256, 256], True, True)],
+)
+def test_lightly_moco_head_has_the_recipes_layers(hidden: list[int], batch_norm: bool, last_batch_norm: bool) -> None:
+    """The MoCo head of lightly's side is built from the recipe's head config: the same layers, in
+    the same order, with the same parameter shapes as ours (bias where there is no batch norm)."""
+    from omegaconf import OmegaConf
+
+    from bench.quality_lightly import _moco_head
+    from sslframe.models.heads import MLPHead
+
+    head = OmegaConf.create(
+        {
+            "hidden_dims": hidden,
+            "output_dim": 128,
+            "batch_norm": batch_norm,
+            "last_batch_norm": last_batch_norm,
+            "activation": "relu",
+        }
+    )
+    ours = MLPHead(64, hidden, 128, batch_norm=batch_norm, last_batch_norm=last_batch_norm)
+    theirs = _moco_head(64, head)
+
+    def layers(module: torch.nn.Module) -> list[tuple[str, list[tuple[int, ...]]]]:
+        leaves = [m for m in module.modules() if not list(m.children())]
+        return [(type(m).__name__, [tuple(p.shape) for p in m.parameters()]) for m in leaves]
+
+    assert layers(theirs) == layers(ours)
 
 
 def test_unknown_method_is_refused() -> None:
