@@ -204,8 +204,9 @@ def quality_targets(data: dict[str, Any], budget: int) -> str:
             continue
         # The pair's wall time on the machine its speeds are compared on (ours alone without a peer).
         timed, peer, _ = speed_rows(data, *(_rows(data, method, side, budget) for side in ("ours", "lightly")))
-        if timed:
-            minutes = sum(_mean([r["wall_s"] for r in rows]) for rows in (timed, peer) if rows) / 60
+        walls = [[r["wall_s"] for r in rows if r.get("wall_s")] for rows in (timed, peer) if rows]
+        if walls and all(walls):
+            minutes = sum(_mean(w) for w in walls) / 60
             (short if minutes < 30 else long).append(f"{method} ({minutes:.0f} min)")
         # Each difference on the seeds both of its rows ran: a baseline or peer seed that ours has not
         # run would otherwise move the comparison.

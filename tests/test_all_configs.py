@@ -53,7 +53,8 @@ def test_experiment_composes_validates_and_builds(name: str) -> None:
     with torch.device("meta"):
         method = build_method(cfg)
     method.bind_dataset(NUM_SAMPLES, 0, 1)
-    crops = meta_crops(cfg)
+    # Batch norm split into groups (MoCo v2's single-process shuffle-BN) needs two samples per group.
+    crops = meta_crops(cfg, batch=2 * max(1, int(cfg.method.get("bn_splits", 1))))
     batch = crops[0].shape[0]
     stand_in_trunks(method)
     if cfg.method.name in HOST_READS:

@@ -142,3 +142,28 @@ def test_quality_targets_compare_each_pair_on_the_seeds_both_ran() -> None:
     table = readme.quality(data)
     row = next(x for x in table.splitlines() if x.startswith("| simclr"))
     assert "| 0.800 / " in row and "0.750" not in row
+
+
+def test_quality_targets_time_each_methods_pair_of_runs() -> None:
+    """A method's two pretraining runs (ours and lightly's, one machine) are timed against the
+    benchmark's half hour; a method without a lightly side is timed alone."""
+
+    def timed(row: dict, minutes: float) -> dict:
+        return {**row, "wall_s": 60.0 * minutes}
+
+    data = {
+        "machine": MACHINE,
+        "rows": [
+            timed(quality_row("simclr", "ours", 0.84, 900.0), 10),
+            timed(quality_row("simclr", "ours", 0.84, 900.0, seed=1), 12),
+            timed(quality_row("simclr", "lightly", 0.83, 400.0), 14),
+            timed(quality_row("simclr", "lightly", 0.83, 400.0, seed=1), 16),
+            timed(quality_row("mae", "ours", 0.80, 190.0), 21),
+            timed(quality_row("mae", "lightly", 0.80, 170.0), 24),
+            timed(quality_row("ijepa", "ours", 0.66, 43.0), 94),
+        ],
+    }
+    line = readme.quality_targets(data, 8)
+    # simclr: mean of ours' (11) plus mean of lightly's (15).
+    assert "within 30 minutes, on the machine of that speed comparison: simclr (26 min);" in line
+    assert "longer: mae (45 min), ijepa (94 min)." in line
