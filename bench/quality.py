@@ -216,22 +216,19 @@ def run_ours(cfg: DictConfig) -> tuple[torch.nn.Module, dict]:
         "images_per_s": images / max(wall - clock.seconds, 1e-9),
         "final_loss": result.final_loss,
         "curve": [[every * (i + 1) * cfg.data.batch_size, v] for i, v in enumerate(clock.curve)],
-        **last_collapse_reading(Path(cfg.run.dir) / "metrics.jsonl"),
+        **last_collapse_reading(Path(cfg.run.dir)),
     }
     return trainer.method.trunk, stats
 
 
-def last_collapse_reading(metrics: Path) -> dict[str, float]:
-    """The collapse monitor's last reading of a run of ours (``embedding_std``: per-dimension spread
-    of the L2-normalised embeddings; ``effective_rank``), from its metrics.jsonl; empty without one.
-    lightly's side has no such monitor, so its rows do not carry these."""
-    last: dict[str, float] = {}
-    if metrics.is_file():
-        for line in metrics.read_text().splitlines():
-            record = json.loads(line)
-            if "embedding_std" in record:
-                last = {k: record[k] for k in ("embedding_std", "effective_rank") if k in record}
-    return last
+def last_collapse_reading(run_dir: Path) -> dict[str, float]:
+    """The collapse monitor's last reading in a run of ours (``embedding_std``: per-dimension spread
+    of the L2-normalised embeddings; ``effective_rank``). lightly's side has no such monitor, so its
+    rows do not carry these."""
+    from sslframe.eval.plots import read_metrics
+
+    readings = [r for r in read_metrics(run_dir) if "embedding_std" in r]
+    return {k: readings[-1][k] for k in ("embedding_std", "effective_rank") if k in readings[-1]} if readings else {}
 
 
 def run_lightly(method: str, cfg: DictConfig) -> tuple[torch.nn.Module, dict]:
