@@ -90,8 +90,10 @@ JobRequeue=1
 ReturnToService=2
 KillWait=30
 MinJobAge=600
-# A node that stops answering is down after 20 s (default 300 s), so a lost node ends its job soon.
-SlurmdTimeout=20
+# A node that stops answering is down after 45 s (default 300 s), so a lost node ends its job soon,
+# yet later than the ranks left notice it themselves (tests/slurm/test_two_nodes.py runs them with a
+# 20 s collective timeout; at 20 s here the controller sometimes ended the step first).
+SlurmdTimeout=45
 SlurmctldPidFile=/run/sslframe-slurmctld.pid
 SlurmdPidFile=/run/sslframe-slurmd-%n.pid
 StateSaveLocation=$SPOOL/ctld

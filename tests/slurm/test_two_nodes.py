@@ -146,9 +146,10 @@ def test_a_lost_node_ends_the_step_and_the_job_goes_on_with_the_node_left(jobs: 
     # (plus a heartbeat period and a step's time).
     assert failed["status"] == "failed" and "rank 1 has not answered" in failed["error"], failed
     assert epoch_seconds(failed["time"]) - jobs.killed_at < TIMEOUT_S + 15
-    # SLURM declares the node down (SlurmdTimeout=20 s in the test cluster) and the job goes on.
+    # SLURM declares the node down (SlurmdTimeout=45 s in the test cluster; the controller pings
+    # every third of it, so 45-60 s after the kill) and the job goes on.
     assert (lost["lost"], lost["nodes"], lost["tasks"]) == (["sslnode2"], ["sslnode1"], 1)
-    assert epoch_seconds(lost["time"]) - jobs.killed_at < 90
+    assert epoch_seconds(lost["time"]) - jobs.killed_at < 120
     assert (second["tasks"], second["continued"], done["status"], done["step"]) == (1, 1, "completed", LOST_STEPS)
     # Resumed at world size 1 from the newest complete checkpoint, the global batch kept.
     [change] = [json.loads(line) for line in (run / "events.jsonl").read_text().splitlines()]
