@@ -179,7 +179,56 @@ def other_budgets(data: dict[str, Any], budgets: list[int]) -> str:
                 lines.append("| " + " | ".join([*cells, speed]) + " |")
     commits = sorted({r.get("commit", "?") for r in chosen if r["side"] in ("ours", "lightly")})
     lines += ["", f"{machines_line(data, chosen)} Commits {', '.join(commits)}."]
+    for budget in budgets:
+        lines += ["", f"Read off the {budget}-epoch rows (kNN k = 20, points): {baseline_targets(data, budget)}"]
     return "\n".join(lines)
+
+
+def _knn(data: dict[str, Any], method: str, side: str, budget: int, seeds: set[int] | None = None) -> float | None:
+    """Mean kNN (k=20) of ``side``'s rows at ``budget``, of the ``seeds`` given only."""
+    rows = [r for r in _rows(data, method, side, budget) if seeds is None or r["seed"] in seeds]
+    return _mean([r["knn20"] for r in rows]) if rows else None
+
+
+def _seeds(data: dict[str, Any], method: str, side: str, budget: int) -> set[int]:
+    return {r["seed"] for r in _rows(data, method, side, budget)}
+
+
+def baseline_targets(data: dict[str, Any], budget: int) -> str:
+    """The targets against the baselines at one budget: each method's kNN (k=20) gain over its
+    random-init network (on the seeds both ran), and whether it passes the raw pixels under kNN
+    and, separately, under the linear probe."""
+    from bench.quality import METHODS
+
+    raw = _rows(data, "raw pixels", "raw pixels", budget)
+    gains, above_raw, above_raw_linear = [], [], []
+    for method in METHODS:
+        ours = _knn(data, method, "ours", budget)
+        if ours is None:
+            continue
+        # On the seeds both rows ran: a baseline seed that ours has not run would move the gain.
+        shared = _seeds(data, method, "ours", budget) & _seeds(data, method, "random init", budget)
+        if shared:
+            gain = 100 * (
+                _knn(data, method, "ours", budget, shared) - _knn(data, method, "random init", budget, shared)
+            )
+            gains.append((gain, method))
+        if raw and ours > raw[0]["knn20"]:
+            above_raw.append(method)
+        # The linear probe on the frozen trunk against the same probe on the pixels, above by at
+        # least the 0.1 points the line shows.
+        linear = _mean([r["linear"] for r in _rows(data, method, "ours", budget)])
+        if raw and round(100 * (linear - raw[0]["linear"]), 1) > 0:
+            above_raw_linear.append(f"{method} ({100 * (linear - raw[0]['linear']):+.1f})")
+    met = [f"{m} ({g:+.1f})" for g, m in sorted(gains, reverse=True) if g >= 5]
+    missed = [f"{m} ({g:+.1f})" for g, m in sorted(gains, reverse=True) if g < 5]
+    none = "none"
+    return (
+        f"at least 5 points over the same network at random init: {', '.join(met) or none}; fewer: "
+        f"{', '.join(missed) or none}. Above the raw pixels: {', '.join(above_raw) or none}; under the "
+        f"linear probe instead (ours' mean against the same probe on the pixels): "
+        f"{', '.join(above_raw_linear) or none}."
+    )
 
 
 def quality_targets(data: dict[str, Any], budget: int) -> str:
@@ -187,20 +236,10 @@ def quality_targets(data: dict[str, Any], budget: int) -> str:
     raw pixels, lightly's accuracy and speed; each method named where it meets or misses one."""
     from bench.quality import METHODS
 
-    def knn(method: str, side: str, seeds: set[int] | None = None) -> float | None:
-        """Mean kNN (k=20) of ``side``'s rows, of the ``seeds`` given only."""
-        rows = [r for r in _rows(data, method, side, budget) if seeds is None or r["seed"] in seeds]
-        return _mean([r["knn20"] for r in rows]) if rows else None
-
-    def seeds_of(method: str, side: str) -> set[int]:
-        return {r["seed"] for r in _rows(data, method, side, budget)}
-
-    raw = _rows(data, "raw pixels", "raw pixels", budget)
-    gains, above_raw, above_raw_linear, behind, level, faster, slower = [], [], [], [], [], [], []
+    behind, level, faster, slower = [], [], [], []
     short, long = [], []  # a method's pair of pretraining runs under / over 30 minutes
     for method in METHODS:
-        ours = knn(method, "ours")
-        if ours is None:
+        if _knn(data, method, "ours", budget) is None:
             continue
         # The pair's wall time on the machine its speeds are compared on (ours alone without a peer).
         timed, peer, _ = speed_rows(data, *(_rows(data, method, side, budget) for side in ("ours", "lightly")))
@@ -208,37 +247,20 @@ def quality_targets(data: dict[str, Any], budget: int) -> str:
         if walls and all(walls):
             minutes = sum(_mean(w) for w in walls) / 60
             (short if minutes < 30 else long).append(f"{method} ({minutes:.0f} min)")
-        # Each difference on the seeds both of its rows ran: a baseline or peer seed that ours has not
-        # run would otherwise move the comparison.
-        mine = seeds_of(method, "ours")
-        shared_rand = mine & seeds_of(method, "random init")
-        if shared_rand:
-            gains.append((100 * (knn(method, "ours", shared_rand) - knn(method, "random init", shared_rand)), method))
-        if raw and ours > raw[0]["knn20"]:
-            above_raw.append(method)
-        # The linear probe on the frozen trunk against the same probe on the pixels.
-        # Above by at least the 0.1 points the line shows.
-        linear = _mean([r["linear"] for r in _rows(data, method, "ours", budget)])
-        if raw and round(100 * (linear - raw[0]["linear"]), 1) > 0:
-            above_raw_linear.append(f"{method} ({100 * (linear - raw[0]['linear']):+.1f})")
-        shared_peer = mine & seeds_of(method, "lightly")
-        if shared_peer:
-            gap = 100 * (knn(method, "ours", shared_peer) - knn(method, "lightly", shared_peer))
+        # On the seeds both sides ran: a peer seed that ours has not run would move the comparison.
+        shared = _seeds(data, method, "ours", budget) & _seeds(data, method, "lightly", budget)
+        if shared:
+            gap = 100 * (_knn(data, method, "ours", budget, shared) - _knn(data, method, "lightly", budget, shared))
             (level if gap >= -0.5 else behind).append(f"{method} ({gap:+.1f})")
             pair = (_rows(data, method, side, budget) for side in ("ours", "lightly"))
             fast, slow, _ = speed_rows(data, *pair)
             if fast and slow:
                 faster_here = _mean([r["images_per_s"] for r in fast]) >= _mean([r["images_per_s"] for r in slow])
                 (faster if faster_here else slower).append(method)
-    met = [f"{m} ({g:+.1f})" for g, m in sorted(gains, reverse=True) if g >= 5]
-    missed = [f"{m} ({g:+.1f})" for g, m in sorted(gains, reverse=True) if g < 5]
     none = "none"
     return (
-        f"Read off these rows (kNN k = 20, points; each difference on the seeds both rows ran): at least 5 "
-        f"points over the same network at random "
-        f"init: {', '.join(met) or none}; fewer: {', '.join(missed) or none}. Above the raw pixels: "
-        f"{', '.join(above_raw) or none}; under the linear probe instead (ours' mean against the same "
-        f"probe on the pixels): {', '.join(above_raw_linear) or none}. Ours at or above lightly's (within 0.5 points): "
+        f"Read off these rows (kNN k = 20, points; each difference on the seeds both rows ran): "
+        f"{baseline_targets(data, budget)} Ours at or above lightly's (within 0.5 points): "
         f"{', '.join(level) or none}; below: {', '.join(behind) or none}. Ours at least as fast as "
         f"lightly: {', '.join(faster) or none}; slower: {', '.join(slower) or none}. A method's two "
         f"pretraining runs (ours and lightly's; ours alone where lightly has no such method) within 30 "
