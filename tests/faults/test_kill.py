@@ -25,7 +25,9 @@ def test_sigkill_then_resume_matches_uninterrupted(
     image_folder = fault_data
 
     seed = random.randrange(1 << 30)
-    kill_at = random.Random(seed).randint(4, steps - 2)
+    # At least a third of the run left after the step the kill waits for: the run goes on while the
+    # log is polled and the signal lands (a kill at step 10 of 12 once found all 12 logged).
+    kill_at = random.Random(seed).randint(4, steps - max(2, steps // 3))
     # Printed, so a failure can be replayed with the same kill step (pytest shows it on failure).
     print(f"kill seed {seed}: SIGKILL once step {kill_at} of {steps} is logged")
     cut = tmp_path / "cut"
@@ -74,7 +76,9 @@ def test_a_killed_worker_brings_the_group_back_and_the_run_resumes(
     uninterrupted run's."""
     steps = 12
     seed = random.randrange(1 << 30)
-    kill_at = random.Random(seed).randint(4, steps - 2)
+    # At least a third of the run left after the step the kill waits for: the run goes on while the
+    # log is polled and the signal lands (a kill at step 10 of 12 once found all 12 logged).
+    kill_at = random.Random(seed).randint(4, steps - max(2, steps // 3))
     print(f"kill seed {seed}: SIGKILL rank 1 once step {kill_at} of {steps} is logged")
     cut = tmp_path / "cut"
     proc = start(train_cmd(fault_data, cut, "launcher.procs=2", "launcher.max_restarts=1"))
