@@ -58,19 +58,29 @@ def markdown_table(rows: list[dict[str, Any]], columns: list[str] | None = None)
     return "\n".join(lines)
 
 
-def provenance() -> dict[str, str]:
-    """The command, commit and date of a result (README figures name where they come from)."""
-    root = Path(__file__).resolve().parents[1]
+def git_commit(root: Path = RESULTS.parents[1]) -> str:
+    """The checked-out commit, ``+dirty`` when a tracked file differs from it. The result files
+    under ``bench/results/`` do not count: a benchmark resumed over several sittings (or run
+    after another in one sitting) finds them already changed by itself."""
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=root, capture_output=True, text=True)
     dirty = subprocess.run(
-        ["git", "status", "--porcelain", "--untracked-files=no"], cwd=root, capture_output=True, text=True
+        ["git", "status", "--porcelain", "--untracked-files=no", "--", ".", ":(exclude)bench/results"],
+        cwd=root,
+        capture_output=True,
+        text=True,
     )
+    return commit.stdout.strip() + ("+dirty" if dirty.stdout.strip() else "")
+
+
+def provenance() -> dict[str, str]:
+    """The command, commit and date of a result (README figures name where they come from)."""
+    root = RESULTS.parents[1]
     script = Path(sys.argv[0]).resolve()
     where = script.relative_to(root) if script.is_relative_to(root) else script.name
     return {
         # Quoted as a shell needs it, so the command can be run again as written.
         "command": shlex.join(["python", str(where), *sys.argv[1:]]),
-        "commit": commit.stdout.strip() + ("+dirty" if dirty.stdout.strip() else ""),
+        "commit": git_commit(root),
         "date": time.strftime("%Y-%m-%d %H:%M"),
     }
 

@@ -33,7 +33,6 @@ import json
 import logging
 import shlex
 import statistics
-import subprocess
 import sys
 import time
 from collections.abc import Sequence
@@ -48,7 +47,7 @@ from omegaconf import DictConfig, OmegaConf
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench.common import RESULTS, machine  # noqa: E402
+from bench.common import RESULTS, git_commit, machine  # noqa: E402
 from sslframe.config import compose_config  # noqa: E402
 from sslframe.data import fashion_mnist  # noqa: E402
 from sslframe.engine import monitors  # noqa: E402
@@ -255,14 +254,6 @@ def random_init_trunk(cfg: DictConfig) -> Trunk:
     """The trunk both sides start from: built first from ``trainer.seed`` (as the Trainer does)."""
     torch.manual_seed(cfg.trainer.seed)
     return build_trunk(cfg.trunk)
-
-
-def git_commit() -> str:
-    done = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True)
-    dirty = subprocess.run(
-        ["git", "status", "--porcelain", "--untracked-files=no"], cwd=ROOT, capture_output=True, text=True
-    )
-    return done.stdout.strip() + ("+dirty" if dirty.stdout.strip() else "")
 
 
 def lightly_methods() -> set[str]:

@@ -29,7 +29,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from bench import quality  # noqa: E402
-from bench.common import RESULTS, machine, write_results  # noqa: E402
+from bench.common import RESULTS, git_commit, machine, write_results  # noqa: E402
 from sslframe.data import fashion_mnist  # noqa: E402
 
 log = logging.getLogger("quality_variants")
@@ -95,7 +95,7 @@ def main(argv: list[str] | None = None) -> int:
     out.parent.mkdir(parents=True, exist_ok=True)
     stored = quality.load_results(out)
     rows = [r for r in stored["rows"] if r["variant"] != RECIPE]
-    commit = quality.git_commit()
+    commit = git_commit()
 
     def save() -> None:
         # Every variant in the file, this run's and earlier sittings' (each row keeps its overrides).
