@@ -217,9 +217,10 @@ def baseline_targets(data: dict[str, Any], budget: int) -> str:
             above_raw.append(method)
         # The linear probe on the frozen trunk against the same probe on the pixels, above by at
         # least the 0.1 points the line shows.
-        linear = _mean([r["linear"] for r in _rows(data, method, "ours", budget)])
-        if raw and round(100 * (linear - raw[0]["linear"]), 1) > 0:
-            above_raw_linear.append(f"{method} ({100 * (linear - raw[0]['linear']):+.1f})")
+        if raw:
+            lead = 100 * (_mean([r["linear"] for r in _rows(data, method, "ours", budget)]) - raw[0]["linear"])
+            if round(lead, 1) > 0:
+                above_raw_linear.append(f"{method} ({lead:+.1f})")
     met = [f"{m} ({g:+.1f})" for g, m in sorted(gains, reverse=True) if g >= 5]
     missed = [f"{m} ({g:+.1f})" for g, m in sorted(gains, reverse=True) if g < 5]
     none = "none"
