@@ -150,13 +150,13 @@ def quality(data: dict[str, Any]) -> str:
     ]
     others = sorted(b for b in methods_at if b != budget)
     if others:
-        lines += ["", other_budgets(data, others)]
+        lines += ["", other_budgets(data, others, budget)]
     return "\n".join(lines) + "\n"
 
 
-def other_budgets(data: dict[str, Any], budgets: list[int]) -> str:
-    """The rows run at budgets other than the benchmark's (the same recipes, more or fewer
-    epochs), each beside the random-init network and the raw pixels at that budget."""
+def other_budgets(data: dict[str, Any], budgets: list[int], base: int) -> str:
+    """The rows run at budgets other than the benchmark's (``base``; the same recipes, more or
+    fewer epochs), each beside the random-init network and the raw pixels at that budget."""
     from bench.quality import METHODS, machines_line
 
     lines = [
@@ -180,8 +180,23 @@ def other_budgets(data: dict[str, Any], budgets: list[int]) -> str:
     commits = sorted({r.get("commit", "?") for r in chosen if r["side"] in ("ours", "lightly")})
     lines += ["", f"{machines_line(data, chosen)} Commits {', '.join(commits)}."]
     for budget in budgets:
-        lines += ["", f"Read off the {budget}-epoch rows (kNN k = 20, points): {baseline_targets(data, budget)}"]
+        readoff = f"{baseline_targets(data, budget)} {budget_gains(data, budget, base)}"
+        lines += ["", f"Read off the {budget}-epoch rows (kNN k = 20, points): {readoff}"]
     return "\n".join(lines)
+
+
+def budget_gains(data: dict[str, Any], budget: int, base: int) -> str:
+    """What ``budget`` epochs add to (or take from) ours' kNN (k=20) at the benchmark's ``base``
+    budget, method by method, on the seeds run at both."""
+    from bench.quality import METHODS
+
+    gains = []
+    for method in METHODS:
+        shared = _seeds(data, method, "ours", budget) & _seeds(data, method, "ours", base)
+        if shared:
+            gain = 100 * (_knn(data, method, "ours", budget, shared) - _knn(data, method, "ours", base, shared))
+            gains.append(f"{method} ({gain:+.1f})")
+    return f"Against the same method's {base}-epoch rows (ours, the same seeds): {', '.join(gains) or 'none'}."
 
 
 def _knn(data: dict[str, Any], method: str, side: str, budget: int, seeds: set[int] | None = None) -> float | None:
