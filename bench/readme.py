@@ -131,8 +131,10 @@ def quality(data: dict[str, Any]) -> str:
     if raw:
         r = raw[0]
         lines.append(f"| raw pixels | {r['knn20']:.3f} | | {r['knn200']:.3f} | | {r['linear']:.3f} | | | | |")
-    commits = sorted({r.get("commit", "?") for r in trained})
-    dates = sorted(r.get("date", "?") for r in trained)
+    # The commits and dates of this table's runs (the other budgets' table names its own).
+    here = [r for r in trained if r["budget"] == budget]
+    commits = sorted({r.get("commit", "?") for r in here})
+    dates = sorted(r.get("date", "?") for r in here)
     lines += [
         "",
         f"{budget} epochs of the 60k training images for every method ({budget * 60}k images seen), "

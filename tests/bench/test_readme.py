@@ -58,13 +58,16 @@ def test_rows_at_other_budgets_get_their_own_table() -> None:
             quality_row("raw pixels", "raw pixels", 0.857, budget=16),
             quality_row("simclr", "random init", 0.80, budget=16),
             quality_row("mocov2", "random init", 0.80, budget=16),  # no mocov2 run at 16: not listed
-            quality_row("simclr", "ours", 0.87, 950.0, budget=16),
+            {**quality_row("simclr", "ours", 0.87, 950.0, budget=16), "commit": "def5678", "date": "2026-12-03"},
         ],
     }
     table = readme.quality(data)
     main, longer = table.split("The same recipes at other budgets")
     assert "4 epochs" in main and "| mocov2 | 0.820 |" in main and "| simclr | 0.830 |" in main
     assert "Above the raw pixels: none" in main  # read off the 4-epoch rows only
+    # The main table's footer names its own runs' commits and dates, the longer table its own.
+    assert "commits abc1234 " in main and "def5678" not in main and "to 2026-12-02," in main
+    assert "Commits def5678." in longer
     assert "| 16 | simclr | ours | 1 | 0.870 | 0.850 | 0.880 | 950 |" in longer
     assert "| 16 | simclr | random init | 1 | 0.800 |" in longer
     assert "| 16 | raw pixels | raw pixels | 1 | 0.857 |" in longer
