@@ -14,6 +14,13 @@ from sslframe.distributed.checkpoint import latest_checkpoint
 from tests.faults.common import losses, run, start, train_cmd, wait_for_step
 
 
+def kill_step(seed: int, steps: int) -> int:
+    """The logged step a kill waits for, drawn from ``seed``: after a few steps, and with at least a
+    third of the run left, since the run goes on while the log is polled and the signal lands (a kill
+    at step 10 of 12 once found all 12 logged)."""
+    return random.Random(seed).randint(4, steps - max(2, steps // 3))
+
+
 @pytest.mark.parametrize("world", [1, 2])
 def test_sigkill_then_resume_matches_uninterrupted(
     fault_data: Path, tmp_path: Path, world: int, request: pytest.FixtureRequest
@@ -25,9 +32,7 @@ def test_sigkill_then_resume_matches_uninterrupted(
     image_folder = fault_data
 
     seed = random.randrange(1 << 30)
-    # At least a third of the run left after the step the kill waits for: the run goes on while the
-    # log is polled and the signal lands (a kill at step 10 of 12 once found all 12 logged).
-    kill_at = random.Random(seed).randint(4, steps - max(2, steps // 3))
+    kill_at = kill_step(seed, steps)
     # Printed, so a failure can be replayed with the same kill step (pytest shows it on failure).
     print(f"kill seed {seed}: SIGKILL once step {kill_at} of {steps} is logged")
     cut = tmp_path / "cut"
@@ -76,9 +81,7 @@ def test_a_killed_worker_brings_the_group_back_and_the_run_resumes(
     uninterrupted run's."""
     steps = 12
     seed = random.randrange(1 << 30)
-    # At least a third of the run left after the step the kill waits for: the run goes on while the
-    # log is polled and the signal lands (a kill at step 10 of 12 once found all 12 logged).
-    kill_at = random.Random(seed).randint(4, steps - max(2, steps // 3))
+    kill_at = kill_step(seed, steps)
     print(f"kill seed {seed}: SIGKILL rank 1 once step {kill_at} of {steps} is logged")
     cut = tmp_path / "cut"
     proc = start(train_cmd(fault_data, cut, "launcher.procs=2", "launcher.max_restarts=1"))
