@@ -44,11 +44,14 @@ def train(config: str = "quickstart", overrides: Sequence[str] = ()) -> Path:
     return Path(cfg.run.dir)
 
 
-def load_trunk(path: str | Path, layout: str = "", arch: str = "", random_init: bool = False) -> nn.Module:
+def load_trunk(
+    path: str | Path, layout: str = "", arch: str = "", random_init: bool = False, encoder: str = "student"
+) -> nn.Module:
     """The trunk of a run directory or checkpoint folder, as a plain ``nn.Module`` in eval mode
     (``trunk(images)`` gives the pooled features); or of a weights file written by ``sslframe
     export`` or another project, with its ``layout`` (torchvision, timm, swav, dino, vissl,
-    sslframe) and ``arch`` (resnet50, regnet_y_400mf...)."""
+    sslframe) and ``arch`` (resnet50, regnet_y_400mf...). ``encoder="teacher"``: a run's momentum
+    (EMA) copy of the trunk instead (BYOL, MoCo, DINO, iBOT, DINOv2, I-JEPA; ``eval.encoder``)."""
     from sslframe.eval.features import load_trunk as load_run_trunk
     from sslframe.eval.interchange import load_trunk_weights, trunk_for_arch
 
@@ -58,11 +61,13 @@ def load_trunk(path: str | Path, layout: str = "", arch: str = "", random_init: 
             raise UserError(
                 f"'{path}' is a weights file: say its layout= and arch= (e.g. layout='timm', arch='resnet50')"
             )
+        if encoder != "student":
+            raise UserError(f"encoder='{encoder}' picks the weights of a run's checkpoint, not of a weights file")
         trunk = trunk_for_arch(arch)
         if not random_init:
             report = load_trunk_weights(trunk, path, layout)
             if not report.ok:
                 raise UserError(f"'{path}' does not fit {arch} as {layout}: {report.summary()}")
         return trunk.eval()
-    trunk, _, _ = load_run_trunk(path, random_init=random_init)
+    trunk, _, _ = load_run_trunk(path, random_init=random_init, encoder=encoder)
     return trunk.eval()

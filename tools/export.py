@@ -14,6 +14,8 @@ DINO or VISSL/SEER file (never running pickled code), maps it to our names for t
 Loads are strict unless --non-strict. ``--format`` writes a folder instead: ``hf`` (timm-loadable
 weights, config.json and a model card generated from the run and its evaluations), ``timm`` or
 ``torchvision`` (the state dict alone), ``onnx`` (dynamic batch, checked with onnxruntime).
+``--encoder teacher`` exports the momentum (EMA) copy of the trunk that BYOL, MoCo, DINO, iBOT,
+DINOv2 and I-JEPA keep (the weights DINO's authors publish) instead of the trained trunk.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from pathlib import Path
 import _path  # noqa: F401
 
 from sslframe.cli import run_cli
+from sslframe.config.schema.eval import ENCODERS
 from sslframe.eval.features import load_trunk
 from sslframe.eval.interchange import (
     LAYOUTS,
@@ -49,6 +52,12 @@ def main(argv: Sequence[str]) -> int:
     )
     export.add_argument("--license", default="other", help="the model card's licence field (--format hf)")
     export.add_argument(
+        "--encoder",
+        choices=ENCODERS,
+        default="student",
+        help="teacher: the method's momentum (EMA) copy of the trunk (BYOL, MoCo, DINO, iBOT, DINOv2, I-JEPA)",
+    )
+    export.add_argument(
         "--out", type=Path, required=True, help="with --format: a folder; else .safetensors or a torch state dict"
     )
     imp = sub.add_parser("import", help="another project's weights as an sslframe trunk state dict")
@@ -59,13 +68,14 @@ def main(argv: Sequence[str]) -> int:
     imp.add_argument("--non-strict", action="store_true", help="accept missing or unexpected keys")
     args = parser.parse_args(argv)
     if args.command == "export" and args.format:
-        for path in export_run(args.checkpoint, args.format, args.out, args.license):
+        for path in export_run(args.checkpoint, args.format, args.out, args.license, args.encoder):
             print(f"wrote {path}")
         return 0
     if args.command == "export":
-        trunk, _, folder = load_trunk(args.checkpoint)
+        trunk, _, folder = load_trunk(args.checkpoint, encoder=args.encoder)
         path = save_state_file(export_trunk(trunk, args.naming), args.out)
-        print(f"wrote the trunk of {folder} with {args.naming} names to {path}")
+        whose = "teacher trunk" if args.encoder == "teacher" else "trunk"
+        print(f"wrote the {whose} of {folder} with {args.naming} names to {path}")
         return 0
     trunk = trunk_for_arch(args.arch)
     report = load_trunk_weights(trunk, args.weights, args.layout, strict=not args.non_strict)

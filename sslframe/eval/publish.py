@@ -121,7 +121,9 @@ def eval_results(run_dir: Path) -> list[tuple[str, str, float]]:
     return rows
 
 
-def model_card(run_dir: Path, cfg: Any, name: str, args: dict[str, Any], license_id: str) -> str:
+def model_card(
+    run_dir: Path, cfg: Any, name: str, args: dict[str, Any], license_id: str, encoder: str = "student"
+) -> str:
     method = cfg.method.name
     results = eval_results(run_dir)
     table = ["| evaluation | metric | value |", "|---|---|---|"] + [f"| {t} | {m} | {v:.4f} |" for t, m, v in results]
@@ -145,6 +147,12 @@ def model_card(run_dir: Path, cfg: Any, name: str, args: dict[str, Any], license
             f"{cfg.transform.global_size} px, {cfg.transform.local_crops} local views)",
             f"- Training: {cfg.trainer.max_epochs} epochs, batch {cfg.data.batch_size} per process, {cfg.optim.name} "
             f"at lr {cfg.optim.lr} (per {cfg.optim.base_batch_size} images), precision {cfg.trainer.precision}",
+            "- Weights: "
+            + (
+                "the method's teacher, its momentum (EMA) copy of the trunk (evaluations of it: the `_teacher` rows)"
+                if encoder == "teacher"
+                else "the trunk trained by the gradient (the student, where the method also keeps a teacher)"
+            ),
             "",
             "## Evaluation",
             "",
@@ -169,11 +177,14 @@ def model_card(run_dir: Path, cfg: Any, name: str, args: dict[str, Any], license
     )
 
 
-def export_run(run_dir: str | Path, fmt: str, out: Path, license_id: str = "other") -> list[Path]:
-    """Write ``run_dir``'s trunk in format ``fmt`` into the folder ``out``; returns what was written."""
+def export_run(
+    run_dir: str | Path, fmt: str, out: Path, license_id: str = "other", encoder: str = "student"
+) -> list[Path]:
+    """Write ``run_dir``'s trunk in format ``fmt`` into the folder ``out``; returns what was written.
+    ``encoder="teacher"``: the method's momentum copy of the trunk (what DINO's authors publish)."""
     if fmt not in FORMATS:
         raise UserError(f"unknown export format '{fmt}'; valid choices: {', '.join(FORMATS)}")
-    trunk, cfg, folder = load_trunk(run_dir)
+    trunk, cfg, folder = load_trunk(run_dir, encoder=encoder)
     run = folder.parent.parent if folder.parent.name == "checkpoints" else Path(run_dir)
     out.mkdir(parents=True, exist_ok=True)
     x = _probe(trunk, cfg)
@@ -190,7 +201,7 @@ def export_run(run_dir: str | Path, fmt: str, out: Path, license_id: str = "othe
     config = {"architecture": name, "model_args": args, "num_classes": 0, "num_features": int(expected.shape[1])}
     config["pretrained_cfg"] = {"mean": list(cfg.transform.mean), "std": list(cfg.transform.std)}
     (out / "config.json").write_text(json.dumps(config, indent=1))
-    (out / "README.md").write_text(model_card(run, cfg, name, args, license_id))
+    (out / "README.md").write_text(model_card(run, cfg, name, args, license_id, encoder))
     return [weights, out / "config.json", out / "README.md"]
 
 

@@ -64,6 +64,11 @@ def _pretrained(cfg: DictConfig) -> Pretrained:
     ev = cfg.eval
     if ev.layout and ev.raw_pixels:
         raise UserError("eval.raw_pixels=true needs a run's checkpoint (its evaluation view), not eval.layout")
+    if ev.layout and ev.encoder != "student":
+        raise UserError(
+            f"eval.encoder={ev.encoder} picks the weights of an sslframe run's checkpoint; a file of another "
+            "project is read as its eval.layout says (layout dino: the teacher)"
+        )
     if ev.layout:
         trunk = trunk_for_arch(ev.arch)
         if not ev.random_init:
@@ -71,7 +76,7 @@ def _pretrained(cfg: DictConfig) -> Pretrained:
             log.info("loaded %s as %s: %s", cfg.checkpoint, ev.layout, report.summary())
         path = Path(cfg.checkpoint).resolve()
         return Pretrained(trunk.eval(), path, ev.image_size or 224, IMAGENET_MEAN, IMAGENET_STD, pick_device(ev.device))
-    trunk, run_cfg, folder = load_trunk(cfg.checkpoint, random_init=ev.random_init or ev.raw_pixels)
+    trunk, run_cfg, folder = load_trunk(cfg.checkpoint, random_init=ev.random_init or ev.raw_pixels, encoder=ev.encoder)
     if ev.raw_pixels:
         if ev.layer >= 0:
             raise UserError("eval.raw_pixels=true evaluates the images themselves; drop eval.layer")
@@ -138,6 +143,7 @@ def knn_task(cfg: DictConfig) -> dict[str, Any]:
         "task": "knn",
         "checkpoint": source,
         "random_init": ev.random_init,
+        "encoder": ev.encoder,
         "num_train": int(train_x.shape[0]),
         "num_test": int(test_x.shape[0]),
         "feature_dim": int(train_x.shape[1]),
@@ -155,7 +161,8 @@ def extract_task(cfg: DictConfig) -> dict[str, Any]:
     start = time.monotonic()
     model = _pretrained(cfg)
     env = init_distributed(model.device.type)
-    out = Path(ev.out_dir) if ev.out_dir else model.eval_dir / "features"
+    teacher = ev.encoder != "student" and not ev.random_init and not ev.raw_pixels
+    out = Path(ev.out_dir) if ev.out_dir else model.eval_dir / ("features_teacher" if teacher else "features")
     transform = eval_transform(model.size, model.mean, model.std)
     counts = {}
     for split in ev.splits:
@@ -173,6 +180,7 @@ def extract_task(cfg: DictConfig) -> dict[str, Any]:
         "task": "extract",
         "checkpoint": str(model.checkpoint),
         "random_init": ev.random_init,
+        "encoder": ev.encoder,
         "features": str(out),
         "num_samples": counts,
         "world_size": env.world_size,
@@ -198,6 +206,7 @@ def embed_task(cfg: DictConfig) -> dict[str, Any]:
         "path": str(Path(cfg.data.path).resolve()) if "://" not in cfg.data.path else cfg.data.path,
         "checkpoint": str(model.checkpoint),
         "random_init": ev.random_init,
+        "encoder": ev.encoder,
         "raw_pixels": ev.raw_pixels,
         "layer": ev.layer,
         "image_size": model.size,
@@ -298,6 +307,7 @@ def linear_task(cfg: DictConfig) -> dict[str, Any]:
         "task": "linear",
         "checkpoint": source,
         "random_init": ev.random_init,
+        "encoder": ev.encoder,
         "num_train": len(train.labels),
         "num_val": len(val.labels),
         "feature_dim": int(train.features.shape[1]),
@@ -331,6 +341,7 @@ def lowshot_task(cfg: DictConfig) -> dict[str, Any]:
         "task": "lowshot",
         "checkpoint": source,
         "random_init": ev.random_init,
+        "encoder": ev.encoder,
         "probe": ev.probe,
         "num_train": len(train.labels),
         "num_val": len(val.labels),
@@ -379,6 +390,7 @@ def finetune_task(cfg: DictConfig) -> dict[str, Any]:
         "task": "finetune",
         "checkpoint": str(pre.checkpoint),
         "random_init": ev.random_init,
+        "encoder": ev.encoder,
         "epochs": ev.epochs,
         "optimizer": ev.optimizer,
         "lr": ev.lr,
@@ -399,6 +411,8 @@ def _result_path(cfg: DictConfig, result: dict[str, Any]) -> Path:
     source = Path(result["checkpoint"])
     eval_dir = source.parent / "eval" / source.stem if source.is_file() else source.parent.parent / "eval"
     suffix = "_raw_pixels" if result.get("raw_pixels") else "_random_init" if result.get("random_init") else ""
+    if not suffix and result.get("encoder", "student") != "student":
+        suffix = f"_{result['encoder']}"
     return eval_dir / f"{cfg.eval.name}{suffix}.json"
 
 

@@ -7,6 +7,9 @@ from typing import ClassVar
 
 from sslframe.registry import Choices
 
+# The values of eval.encoder (sslframe/eval/features.py reads them).
+ENCODERS = ("student", "teacher")
+
 
 @dataclass
 class FeatureEvalConfig:
@@ -21,6 +24,14 @@ class FeatureEvalConfig:
     # Evaluate the images themselves (the normalised pixels of the run's evaluation view, flattened)
     # instead of the trunk's features: the baseline every pretrained trunk should beat.
     raw_pixels: bool = False
+    # Whose weights: "student", the trunk trained by the gradient (every method has one), or
+    # "teacher", the method's momentum (EMA) copy of it (BYOL, MoCo, DINO, iBOT, DINOv2, I-JEPA).
+    # DINO's, iBOT's and DINOv2's authors evaluate the teacher (the --checkpoint_key default of
+    # DINO's eval_knn.py and eval_linear.py), as do I-JEPA's (the target encoder); BYOL's and MoCo's
+    # the online/query encoder. The default is the student for every method alike, as the quality
+    # benchmark (bench/quality.py) and lightly's examples measure it; eval.encoder=teacher follows
+    # those authors.
+    encoder: str = "student"
     device: str = "auto"
     # Features of block ``layer`` of trunk.blocks(), average-pooled (-1: the trunk's pooled output).
     layer: int = -1
@@ -31,7 +42,7 @@ class FeatureEvalConfig:
     # then normalised with the ImageNet mean and std at image_size (0: 224).
     layout: str = ""
     arch: str = ""
-    choices: ClassVar[Choices] = {"device": ("auto", "cpu", "cuda")}
+    choices: ClassVar[Choices] = {"device": ("auto", "cpu", "cuda"), "encoder": ENCODERS}
 
 
 @dataclass
@@ -84,7 +95,11 @@ class LinearEvalConfig(FeatureEvalConfig):
     augment: bool = False
     crop_scale: list[float] = field(default_factory=lambda: [0.08, 1.0])
     seed: int = 0
-    choices: ClassVar[Choices] = {"device": ("auto", "cpu", "cuda"), "optimizer": ("sgd", "lars")}
+    choices: ClassVar[Choices] = {
+        "device": ("auto", "cpu", "cuda"),
+        "encoder": ENCODERS,
+        "optimizer": ("sgd", "lars"),
+    }
 
 
 @dataclass
@@ -101,6 +116,7 @@ class LowShotEvalConfig(LinearEvalConfig):
     temperature: float = 0.07
     choices: ClassVar[Choices] = {
         "device": ("auto", "cpu", "cuda"),
+        "encoder": ENCODERS,
         "optimizer": ("sgd", "lars"),
         "probe": ("linear", "knn"),
     }
@@ -120,4 +136,4 @@ class FinetuneEvalConfig(FeatureEvalConfig):
     warmup_epochs: int = 0
     crop_scale: list[float] = field(default_factory=lambda: [0.08, 1.0])
     seed: int = 0
-    choices: ClassVar[Choices] = {"device": ("auto", "cpu", "cuda"), "optimizer": ("adamw", "sgd")}
+    choices: ClassVar[Choices] = {"device": ("auto", "cpu", "cuda"), "encoder": ENCODERS, "optimizer": ("adamw", "sgd")}
