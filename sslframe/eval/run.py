@@ -206,11 +206,14 @@ def embed_task(cfg: DictConfig) -> dict[str, Any]:
         "path": str(Path(cfg.data.path).resolve()) if "://" not in cfg.data.path else cfg.data.path,
         "checkpoint": str(model.checkpoint),
         "random_init": ev.random_init,
-        "encoder": ev.encoder,
         "raw_pixels": ev.raw_pixels,
         "layer": ev.layer,
         "image_size": model.size,
     }
+    if ev.encoder != "student":
+        # Recorded only when not the default, so an embedding started before eval.encoder existed
+        # still resumes under the same plan.
+        plan["encoder"] = ev.encoder
     counts = embed_source(
         model.trunk, source, Path(ev.out_dir), eval_transform(model.size, model.mean, model.std),
         plan=plan, piece_size=ev.piece_size, batch_size=ev.batch_size, num_workers=ev.num_workers,

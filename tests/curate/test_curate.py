@@ -90,6 +90,9 @@ def test_embed_resumes_after_a_kill_without_embedding_twice(run: Path, tmp_path:
     assert resumed["pieces_done_before"] == 2 and resumed["embedded"] == 25 - 8  # nothing embedded twice
     whole = _embed(run, listing, tmp_path / "whole", "eval.piece_size=4", source="filelist")
     assert whole["embedded"] == 25
+    # The default encoder is not written into the plan: embeddings begun before eval.encoder
+    # existed (their plans lack it) still resume.
+    assert "encoder" not in json.loads((tmp_path / "whole" / "embed_plan.json").read_text())
     from sslframe.eval.store import read_features
 
     a, b = read_features(out), read_features(tmp_path / "whole")
