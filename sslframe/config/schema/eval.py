@@ -29,7 +29,7 @@ class FeatureEvalConfig:
     # DINO's, iBOT's and DINOv2's authors evaluate the teacher (the --checkpoint_key default of
     # DINO's eval_knn.py and eval_linear.py), as do I-JEPA's (the target encoder); BYOL's and MoCo's
     # the online/query encoder. The default is the student for every method alike, as the quality
-    # benchmark (bench/quality.py) and lightly's examples measure it; eval.encoder=teacher follows
+    # benchmark (bench/quality.py) measures ours and lightly's side; eval.encoder=teacher follows
     # those authors.
     encoder: str = "student"
     device: str = "auto"
