@@ -11,17 +11,24 @@ from sslframe.errors import UserError
 
 
 def consolidate_checkpoint(
-    checkpoint: str | Path, out: Path, with_heads: bool = False, safetensors: bool = False
+    checkpoint: str | Path,
+    out: Path,
+    with_heads: bool = False,
+    safetensors: bool = False,
+    encoder: str = "student",
 ) -> tuple[Path, int]:
     """Write the trunk's weights (keys as the trunk names them: torchvision names for ResNets,
-    timm names for RegNets) or, with ``with_heads``, the whole method's, as one file."""
+    timm names for RegNets) or, with ``with_heads``, the whole method's, as one file.
+    ``encoder="teacher"``: the trunk's momentum copy instead (DINO's teacher, BYOL's target...;
+    ``sslframe.eval.features.trunk_weights`` finds it), the weights DINO's authors publish."""
+    from sslframe.eval.features import trunk_weights
+
+    if with_heads and encoder != "student":
+        raise UserError("--with-heads writes every module of the method, the teacher's included; drop --encoder")
     folder = ckpt.resolve_checkpoint(checkpoint)
     state, _ = ckpt.load_checkpoint(folder)
     model = state["model"]
-    trunk_only = {k[len("trunk.") :]: v for k, v in model.items() if k.startswith("trunk.")}
-    weights = dict(model) if with_heads else trunk_only
-    if not weights:
-        raise UserError(f"checkpoint '{folder}' holds no trunk weights")
+    weights = dict(model) if with_heads else trunk_weights(model, encoder, folder)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(out.name + ".tmp")
     if safetensors:

@@ -72,6 +72,7 @@ def plot_training(records: list[dict[str, Any]], out_dir: Path) -> list[Path]:
 
 def _save(fig: Figure, path: Path) -> Path:
     """Figures are built without pyplot: no GUI backend, no global figure registry."""
+    path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)
     return path
 
@@ -95,9 +96,12 @@ def project_2d(features: torch.Tensor, seed: int = 0) -> tuple[torch.Tensor, str
         return (features.float() - features.float().mean(0)) @ v[:, :2], "pca"
 
 
-def plot_embeddings(run_dir: Path, out_dir: Path, max_points: int = 2000, batch_size: int = 256) -> Path:
-    """embeddings.png: test-split (else training) features of the newest checkpoint, coloured by class."""
-    trunk, run_cfg, _ = load_trunk(run_dir)
+def plot_embeddings(
+    run_dir: Path, out_dir: Path, max_points: int = 2000, batch_size: int = 256, encoder: str = "student"
+) -> Path:
+    """embeddings.png: test-split (else training) features of the newest checkpoint, coloured by
+    class; ``encoder="teacher"``: of the trunk's momentum copy, as embeddings_teacher.png."""
+    trunk, run_cfg, _ = load_trunk(run_dir, encoder=encoder)
     data = run_cfg.data
     path = data.val_path or data.path
     source = build_source(data, path)
@@ -119,19 +123,20 @@ def plot_embeddings(run_dir: Path, out_dir: Path, max_points: int = 2000, batch_
         ax.scatter(xy[mask, 0], xy[mask, 1], s=4, alpha=0.7, label=label)
     if len(names) and len(names) <= 20:
         ax.legend(markerscale=3, fontsize=7, loc="best")
-    ax.set_title(f"{len(labels)} images of {Path(path).name}, {method.upper()} of trunk features")
+    whose = "trunk" if encoder == "student" else f"{encoder} trunk"
+    ax.set_title(f"{len(labels)} images of {Path(path).name}, {method.upper()} of {whose} features")
     ax.set_xticks([])
     ax.set_yticks([])
     fig.tight_layout()
-    return _save(fig, out_dir / "embeddings.png")
+    return _save(fig, out_dir / ("embeddings.png" if encoder == "student" else f"embeddings_{encoder}.png"))
 
 
-def plot_run(run_dir: Path, max_points: int = 2000) -> list[Path]:
-    """Every picture of a run, under ``run_dir/plots``."""
+def plot_run(run_dir: Path, max_points: int = 2000, encoder: str = "student") -> list[Path]:
+    """Every picture of a run, under ``run_dir/plots`` (the embedding map of ``encoder``)."""
     out_dir = run_dir / "plots"
     written = plot_training(read_metrics(run_dir), out_dir)
     if ckpt.latest_checkpoint(run_dir / "checkpoints") is None:
         log.warning("%s has no complete checkpoint yet: no embedding map", run_dir)
     else:
-        written.append(plot_embeddings(run_dir, out_dir, max_points))
+        written.append(plot_embeddings(run_dir, out_dir, max_points, encoder=encoder))
     return written

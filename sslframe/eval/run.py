@@ -131,6 +131,42 @@ def _source_of(cfg: DictConfig) -> tuple[Pretrained | None, str]:
     return model, str(model.checkpoint)
 
 
+# What features were computed from (the run's trained student by default; its momentum copy, the
+# network at random init, or the images themselves), recorded in results and extractions.
+_SOURCE_DEFAULTS = {"encoder": "student", "random_init": False, "raw_pixels": False}
+
+
+def _provenance(cfg: DictConfig, cached: FeatureSet | None = None) -> dict[str, Any]:
+    """``encoder``, ``random_init`` and ``raw_pixels`` of the evaluated features: as configured when
+    the task computes them, as the extraction recorded them when they come from ``eval.features``
+    (extractions older than that record keep the configured labels). A setting that asks for other
+    features than the cached ones is an error, not a relabelling."""
+    ev = cfg.eval
+    asked = {"encoder": str(ev.encoder), "random_init": bool(ev.random_init), "raw_pixels": bool(ev.raw_pixels)}
+    if cached is None:
+        return asked
+    recorded = {key: cached.meta[key] for key in asked if key in cached.meta}
+    for key, value in asked.items():
+        if key in recorded and value != _SOURCE_DEFAULTS[key] and recorded[key] != value:
+            shown = [json.dumps(v) if isinstance(v, bool) else v for v in (value, recorded[key])]
+            raise UserError(
+                f"eval.{key}={shown[0]} asks for other features than those in '{ev.features}' (extracted with "
+                f"eval.{key}={shown[1]}); drop the setting, or extract those features into another folder"
+            )
+    return {**asked, **recorded}
+
+
+def _source_suffix(provenance: dict[str, Any]) -> str:
+    """'' for the trained student's features, else what tells them apart: ``_raw_pixels``,
+    ``_random_init`` or ``_teacher``."""
+    if provenance.get("raw_pixels"):
+        return "_raw_pixels"
+    if provenance.get("random_init"):
+        return "_random_init"
+    encoder = provenance.get("encoder", "student")
+    return "" if encoder == "student" else f"_{encoder}"
+
+
 @TASKS.register("knn")
 def knn_task(cfg: DictConfig) -> dict[str, Any]:
     ev = cfg.eval
@@ -142,8 +178,7 @@ def knn_task(cfg: DictConfig) -> dict[str, Any]:
     return {
         "task": "knn",
         "checkpoint": source,
-        "random_init": ev.random_init,
-        "encoder": ev.encoder,
+        **_provenance(cfg, train if model is None else None),
         "num_train": int(train_x.shape[0]),
         "num_test": int(test_x.shape[0]),
         "feature_dim": int(train_x.shape[1]),
@@ -161,8 +196,10 @@ def extract_task(cfg: DictConfig) -> dict[str, Any]:
     start = time.monotonic()
     model = _pretrained(cfg)
     env = init_distributed(model.device.type)
-    teacher = ev.encoder != "student" and not ev.random_init and not ev.raw_pixels
-    out = Path(ev.out_dir) if ev.out_dir else model.eval_dir / ("features_teacher" if teacher else "features")
+    provenance = _provenance(cfg)
+    # One folder per kind of features, so extracting the random-init or teacher features of a run
+    # never overwrites its trained student's.
+    out = Path(ev.out_dir) if ev.out_dir else model.eval_dir / f"features{_source_suffix(provenance)}"
     transform = eval_transform(model.size, model.mean, model.std)
     counts = {}
     for split in ev.splits:
@@ -172,15 +209,17 @@ def extract_task(cfg: DictConfig) -> dict[str, Any]:
             model.trunk, cfg.data, path, transform, ev.batch_size, ev.num_workers, model.device, _layer(ev),
             env.rank, env.world_size,
         )  # fmt: skip
-        meta = {"split": split, "checkpoint": str(model.checkpoint), "layer": ev.layer, "num_samples": len(source)}
+        meta = {
+            "split": split, "checkpoint": str(model.checkpoint), "layer": ev.layer, "num_samples": len(source),
+            **provenance,
+        }  # fmt: skip
         key_of = source.key if hasattr(source, "key") else str
         write_shards(batches, key_of, out / split, env.rank, ev.shard_size, meta, env.world_size)
         counts[split] = len(source)
     return {
         "task": "extract",
         "checkpoint": str(model.checkpoint),
-        "random_init": ev.random_init,
-        "encoder": ev.encoder,
+        **provenance,
         "features": str(out),
         "num_samples": counts,
         "world_size": env.world_size,
@@ -309,8 +348,7 @@ def linear_task(cfg: DictConfig) -> dict[str, Any]:
     return {
         "task": "linear",
         "checkpoint": source,
-        "random_init": ev.random_init,
-        "encoder": ev.encoder,
+        **_provenance(cfg, train if model is None else None),
         "num_train": len(train.labels),
         "num_val": len(val.labels),
         "feature_dim": int(train.features.shape[1]),
@@ -343,8 +381,7 @@ def lowshot_task(cfg: DictConfig) -> dict[str, Any]:
     return {
         "task": "lowshot",
         "checkpoint": source,
-        "random_init": ev.random_init,
-        "encoder": ev.encoder,
+        **_provenance(cfg, train if model is None else None),
         "probe": ev.probe,
         "num_train": len(train.labels),
         "num_val": len(val.labels),
@@ -413,10 +450,7 @@ def _result_path(cfg: DictConfig, result: dict[str, Any]) -> Path:
         return Path(cfg.eval.features) / f"{cfg.eval.name}.json"
     source = Path(result["checkpoint"])
     eval_dir = source.parent / "eval" / source.stem if source.is_file() else source.parent.parent / "eval"
-    suffix = "_raw_pixels" if result.get("raw_pixels") else "_random_init" if result.get("random_init") else ""
-    if not suffix and result.get("encoder", "student") != "student":
-        suffix = f"_{result['encoder']}"
-    return eval_dir / f"{cfg.eval.name}{suffix}.json"
+    return eval_dir / f"{cfg.eval.name}{_source_suffix(result)}.json"
 
 
 def summary_line(result: dict[str, Any]) -> str:
@@ -428,7 +462,7 @@ def summary_line(result: dict[str, Any]) -> str:
 def run_eval(cfg: DictConfig) -> dict[str, Any]:
     result = TASKS.get(cfg.eval.name)(cfg)
     if cfg.eval.get("raw_pixels"):
-        result["raw_pixels"] = True
+        result.setdefault("raw_pixels", True)
     path = _result_path(cfg, result)
     if result.get("rank", 0) == 0:
         path.parent.mkdir(parents=True, exist_ok=True)

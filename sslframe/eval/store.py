@@ -32,6 +32,8 @@ class FeatureSet:
     hashes: list[str] = field(default_factory=list)
     # (key, reason) of the samples that could not be read (tools/curate.py embed).
     skipped: list[tuple[str, str]] = field(default_factory=list)
+    # What ``index.json`` records of the extraction (checkpoint, layer, encoder...; cached features only).
+    meta: dict[str, Any] = field(default_factory=dict)
 
 
 def _barrier() -> None:
@@ -111,4 +113,7 @@ def read_features(folder: str | Path) -> FeatureSet:
     if hashes and len(hashes) != len(keys):
         raise UserError(f"features in '{folder}' mix pieces with and without content hashes")
     ordered_hashes = [hashes[i] for i in rows] if hashes else []
-    return FeatureSet(feats[order], labels[order], indices[order], [keys[i] for i in rows], ordered_hashes, skipped)
+    recorded = {k: v for k, v in index.items() if k != "shards"}
+    return FeatureSet(
+        feats[order], labels[order], indices[order], [keys[i] for i in rows], ordered_hashes, skipped, recorded
+    )

@@ -138,3 +138,58 @@ def test_a_method_without_teacher_is_refused_by_the_eval_tool(tmp_path: Path) ->
     with pytest.raises(UserError, match="keeps no teacher copy of its trunk"):
         run_eval(cfg)
     assert not (tmp_path / "run" / "eval").exists()  # nothing half-written
+
+
+def test_extracted_features_keep_their_source(byol_run: Path, monkeypatch) -> None:
+    """Extractions of the student, the teacher and the random init land in folders of their own and
+    record their source; an evaluation of cached features is labelled by that record (not by the
+    eval config's defaults), and one that asks for other features than the cached ones is refused."""
+    from sslframe.eval.run import run_eval
+    from sslframe.eval.store import read_features
+
+    def run(task: str, *overrides: str) -> dict:
+        data = ["data=folder", f"data.path={byol_run / 'train'}", f"data.val_path={byol_run / 'val'}"]
+        args = [f"eval={task}", f"checkpoint={byol_run / 'run'}", *data, "eval.num_workers=0", *overrides]
+        cfg = compose_config("eval", args)
+        with one_thread():
+            return run_eval(cfg)
+
+    student = Path(run("extract")["result"]["features"])
+    before = read_features(student / "val")
+    teacher = Path(run("extract", "eval.encoder=teacher")["result"]["features"])
+    fresh = Path(run("extract", "eval.random_init=true")["result"]["features"])
+    assert (student.name, teacher.name, fresh.name) == ("features", "features_teacher", "features_random_init")
+    assert student.parent == teacher.parent == fresh.parent == byol_run / "run" / "eval"
+    after = read_features(student / "val")
+    assert torch.equal(after.features, before.features)  # the later extractions left it alone
+    theirs, untrained = read_features(teacher / "val"), read_features(fresh / "val")
+    assert not torch.equal(theirs.features, after.features) and not torch.equal(untrained.features, after.features)
+    assert (after.meta["encoder"], theirs.meta["encoder"]) == ("student", "teacher")
+    assert (after.meta["random_init"], untrained.meta["random_init"]) == (False, True)
+
+    cached = run("knn", f"eval.features={teacher}", "eval.ks=[1]")
+    assert cached["result"]["encoder"] == "teacher" and Path(cached["path"]) == teacher / "knn.json"
+    assert cached["result"]["top1"] == run("knn", "eval.encoder=teacher", "eval.ks=[1]")["result"]["top1"]
+    assert run("knn", f"eval.features={fresh}", "eval.ks=[1]")["result"]["random_init"] is True
+    with pytest.raises(UserError, match=r"eval\.encoder=teacher asks for other features than those in .*student"):
+        run("knn", f"eval.features={student}", "eval.encoder=teacher", "eval.ks=[1]")
+    with pytest.raises(UserError, match=r"eval\.random_init=true asks for other features"):
+        run("linear", f"eval.features={teacher}", "eval.random_init=true")
+
+    # tools/convert.py consolidate --encoder teacher writes the momentum copy's weights.
+    monkeypatch.syspath_prepend(str(ROOT / "tools"))
+    main = runpy.run_path(str(ROOT / "tools" / "convert.py"), run_name="tool_under_test")["main"]
+    out = byol_run / "consolidated_teacher.pt"
+    assert main(["consolidate", str(byol_run / "run"), "--out", str(out), "--encoder", "teacher"]) == 0
+    written = torch.load(out, weights_only=True)
+    expected = load_trunk(byol_run / "run", encoder="teacher")[0].state_dict()
+    assert written.keys() == expected.keys() and all(torch.equal(written[k], v) for k, v in expected.items())
+    with pytest.raises(UserError, match="--with-heads writes every module"):
+        main(["consolidate", str(byol_run / "run"), "--out", str(out), "--with-heads", "--encoder", "teacher"])
+
+    # tools/plot.py --encoder teacher: the map of the teacher's features, beside the student's.
+    from sslframe.eval.plots import plot_embeddings
+
+    with one_thread():
+        path = plot_embeddings(byol_run / "run", byol_run / "plots", max_points=12, encoder="teacher")
+    assert path == byol_run / "plots" / "embeddings_teacher.png" and path.stat().st_size > 0

@@ -61,7 +61,8 @@ class ExtractEvalConfig(FeatureEvalConfig):
     name: str = "extract"
     splits: list[str] = field(default_factory=lambda: ["train", "val"])
     shard_size: int = 8192
-    # Where the features go ("": <run dir>/eval/features).
+    # Where the features go ("": <run dir>/eval/features; features_teacher, features_random_init or
+    # features_raw_pixels for those sources, so no extraction overwrites another's).
     out_dir: str = ""
 
 
