@@ -12,42 +12,14 @@ import torch.nn.functional as F
 from omegaconf import OmegaConf
 from torch.utils.data import Sampler
 
-from sslframe.config.schema.eval import ENCODERS
 from sslframe.data.build import build_eval_loader
 from sslframe.data.loader import ViewsDataset, make_loader
 from sslframe.data.sources import build_source
 from sslframe.data.transforms import eval_transform
 from sslframe.distributed import checkpoint as ckpt
+from sslframe.distributed.export import trunk_weights
 from sslframe.errors import UserError
 from sslframe.models.trunks import Trunk, build_trunk
-
-
-def trunk_weights(model: dict[str, torch.Tensor], encoder: str, folder: Path) -> dict[str, torch.Tensor]:
-    """The trunk's weights in a checkpoint's model state: ``student`` the ``trunk.`` entries;
-    ``teacher`` the one other top-level module with exactly the trunk's keys, the momentum copy
-    that BYOL, MoCo, DINO, iBOT, DINOv2 and I-JEPA keep (found by its keys, whatever the method
-    calls it: DINO's ``teacher_trunk``, I-JEPA's ``target_encoder``...)."""
-    if encoder not in ENCODERS:
-        raise UserError(f"unknown eval.encoder '{encoder}'; valid choices: {', '.join(ENCODERS)}")
-    groups: dict[str, dict[str, torch.Tensor]] = {}
-    for key, value in model.items():
-        prefix, _, rest = key.partition(".")
-        if rest:
-            groups.setdefault(prefix, {})[rest] = value
-    student = groups.get("trunk", {})
-    if not student:
-        raise UserError(f"checkpoint '{folder}' holds no trunk weights")
-    if encoder == "student":
-        return student
-    copies = sorted(p for p, w in groups.items() if p != "trunk" and w.keys() == student.keys())
-    if not copies:
-        raise UserError(
-            f"checkpoint '{folder}' keeps no teacher copy of its trunk: eval.encoder=teacher applies to "
-            "methods with a momentum encoder (BYOL, MoCo, DINO, iBOT, DINOv2, I-JEPA)"
-        )
-    if len(copies) > 1:
-        raise UserError(f"checkpoint '{folder}' holds several copies of its trunk ({', '.join(copies)})")
-    return groups[copies[0]]
 
 
 def load_trunk(path: str | Path, random_init: bool = False, encoder: str = "student") -> tuple[Trunk, Any, Path]:

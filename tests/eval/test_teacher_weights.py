@@ -12,8 +12,9 @@ import pytest
 import torch
 
 from sslframe.config import compose_config
+from sslframe.distributed.export import trunk_weights
 from sslframe.errors import UserError
-from sslframe.eval.features import load_trunk, trunk_weights
+from sslframe.eval.features import load_trunk
 from sslframe.methods import METHODS, build_method
 from tests.helpers import ROOT, make_image_folder, tiny_config
 from tests.methods.generated_views import one_thread

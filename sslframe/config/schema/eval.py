@@ -7,7 +7,7 @@ from typing import ClassVar
 
 from sslframe.registry import Choices
 
-# The values of eval.encoder (sslframe/eval/features.py reads them).
+# The values of eval.encoder (sslframe/distributed/export.py trunk_weights reads them).
 ENCODERS = ("student", "teacher")
 
 
