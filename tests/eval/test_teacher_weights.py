@@ -159,8 +159,10 @@ def test_extracted_features_keep_their_source(byol_run: Path, monkeypatch) -> No
     before = read_features(student / "val")
     teacher = Path(run("extract", "eval.encoder=teacher")["result"]["features"])
     fresh = Path(run("extract", "eval.random_init=true")["result"]["features"])
+    pixels = Path(run("extract", "eval.raw_pixels=true")["result"]["features"])
     assert (student.name, teacher.name, fresh.name) == ("features", "features_teacher", "features_random_init")
-    assert student.parent == teacher.parent == fresh.parent == byol_run / "run" / "eval"
+    assert pixels.name == "features_raw_pixels" and read_features(pixels / "val").meta["raw_pixels"] is True
+    assert student.parent == teacher.parent == fresh.parent == pixels.parent == byol_run / "run" / "eval"
     after = read_features(student / "val")
     assert torch.equal(after.features, before.features)  # the later extractions left it alone
     theirs, untrained = read_features(teacher / "val"), read_features(fresh / "val")
