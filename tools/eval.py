@@ -6,6 +6,7 @@
 Tasks (configs/eval/TASK.yaml):
   extract   trunk features of data.path and data.val_path in safetensors shards; under torchrun
             every rank writes its share (torchrun --nproc_per_node=N tools/eval.py extract ...)
+            (into a folder that already holds features only with eval.overwrite=true)
   knn       weighted kNN top-1 for several k (eval.ks=[20,200])
   linear    linear probe: SGD/LARS, cosine schedule, eval.batch_norm, eval.augment; top-1 and top-5
   lowshot   probes on 1%/10%/N-per-class subsets over several seeds (eval.probe=linear|knn)

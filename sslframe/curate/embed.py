@@ -22,12 +22,12 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import torch.distributed as dist
 from safetensors.torch import save_file
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from sslframe.data.loader import BadSample, views_item
 from sslframe.data.shards import parse_sample, read_samples
+from sslframe.distributed.collectives import barrier
 from sslframe.errors import UserError
 from sslframe.eval.features import trunk_features
 
@@ -180,11 +180,6 @@ def _write_piece(folder: Path, number: int, buf: _Buffer, dim: int) -> int:
     return count
 
 
-def _barrier() -> None:
-    if dist.is_available() and dist.is_initialized():
-        dist.barrier()
-
-
 def _check_plan(folder: Path, plan: dict[str, Any], rank: int) -> None:
     """The folder's recorded plan must be this one: pieces of another source, trunk or piece
     size must never be mixed into one store."""
@@ -231,7 +226,7 @@ def embed_source(
     pieces = plan_pieces(source, piece_size)
     plan = {**plan, "piece_size": piece_size, "num_pieces": len(pieces), "num_samples": len(source)}
     _check_plan(folder, plan, rank)
-    _barrier()
+    barrier()
     todo = [p for p in pieces if p.number % world_size == rank and not piece_path(folder, p.number).exists()]
     resumed = sum(1 for p in pieces if p.number % world_size == rank) - len(todo)
     trunk = trunk.to(device, memory_format=torch.channels_last).eval()
@@ -260,14 +255,14 @@ def embed_source(
             done = buffers.pop(chunk.number)
             embedded += _write_piece(folder, chunk.number, done, dim)
             skipped += len(done.skipped)
-    _barrier()
+    barrier()
     if rank == 0:
         missing = [p.number for p in pieces if not piece_path(folder, p.number).exists()]
         if missing:
             raise UserError(f"pieces {missing[:5]} of '{folder}' are missing after every rank finished")
         index = {**plan, "world_size": world_size, "shards": [piece_path(folder, p.number).name for p in pieces]}
         (folder / "index.json").write_text(json.dumps(index, indent=1))
-    _barrier()
+    barrier()
     return {
         "embedded": embedded,
         "skipped": skipped,

@@ -23,6 +23,12 @@ def rank(group: ProcessGroup | None) -> int:
     return dist.get_rank(group) if active(group) else 0
 
 
+def barrier() -> None:
+    """Wait for every rank of the default group; nothing to wait for in one process."""
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+
+
 def local_shard(t: torch.Tensor) -> torch.Tensor:
     """This rank's part of an FSDP2 (DTensor) tensor; any other tensor itself."""
     return t.to_local() if hasattr(t, "to_local") else t

@@ -18,6 +18,7 @@ from torchvision.transforms import v2
 from sslframe.data.loader import EpochSampler, ViewsDataset, make_loader
 from sslframe.data.sources import build_source
 from sslframe.data.transforms import eval_transform
+from sslframe.distributed.collectives import barrier
 from sslframe.distributed.device import pick_device
 from sslframe.distributed.env import init_distributed
 from sslframe.errors import UserError
@@ -27,7 +28,7 @@ from sslframe.eval.interchange import load_trunk_weights, trunk_for_arch
 from sslframe.eval.knn import knn_accuracy
 from sslframe.eval.linear import EpochBatches, ProbeSettings, evaluate, linear_probe, topk_accuracy, train_linear
 from sslframe.eval.lowshot import lowshot, subset_sizes
-from sslframe.eval.store import FeatureSet, read_features, write_shards
+from sslframe.eval.store import FeatureSet, clear_features, holds_features, read_features, write_shards
 from sslframe.models.trunks import Trunk
 from sslframe.registry import Registry
 
@@ -115,12 +116,31 @@ def _labelled_splits(cfg: DictConfig, model: Pretrained | None) -> tuple[Feature
     """Train and val features: cached ones from ``eval.features`` or freshly extracted."""
     if cfg.eval.features:
         train, val = (read_features(Path(cfg.eval.features) / s) for s in ("train", "val"))
+        _same_extraction(train, val, cfg.eval.features)
     else:
         assert model is not None
         train, val = (_fresh_features(cfg, model, s) for s in ("train", "val"))
     if (train.labels < 0).any() or (val.labels < 0).any():
         raise UserError("this evaluation needs labelled images (class sub-folders) in data.path and data.val_path")
     return train, val
+
+
+# What must agree between the train/ and val/ halves of cached features (when both record it).
+_EXTRACTION_KEYS = ("checkpoint", "layer", "encoder", "random_init", "raw_pixels")
+
+
+def _same_extraction(train: FeatureSet, val: FeatureSet, folder: str) -> None:
+    """Train and val features from different trunks (or layers, or sources) would be compared as
+    if they were one space; refuse them, naming what differs."""
+    differ = [
+        key for key in _EXTRACTION_KEYS if key in train.meta and key in val.meta and train.meta[key] != val.meta[key]
+    ]
+    if differ:
+        shown = "; ".join(f"{key}: train {train.meta[key]}, val {val.meta[key]}" for key in differ)
+        raise UserError(
+            f"train/ and val/ in '{folder}' come from different extractions ({shown}); extract both "
+            "splits again in one run (tools/eval.py extract eval.overwrite=true)"
+        )
 
 
 def _source_of(cfg: DictConfig) -> tuple[Pretrained | None, str]:
@@ -148,12 +168,17 @@ def _provenance(cfg: DictConfig, cached: FeatureSet | None = None) -> dict[str, 
     recorded = {key: cached.meta[key] for key in asked if key in cached.meta}
     for key, value in asked.items():
         if key in recorded and value != _SOURCE_DEFAULTS[key] and recorded[key] != value:
-            shown = [json.dumps(v) if isinstance(v, bool) else v for v in (value, recorded[key])]
+            shown = [_as_override(v) for v in (value, recorded[key])]
             raise UserError(
                 f"eval.{key}={shown[0]} asks for other features than those in '{ev.features}' (extracted with "
                 f"eval.{key}={shown[1]}); drop the setting, or extract those features into another folder"
             )
     return {**asked, **recorded}
+
+
+def _as_override(value: Any) -> str:
+    """A setting's value as it is written on the command line (``true``, not ``True``)."""
+    return json.dumps(value) if isinstance(value, bool) else str(value)
 
 
 def _source_suffix(provenance: dict[str, Any]) -> str:
@@ -189,6 +214,43 @@ def knn_task(cfg: DictConfig) -> dict[str, Any]:
     }
 
 
+# Tasks that store their result beside the cached features they read (``_result_path``).
+_CACHED_RESULTS = ("knn", "linear", "lowshot")
+
+
+def _make_room(out: Path, splits: list[str], overwrite: bool, rank: int) -> None:
+    """Refuse to extract over an earlier extraction unless ``eval.overwrite=true``; then remove it
+    (shards, index and the evaluations stored beside it, which described the old features), so no
+    shard of a wider or finer earlier extraction is listed with the new one. Every rank looks
+    before rank 0 removes anything."""
+    taken = [out / split for split in splits if holds_features(out / split)]
+    if taken and not overwrite:
+        raise UserError(
+            f"'{out}' already holds {_describe_extraction(taken[0])}; add eval.overwrite=true "
+            "to replace them (and the evaluations stored beside them), or choose another eval.out_dir"
+        )
+    barrier()
+    if rank == 0 and taken:
+        for folder in taken:
+            clear_features(folder)
+        for task in _CACHED_RESULTS:
+            (out / f"{task}.json").unlink(missing_ok=True)
+    barrier()
+
+
+def _describe_extraction(folder: Path) -> str:
+    """What an earlier extraction in ``folder`` was, for the refusal."""
+    try:
+        index = json.loads((folder / "index.json").read_text())
+    except (OSError, ValueError):
+        return f"the shards of an unfinished or unreadable extraction in {folder.name}/"
+    source = {key: index[key] for key in _SOURCE_DEFAULTS if key in index and index[key] != _SOURCE_DEFAULTS[key]}
+    shown = ", ".join(f"eval.{key}={_as_override(v)}" for key, v in source.items())
+    return f"{folder.name}/ features extracted from {index.get('checkpoint', 'an unknown checkpoint')}" + (
+        f" ({shown})" if shown else ""
+    )
+
+
 @TASKS.register("extract")
 def extract_task(cfg: DictConfig) -> dict[str, Any]:
     """Each rank (torchrun) extracts its strided share and writes its own shards."""
@@ -200,6 +262,7 @@ def extract_task(cfg: DictConfig) -> dict[str, Any]:
     # One folder per kind of features, so extracting the random-init or teacher features of a run
     # never overwrites its trained student's.
     out = Path(ev.out_dir) if ev.out_dir else model.eval_dir / f"features{_source_suffix(provenance)}"
+    _make_room(out, list(ev.splits), bool(ev.overwrite), env.rank)
     transform = eval_transform(model.size, model.mean, model.std)
     counts = {}
     for split in ev.splits:

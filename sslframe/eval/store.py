@@ -15,10 +15,10 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import torch.distributed as dist
 from safetensors import safe_open
 from safetensors.torch import save_file
 
+from sslframe.distributed.collectives import barrier
 from sslframe.errors import UserError
 
 
@@ -36,9 +36,24 @@ class FeatureSet:
     meta: dict[str, Any] = field(default_factory=dict)
 
 
-def _barrier() -> None:
-    if dist.is_available() and dist.is_initialized():
-        dist.barrier()
+# The files of one rank's share; ``index.json`` beside them lists every rank's.
+SHARD_GLOB = "features_rank_*_shard_*.safetensors"
+
+
+def holds_features(folder: Path) -> bool:
+    """Whether ``folder`` holds an extraction: a finished one (``index.json``) or the shards of one
+    that stopped before writing its index."""
+    return (folder / "index.json").is_file() or any(folder.glob(SHARD_GLOB))
+
+
+def clear_features(folder: Path) -> None:
+    """Remove an extraction from ``folder``: its index first, so that a kill midway leaves shards
+    without an index (an unfinished extraction) rather than an index naming missing shards; then
+    every shard, so none of a wider or finer earlier extraction is listed with the next one. Other
+    files are left alone."""
+    (folder / "index.json").unlink(missing_ok=True)
+    for shard in folder.glob(SHARD_GLOB):
+        shard.unlink()
 
 
 def write_shards(
@@ -75,12 +90,12 @@ def write_shards(
             count += len(part[2])
     if buffer:
         flush()
-    _barrier()
+    barrier()
     if rank == 0:
-        shards = sorted(p.name for p in folder.glob("features_rank_*_shard_*.safetensors"))
+        shards = sorted(p.name for p in folder.glob(SHARD_GLOB))
         index = {**meta, "world_size": world_size, "shards": shards}
         (folder / "index.json").write_text(json.dumps(index, indent=1))
-    _barrier()
+    barrier()
     return count
 
 

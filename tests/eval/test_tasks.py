@@ -87,6 +87,44 @@ def test_extract_across_two_ranks_matches_one_process(pretrained: Path) -> None:
         torch.testing.assert_close(two.features, one.features)
 
 
+def test_extract_over_an_earlier_extraction(pretrained: Path) -> None:
+    """A second extraction into the same folder is refused and loses nothing; with
+    eval.overwrite=true it replaces the first one whole (no shard of the earlier, finer sharding is
+    listed, the kNN result of the old features goes); train and val from different extractions
+    are refused when read back."""
+    from sslframe.eval.store import read_features
+
+    out = pretrained / "again"
+    first = _eval(pretrained, "extract", f"eval.out_dir={out}", "eval.shard_size=5")
+    assert len(list((out / "train").glob("*.safetensors"))) == 8  # 36 images, 5 per shard
+    _eval(pretrained, "knn", f"eval.features={out}", "eval.ks=[1]")
+    before = {p: p.read_bytes() for p in out.rglob("*") if p.is_file()}
+    with pytest.raises(UserError, match=r"already holds train/ features extracted from .*eval\.overwrite=true"):
+        _eval(pretrained, "extract", f"eval.out_dir={out}", "eval.random_init=true")
+    assert {p: p.read_bytes() for p in out.rglob("*") if p.is_file()} == before  # untouched
+
+    second = _eval(pretrained, "extract", f"eval.out_dir={out}", "eval.shard_size=100", "eval.overwrite=true")
+    assert second["num_samples"] == first["num_samples"] == {"train": 36, "val": 18}
+    assert not (out / "knn.json").exists()  # it described the replaced features
+    for split, n in (("train", 36), ("val", 18)):
+        assert [p.name for p in (out / split).glob("*.safetensors")] == ["features_rank_00000_shard_0000.safetensors"]
+        features = read_features(out / split)
+        assert torch.equal(features.indices, torch.arange(n))  # each sample once
+
+    # An extraction stopped before its index: its shards alone still count as features.
+    (out / "val" / "index.json").unlink()
+    with pytest.raises(UserError, match=r"shards of an unfinished or unreadable extraction in val/"):
+        _eval(pretrained, "extract", f"eval.out_dir={out}", "eval.splits=[val]")
+    # Val alone again, from the untrained network: a folder whose halves differ.
+    _eval(pretrained, "extract", f"eval.out_dir={out}", "eval.splits=[val]", "eval.random_init=true",
+          "eval.overwrite=true")  # fmt: skip
+    assert read_features(out / "train").meta["random_init"] is False
+    with pytest.raises(
+        UserError, match=r"train/ and val/ .* different extractions \(random_init: train False, val True\)"
+    ):
+        _eval(pretrained, "knn", f"eval.features={out}")
+
+
 def test_probes_on_separable_images(pretrained: Path) -> None:
     features = pretrained / "cached"
     _eval(pretrained, "extract", f"eval.out_dir={features}")

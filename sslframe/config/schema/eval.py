@@ -64,6 +64,9 @@ class ExtractEvalConfig(FeatureEvalConfig):
     # Where the features go ("": <run dir>/eval/features; features_teacher, features_random_init or
     # features_raw_pixels for those sources, so no extraction overwrites another's).
     out_dir: str = ""
+    # Replace an earlier extraction in out_dir (its shards, index and the knn/linear/lowshot results
+    # stored beside it); without it, extracting into a folder that holds features is refused.
+    overwrite: bool = False
 
 
 @dataclass
