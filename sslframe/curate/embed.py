@@ -28,6 +28,7 @@ from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 from sslframe.data.loader import BadSample, views_item
 from sslframe.data.shards import parse_sample, read_samples
 from sslframe.distributed.collectives import barrier
+from sslframe.distributed.shared_files import raise_on_every_rank, require_visible
 from sslframe.errors import UserError
 from sslframe.eval.features import trunk_features
 
@@ -182,18 +183,21 @@ def _write_piece(folder: Path, number: int, buf: _Buffer, dim: int) -> int:
 
 def _check_plan(folder: Path, plan: dict[str, Any], rank: int) -> None:
     """The folder's recorded plan must be this one: pieces of another source, trunk or piece
-    size must never be mixed into one store."""
+    size must never be mixed into one store. Every rank looks; one that finds another plan stops
+    every rank (a node-local folder may hold a plan on some machines only)."""
     path = folder / PLAN_NAME
+    error = None
     if path.is_file():
         recorded = json.loads(path.read_text())
         differs = [k for k in plan if recorded.get(k) != plan[k]]
         if differs:
             changes = ", ".join(f"{k} {recorded.get(k)!r} there, {plan[k]!r} now" for k in differs)
-            raise UserError(
+            error = (
                 f"'{folder}' holds the embedding of another input ({changes}); resume with the same "
                 "arguments or write to a new eval.out_dir"
             )
-    elif rank == 0:
+    raise_on_every_rank(error)
+    if not path.is_file() and rank == 0:
         # Written whole, then renamed: another rank checking at the same moment sees no plan or all
         # of it, never a half-written file.
         partial = path.with_suffix(".partial")
@@ -256,11 +260,12 @@ def embed_source(
             embedded += _write_piece(folder, chunk.number, done, dim)
             skipped += len(done.skipped)
     barrier()
+    # Every rank must see every piece (its own, resumed or new, and the others'): the same error
+    # on every rank when the folder is not shared, instead of rank 0 stopping alone.
+    names = [piece_path(folder, p.number).name for p in pieces]
+    require_visible(folder, names, "embedding pieces", "eval.out_dir")
     if rank == 0:
-        missing = [p.number for p in pieces if not piece_path(folder, p.number).exists()]
-        if missing:
-            raise UserError(f"pieces {missing[:5]} of '{folder}' are missing after every rank finished")
-        index = {**plan, "world_size": world_size, "shards": [piece_path(folder, p.number).name for p in pieces]}
+        index = {**plan, "world_size": world_size, "shards": names}
         (folder / "index.json").write_text(json.dumps(index, indent=1))
     barrier()
     return {

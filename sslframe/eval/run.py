@@ -21,6 +21,7 @@ from sslframe.data.transforms import eval_transform
 from sslframe.distributed.collectives import barrier
 from sslframe.distributed.device import pick_device
 from sslframe.distributed.env import init_distributed
+from sslframe.distributed.shared_files import raise_on_every_rank
 from sslframe.errors import UserError
 from sslframe.eval.features import RawPixels, iter_features, load_trunk, trunk_features
 from sslframe.eval.finetune import Classifier, build_finetune_optimizer, train_finetune
@@ -224,12 +225,14 @@ def _make_room(out: Path, splits: list[str], overwrite: bool, rank: int) -> None
     shard of a wider or finer earlier extraction is listed with the new one. Every rank looks
     before rank 0 removes anything."""
     taken = [out / split for split in splits if holds_features(out / split)]
+    refusal = None
     if taken and not overwrite:
-        raise UserError(
+        refusal = (
             f"'{out}' already holds {_describe_extraction(taken[0])}; add eval.overwrite=true "
             "to replace them (and the evaluations stored beside them), or choose another eval.out_dir"
         )
-    barrier()
+    # One rank's refusal stops them all (each machine may be looking at a disk of its own).
+    raise_on_every_rank(refusal)
     if rank == 0 and taken:
         for folder in taken:
             clear_features(folder)

@@ -19,6 +19,7 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 
 from sslframe.distributed.collectives import barrier
+from sslframe.distributed.shared_files import require_everywhere
 from sslframe.errors import UserError
 
 
@@ -66,10 +67,13 @@ def write_shards(
     world_size: int = 1,
 ) -> int:
     """Write this rank's batches as shards of at most ``shard_size`` samples; rank 0 then writes
-    ``index.json`` listing every shard. ``keys_of(index)`` names a sample. Returns samples written."""
+    ``index.json`` listing every rank's shards, once every rank sees them all (``folder`` must be
+    shared by the ranks: a clear error on every rank otherwise). ``keys_of(index)`` names a
+    sample. Returns samples written."""
     folder.mkdir(parents=True, exist_ok=True)
     buffer: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []
     shard, count, pending = 0, 0, 0
+    written: list[str] = []
 
     def flush() -> None:
         nonlocal shard, buffer, pending
@@ -78,6 +82,7 @@ def write_shards(
         path = folder / f"features_rank_{rank:05d}_shard_{shard:04d}.safetensors"
         tensors = {"features": feats.float().contiguous(), "labels": labels.long(), "indices": idx.long()}
         save_file(tensors, str(path), metadata={"keys": json.dumps(keys)})
+        written.append(path.name)
         shard, buffer, pending = shard + 1, [], 0
 
     for feats, labels, idx in batches:
@@ -91,9 +96,9 @@ def write_shards(
     if buffer:
         flush()
     barrier()
+    shards = require_everywhere(folder, written, "feature shards", "eval.out_dir")
     if rank == 0:
-        shards = sorted(p.name for p in folder.glob(SHARD_GLOB))
-        index = {**meta, "world_size": world_size, "shards": shards}
+        index = {**meta, "world_size": world_size, "shards": sorted(shards)}
         (folder / "index.json").write_text(json.dumps(index, indent=1))
     barrier()
     return count

@@ -134,6 +134,40 @@ def test_ranks_share_the_pieces(run: Path, tmp_path: Path) -> None:
     torch.testing.assert_close(a.features, b.features)
 
 
+def _embed_on_a_disk_of_its_own(rank: int, world: int, run: str, data: str, out: str) -> str:
+    """One rank embedding into a folder of its own, as when eval.out_dir is a node-local disk."""
+    from sslframe.distributed import shared_files
+    from sslframe.errors import UserError
+
+    shared_files.VISIBLE_WITHIN_S = 0.5  # the other rank's pieces will never appear
+    try:
+        _embed_share(rank, world, run, data, f"{out}/node{rank}")
+    except UserError as exc:
+        return str(exc)
+    return "embedded"
+
+
+def test_ranks_need_a_folder_they_share(run: Path, tmp_path: Path) -> None:
+    """Every rank stops with the same error (rank 0 alone stopping would leave the others waiting
+    at a barrier), and no index lists a partial embedding."""
+    make_image_folder(tmp_path / "pool", classes=3, per_class=7, seed=1)  # 5 pieces
+    out = tmp_path / "out"
+    errors = run_distributed(_embed_on_a_disk_of_its_own, 2, str(run), str(tmp_path / "pool"), str(out))
+    assert errors[0] == errors[1]
+    # Rank 0 wrote pieces 0, 2, 4 and cannot see rank 1's 1 and 3.
+    assert "rank 0 cannot see 2 of the 5 embedding pieces" in errors[0]
+    assert "eval.out_dir must be a folder that every rank shares" in errors[0]
+    assert not list(out.glob("*/index.json"))
+    # Only rank 1's disk holds an earlier embedding of other settings: both ranks refuse it.
+    other = tmp_path / "other"
+    (other / "node1").mkdir(parents=True)
+    plan = json.loads((out / "node0" / "embed_plan.json").read_text())  # rank 0 records the plan
+    (other / "node1" / "embed_plan.json").write_text(json.dumps({**plan, "piece_size": 7}))
+    errors = run_distributed(_embed_on_a_disk_of_its_own, 2, str(run), str(tmp_path / "pool"), str(other))
+    assert errors[0] == errors[1] and "holds the embedding of another input (piece_size 7 there, 5 now)" in errors[0]
+    assert not (other / "node0" / "embed_plan.json").exists()
+
+
 def test_dedup_finds_planted_copies_and_nothing_else(run: Path, tmp_path: Path) -> None:
     """60 distinct images, 8 byte-identical copies and 8 re-encoded near copies (JPEG at quality
     85, 3% brighter). Embedded as pixels, the copies are found and nothing else is merged."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import queue as queue_module
 import socket
 import traceback
 from collections.abc import Callable
@@ -54,17 +55,28 @@ def _worker(rank: int, world: int, port: int, fn: Callable[..., Any], args: tupl
             dist.destroy_process_group()
 
 
+# A rank that has not answered by then is taken as hung (a rank waiting for one that stopped):
+# the test fails instead of blocking the suite.
+RESULT_TIMEOUT_S = 600
+
+
 def run_distributed(fn: Callable[..., Any], world: int, *args: Any) -> list[Any]:
     """``fn(rank, world, *args)`` in ``world`` processes; returns each rank's result in rank order."""
     ctx = mp.get_context("spawn")
-    queue = ctx.SimpleQueue()
+    queue = ctx.Queue()
     port = free_port()
     procs = [ctx.Process(target=_worker, args=(r, world, port, fn, args, queue)) for r in range(world)]
     for p in procs:
         p.start()
     results: dict[int, Any] = {}
     for _ in range(world):
-        rank, value, error = queue.get()
+        try:
+            rank, value, error = queue.get(timeout=RESULT_TIMEOUT_S)
+        except queue_module.Empty:
+            for p in procs:
+                p.kill()
+            waiting = sorted(set(range(world)) - set(results))
+            raise AssertionError(f"ranks {waiting} gave no result within {RESULT_TIMEOUT_S} s (hung)") from None
         if error:
             for p in procs:
                 p.kill()
