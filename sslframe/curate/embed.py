@@ -259,9 +259,9 @@ def embed_source(
             done = buffers.pop(chunk.number)
             embedded += _write_piece(folder, chunk.number, done, dim)
             skipped += len(done.skipped)
-    barrier()
     # Every rank must see every piece (its own, resumed or new, and the others'): the same error
-    # on every rank when the folder is not shared, instead of rank 0 stopping alone.
+    # on every rank when the folder is not shared, instead of rank 0 stopping alone. Its first
+    # collective waits for every rank to finish writing.
     names = [piece_path(folder, p.number).name for p in pieces]
     require_visible(folder, names, "embedding pieces", "eval.out_dir")
     if rank == 0:

@@ -95,7 +95,7 @@ def write_shards(
             count += len(part[2])
     if buffer:
         flush()
-    barrier()
+    # Gathering the names waits for every rank to finish writing.
     shards = require_everywhere(folder, written, "feature shards", "eval.out_dir")
     if rank == 0:
         index = {**meta, "world_size": world_size, "shards": sorted(shards)}
