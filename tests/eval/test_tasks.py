@@ -87,9 +87,11 @@ def test_extract_across_two_ranks_matches_one_process(pretrained: Path) -> None:
         torch.testing.assert_close(two.features, one.features)
 
 
-def _write_shard(rank: int, world: int, out: str, own_disk: bool) -> str:
-    """One rank's shard of an extraction into ``out``; with ``own_disk`` each rank writes to a
-    folder of its own on a machine of its own, as when eval.out_dir is a node-local disk."""
+def _write_shards_three_ways(rank: int, world: int, root: str) -> list[str]:
+    """One rank's shard of an extraction written three times (one process group, so the test
+    starts the ranks once): into ``a/`` and ``b/`` each rank writes to a folder of its own on a
+    machine of its own, as when eval.out_dir is a node-local disk; into ``shared/`` both write to
+    one folder on one machine."""
     import socket
 
     from sslframe.distributed import shared_files
@@ -97,35 +99,37 @@ def _write_shard(rank: int, world: int, out: str, own_disk: bool) -> str:
     from sslframe.eval.store import write_shards
 
     shared_files.VISIBLE_WITHIN_S = 0.5  # a missing shard will never appear here
-    folder = Path(out, f"node{rank}") if own_disk else Path(out)
-    if own_disk:
-        socket.gethostname = lambda: f"node{rank}"  # type: ignore[assignment]
-    batches = [(torch.randn(3, 4), torch.zeros(3, dtype=torch.long), torch.arange(3) * world + rank)]
-    try:
-        write_shards(batches, str, folder, rank, 5, {"split": "train"}, world)
-    except UserError as exc:
-        return str(exc)
-    return "written"
+    hostname = socket.gethostname
+    outcomes = []
+    for case, own_disk in (("a", True), ("b", True), ("shared", False)):
+        folder = Path(root, case, f"node{rank}") if own_disk else Path(root, case)
+        socket.gethostname = (lambda: f"node{rank}") if own_disk else hostname  # type: ignore[assignment]
+        batches = [(torch.randn(3, 4), torch.zeros(3, dtype=torch.long), torch.arange(3) * world + rank)]
+        try:
+            write_shards(batches, str, folder, rank, 5, {"split": "train"}, world)
+            outcomes.append("written")
+        except UserError as exc:
+            outcomes.append(str(exc))
+    return outcomes
 
 
 def test_extract_needs_a_folder_every_rank_shares(tmp_path: Path) -> None:
     """Ranks whose output folders are not one folder (node-local disks) all stop with one clear
     error, whichever machine misses files, instead of rank 0 indexing only its own shards."""
     shard = "features_rank_{:05d}_shard_0000.safetensors"
-    errors = run_distributed(_write_shard, 2, str(tmp_path / "a"), True)
-    assert errors[0] == errors[1]
-    wrote_to = f"wrote to '{tmp_path / 'a' / 'node0'}'"
-    assert f"rank 0 cannot see 1 of the 2 feature shards that the ranks {wrote_to}" in errors[0]
-    assert shard.format(1) in errors[0] and "eval.out_dir must be a folder that every rank shares" in errors[0]
-    assert not list((tmp_path / "a").glob("*/index.json"))
-    # Rank 0's machine happens to hold a file of rank 1's name; rank 1's does not see rank 0's.
+    # In b/, rank 0's machine happens to hold a file of rank 1's name; rank 1's does not see rank 0's.
     (tmp_path / "b" / "node0").mkdir(parents=True)
     (tmp_path / "b" / "node0" / shard.format(1)).touch()
-    errors = run_distributed(_write_shard, 2, str(tmp_path / "b"), True)
-    assert errors[0] == errors[1] and "rank 1 cannot see 1 of the 2 feature shards" in errors[0]
-    assert shard.format(0) in errors[0] and not list((tmp_path / "b").glob("*/index.json"))
+    (a0, b0, shared0), (a1, b1, shared1) = run_distributed(_write_shards_three_ways, 2, str(tmp_path))
+    assert a0 == a1
+    wrote_to = f"wrote to '{tmp_path / 'a' / 'node0'}'"
+    assert f"rank 0 cannot see 1 of the 2 feature shards that the ranks {wrote_to}" in a0
+    assert shard.format(1) in a0 and "eval.out_dir must be a folder that every rank shares" in a0
+    assert not list((tmp_path / "a").glob("*/index.json"))
+    assert b0 == b1 and "rank 1 cannot see 1 of the 2 feature shards" in b0
+    assert shard.format(0) in b0 and not list((tmp_path / "b").glob("*/index.json"))
     # One folder for both: written, and the index lists both ranks' shards.
-    assert run_distributed(_write_shard, 2, str(tmp_path / "shared"), False) == ["written"] * 2
+    assert [shared0, shared1] == ["written"] * 2
     index = json.loads((tmp_path / "shared" / "index.json").read_text())
     assert index["shards"] == [shard.format(0), shard.format(1)]
 
