@@ -297,16 +297,28 @@ def _predictor_pair(config: str, peer: str) -> tuple[Any, Any, Any]:
     return cfg, ours, theirs
 
 
-def _step_agrees(cfg: Any, ours: Any, theirs: Any, lr: float, loss_offset: float) -> float:
-    """One step of both sides on the same views: ours' loss is lightly's plus ``loss_offset``; every
-    gradient (trunk, projector, predictor) and the optimizer's update agree. Returns ours' loss."""
+PREDICTOR_HEADS = (("head", "projection_head"), ("predictor", "prediction_head"))
+
+
+def _step_agrees(
+    cfg: Any,
+    ours: Any,
+    theirs: Any,
+    lr: float,
+    loss_offset: float,
+    heads: tuple = PREDICTOR_HEADS,
+    dtype: torch.dtype = torch.float32,
+) -> float:
+    """One step of both sides on the same views (in ``dtype``): ours' loss is lightly's plus
+    ``loss_offset``; every gradient (trunk and each of ``heads``, pairs of ours' and lightly's
+    module names) and the optimizer's update agree. Returns ours' loss."""
     from bench.quality_lightly import _optimizer
     from sslframe.methods.base import StepContext
     from sslframe.optim.build import build_optimizer
 
     theirs.model.train()
     g = torch.Generator().manual_seed(1)
-    views = [torch.randn(32, 3, 28, 28, generator=g) for _ in range(2)]
+    views = [torch.randn(32, 3, 28, 28, generator=g).to(dtype) for _ in range(2)]
     ctx = StepContext(step=10, epoch=0, steps_per_epoch=234, total_steps=936)
     ours_loss = ours.training_step(views, ctx).loss
     their_loss = theirs.loss(views, 10, 0, 936)
@@ -315,8 +327,8 @@ def _step_agrees(cfg: Any, ours: Any, theirs: Any, lr: float, loss_offset: float
     their_loss.backward()
 
     pairs = list(zip(ours.trunk.parameters(), theirs.model["backbone"].parameters(), strict=True))
-    pairs += list(zip(ours.head.parameters(), theirs.model["projection_head"].parameters(), strict=True))
-    pairs += list(zip(ours.predictor.parameters(), theirs.model["prediction_head"].parameters(), strict=True))
+    for mine, lightlys in heads:
+        pairs += list(zip(getattr(ours, mine).parameters(), theirs.model[lightlys].parameters(), strict=True))
     assert all(a.grad is not None and float(a.grad.abs().sum()) > 0 for a, _ in pairs)
     for a, b in pairs:
         torch.testing.assert_close(a.grad, b.grad, rtol=1e-3, atol=1e-6)
@@ -350,6 +362,42 @@ def test_byol_training_step_matches_lightlys_side() -> None:
     theirs.model["bm"].load_state_dict(ours.target_trunk.state_dict())
     theirs.model["pm"].load_state_dict(ours.target_head.state_dict())
     _step_agrees(cfg, ours, theirs, lr=1.0, loss_offset=1.0)
+
+
+def _projector_pair(config: str, peer: str) -> tuple[Any, Any, Any]:
+    """The recipe ``config``, ours built from it, and lightly's side (``bench.quality_lightly.<peer>``)
+    from the same weights (trunk copied, projector loaded: lightly's head is the same layers in the
+    same order, which the load checks), both in float64."""
+    import copy
+
+    from bench import quality_lightly
+    from sslframe.config import compose_config
+    from sslframe.methods import build_method
+
+    cfg = compose_config("train", [f"config={config}"])
+    torch.manual_seed(0)
+    ours = build_method(cfg).train()
+    theirs = getattr(quality_lightly, peer)(copy.deepcopy(ours.trunk), cfg)
+    theirs.model["projection_head"].load_state_dict(ours.head.state_dict())
+    return cfg, ours.double(), theirs
+
+
+@pytest.mark.parametrize("method", ["barlowtwins", "vicreg"])
+def test_redundancy_reduction_step_matches_lightlys_side(method: str) -> None:
+    """One Barlow Twins or VICReg step of the benchmark's two sides from the same weights and
+    views: ours (each view through trunk and projector on its own, so batch-norm statistics are
+    per view as in the authors' code; Barlow Twins' cross-correlation of batch-standardised
+    embeddings, eq. 1-2; VICReg's variance hinges averaged over the two views, as in the authors'
+    main_vicreg.py) and lightly's ``BarlowTwinsLoss`` / ``VICRegLoss`` give the same loss, every
+    gradient and the same LARS update (biases and norms left out of weight decay and scaling on
+    both sides). In float64: these losses are large at initialisation (about 1e3 for Barlow Twins,
+    1024 dimensions far from the identity correlation), and in float32 the two sides' orders of
+    summation leave trunk gradients apart by up to 4e-6 of a tensor's largest entry (measured),
+    beyond a fixed tolerance; in float64, 7e-15."""
+    cfg, ours, theirs = _projector_pair(f"fmnist_{method}", method)
+    theirs.model.double()
+    heads = (("head", "projection_head"),)
+    _step_agrees(cfg, ours, theirs, lr=cfg.optim.lr, loss_offset=0.0, heads=heads, dtype=torch.float64)
 
 
 def test_mae_training_step_matches_lightlys_side(monkeypatch) -> None:
