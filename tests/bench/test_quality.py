@@ -278,10 +278,10 @@ def test_dino_training_step_matches_lightlys_side(epoch: int) -> None:
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
 
 
-def _predictor_pair(config: str, peer: str) -> tuple[Any, Any, Any]:
+def _projector_pair(config: str, peer: str) -> tuple[Any, Any, Any]:
     """The recipe ``config``, ours built from it, and lightly's side (``bench.quality_lightly.<peer>``)
-    from the same weights: the trunk copied, projection and prediction heads loaded (lightly's
-    heads are the same layers in the same order, which the loads check)."""
+    from the same weights: the trunk copied, the projection head loaded (lightly's head is the same
+    layers in the same order, which the load checks)."""
     import copy
 
     from bench import quality_lightly
@@ -293,6 +293,12 @@ def _predictor_pair(config: str, peer: str) -> tuple[Any, Any, Any]:
     ours = build_method(cfg).train()
     theirs = getattr(quality_lightly, peer)(copy.deepcopy(ours.trunk), cfg)
     theirs.model["projection_head"].load_state_dict(ours.head.state_dict())
+    return cfg, ours, theirs
+
+
+def _predictor_pair(config: str, peer: str) -> tuple[Any, Any, Any]:
+    """``_projector_pair`` with the prediction head loaded as well."""
+    cfg, ours, theirs = _projector_pair(config, peer)
     theirs.model["prediction_head"].load_state_dict(ours.predictor.state_dict())
     return cfg, ours, theirs
 
@@ -364,24 +370,6 @@ def test_byol_training_step_matches_lightlys_side() -> None:
     _step_agrees(cfg, ours, theirs, lr=1.0, loss_offset=1.0)
 
 
-def _projector_pair(config: str, peer: str) -> tuple[Any, Any, Any]:
-    """The recipe ``config``, ours built from it, and lightly's side (``bench.quality_lightly.<peer>``)
-    from the same weights (trunk copied, projector loaded: lightly's head is the same layers in the
-    same order, which the load checks), both in float64."""
-    import copy
-
-    from bench import quality_lightly
-    from sslframe.config import compose_config
-    from sslframe.methods import build_method
-
-    cfg = compose_config("train", [f"config={config}"])
-    torch.manual_seed(0)
-    ours = build_method(cfg).train()
-    theirs = getattr(quality_lightly, peer)(copy.deepcopy(ours.trunk), cfg)
-    theirs.model["projection_head"].load_state_dict(ours.head.state_dict())
-    return cfg, ours.double(), theirs
-
-
 @pytest.mark.parametrize("method", ["barlowtwins", "vicreg"])
 def test_redundancy_reduction_step_matches_lightlys_side(method: str) -> None:
     """One Barlow Twins or VICReg step of the benchmark's two sides from the same weights and
@@ -395,6 +383,7 @@ def test_redundancy_reduction_step_matches_lightlys_side(method: str) -> None:
     summation leave trunk gradients apart by up to 4e-6 of a tensor's largest entry (measured),
     beyond a fixed tolerance; in float64, 7e-15."""
     cfg, ours, theirs = _projector_pair(f"fmnist_{method}", method)
+    ours.double()
     theirs.model.double()
     heads = (("head", "projection_head"),)
     _step_agrees(cfg, ours, theirs, lr=cfg.optim.lr, loss_offset=0.0, heads=heads, dtype=torch.float64)
