@@ -72,6 +72,17 @@ def test_quick_run_writes_every_row_and_resumes(tmp_path: Path, caplog) -> None:
     assert quality.main(args) == 0
     assert "in the results already" in caplog.text
     assert json.loads(out.read_text())["rows"] == json.loads(before)["rows"]
+    # The curves start from the monitor's reading of the untrained trunk; a random-init row from
+    # before that reading existed gets it on the next invocation, in place, and nothing else moves.
+    start = rows[("simclr", "random init")]["monitor_knn"]
+    assert 0.0 <= start <= 1.0
+    older = json.loads(before)
+    for row in older["rows"]:
+        if row["side"] == "random init":
+            del row["monitor_knn"]
+    out.write_text(json.dumps(older))
+    assert quality.main(args) == 0
+    assert json.loads(out.read_text())["rows"] == json.loads(before)["rows"]
 
 
 def test_both_sides_start_from_the_same_trunk() -> None:
@@ -206,6 +217,31 @@ def test_lightly_side_monitor_watches_the_weights_it_trains(tmp_path: Path, monk
     assert steps == 2 and len(seen) == 2
     assert not torch.equal(seen[0], initial) and not torch.equal(seen[1], seen[0])
     torch.testing.assert_close(seen[1], trunk.patch_embed.weight.detach())
+
+
+@pytest.mark.filterwarnings("ignore:No artists with labels")
+def test_curves_start_at_the_untrained_trunk_and_show_one_budget(tmp_path: Path, monkeypatch) -> None:
+    import matplotlib.axes
+
+    drawn: list[tuple[list, list, str]] = []
+    monkeypatch.setattr(matplotlib.axes.Axes, "plot", lambda ax, xs, ys, *a, **k: drawn.append((xs, ys, k["label"])))
+
+    def row(side: str, budget: int, curve: list, **extra: float) -> dict:
+        return {"method": "simclr", "side": side, "seed": 0, "budget": budget, "curve": curve, **extra}
+
+    results = {
+        "rows": [
+            row("ours", 16, [[1000, 0.9]]),
+            row("random init", 4, [], monitor_knn=0.7),
+            row("ours", 4, [[1000, 0.6], [2000, 0.8]]),
+            row("lightly", 4, [[1000, 0.5]]),
+        ]
+    }
+    quality.plot_curves(results, tmp_path / "knn.png")
+    assert sorted(drawn, key=lambda d: d[2]) == [
+        ([0.0, 1.0], [0.7, 0.5], "simclr (lightly)"),
+        ([0.0, 1.0, 2.0], [0.7, 0.6, 0.8], "simclr (ours)"),
+    ]
 
 
 def test_markdown_never_averages_speeds_of_different_machines() -> None:
