@@ -474,20 +474,24 @@ def baseline_rows(
         test_x = normalised(setting.test.images, 0.286, 0.353)[:, 0].flatten(1)
         metrics = feature_metrics(train_x, setting.train.labels, test_x, setting.test.labels)
         rows.append({"method": "raw pixels", "side": "raw pixels", "seed": 0, "budget": setting.budget, **metrics})
-    measured: dict[tuple[str, int], dict] = {}  # one evaluation per trunk config and seed
+    # One evaluation per trunk, views and monitor settings and seed (recipes share their trunk).
+    measured: dict[str, dict] = {}
+    readings: dict[str, float] = {}
     for method in methods:
         for seed in seeds:
             old = have.get((method, "random init", seed, setting.budget))
             if old is not None and "monitor_knn" in old:
                 continue
             cfg = experiment(method, seed, setting, setting.work_dir / "runs" / "quality-random")
+            key = json.dumps([OmegaConf.to_container(cfg[k]) for k in ("trunk", "transform", "monitor")] + [seed])
             trunk = random_init_trunk(cfg)
+            if key not in readings:
+                readings[key] = monitor_reading(trunk, cfg)
             if old is not None:
-                rows.append({**old, "monitor_knn": monitor_reading(trunk, cfg)})
+                rows.append({**old, "monitor_knn": readings[key]})
                 continue
-            key = (json.dumps(OmegaConf.to_container(cfg.trunk), sort_keys=True), seed)
             if key not in measured:
-                measured[key] = {**trunk_metrics(trunk, cfg, setting), "monitor_knn": monitor_reading(trunk, cfg)}
+                measured[key] = {**trunk_metrics(trunk, cfg, setting), "monitor_knn": readings[key]}
             rows.append(
                 {"method": method, "side": "random init", "seed": seed, "budget": setting.budget, **measured[key]}
             )
