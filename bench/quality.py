@@ -18,7 +18,11 @@ During training both sides run the same online kNN monitor (``monitor.knn_*``), 
 go to ``quality_knn.png``; its time is left out of images/s (images per second of pretraining,
 end to end with data loading). Each curve starts at 0 images from the monitor's reading of the
 untrained network both sides start from (``monitor_knn`` of the random-init row, same seed), so
-the picture shows whether the first steps lose what the random network already had.
+the picture shows whether the first steps lose what the random network already had. The
+random-init rows are also read with precise BN (``precise_bn``: batch-norm statistics re-estimated
+on the training images, as ``tools/eval.py ... eval.precise_bn_images=N`` does; ``--precise-bn``
+reads the pretrained rows so as well): untrained, batch norm holds mean 0 and variance 1 and passes
+activations through unnormalised, which is part of what the random network's features are.
 
 Results are appended to ``bench/results/quality.json`` after every run (a row per method, side
 and seed); a row already there is skipped unless ``--force``, so the benchmark can be completed
@@ -31,6 +35,7 @@ package ``dataset-fashion-mnist``.
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import logging
 import shlex
@@ -53,6 +58,7 @@ from bench.common import RESULTS, git_commit, machine  # noqa: E402
 from sslframe.config import compose_config  # noqa: E402
 from sslframe.data import fashion_mnist  # noqa: E402
 from sslframe.engine import monitors  # noqa: E402
+from sslframe.eval.features import batch_norms, recalibrate_batch_norm  # noqa: E402
 from sslframe.eval.knn import knn_accuracy  # noqa: E402
 from sslframe.eval.linear import ProbeSettings, linear_probe  # noqa: E402
 from sslframe.models.trunks import Trunk, build_trunk  # noqa: E402
@@ -104,6 +110,8 @@ class Setting:
     out: Path
     # trainer.device of both sides' pretraining: auto (CUDA where there is one), cpu or cuda.
     device: str = "cpu"
+    # Also evaluate each pretrained row's trunk with precise BN (``precise_bn_metrics``).
+    precise_bn: bool = False
 
 
 def load_split(idx_dir: Path, split: str, limit: int) -> Split:
@@ -147,6 +155,24 @@ def trunk_metrics(trunk: torch.nn.Module, cfg: DictConfig, setting: Setting) -> 
     train_x = trunk_features(trunk, setting.train.images, mean, std)
     test_x = trunk_features(trunk, setting.test.images, mean, std)
     return feature_metrics(train_x, setting.train.labels, test_x, setting.test.labels)
+
+
+def precise_bn_metrics(trunk: torch.nn.Module, cfg: DictConfig, setting: Setting) -> dict | None:
+    """The metrics of ``trunk`` (a copy) after its batch-norm statistics are re-estimated on the
+    training images under the evaluation view, in batches of the recipe's size (precise BN: what
+    ``tools/eval.py ... eval.precise_bn_images=60000`` does); None for a trunk without batch norm."""
+    if not batch_norms(trunk):
+        return None
+    trunk = copy.deepcopy(trunk).eval()
+    mean, std = float(cfg.transform.mean[0]), float(cfg.transform.std[0])
+    device = next(trunk.parameters()).device
+    images, size = setting.train.images, int(cfg.data.batch_size)
+    batches = (
+        normalised(images[start : start + size], mean, std).contiguous().to(device)
+        for start in range(0, len(images), size)
+    )
+    used = recalibrate_batch_norm(trunk, batches, len(images))
+    return {**trunk_metrics(trunk, cfg, setting), "images": used}
 
 
 def monitor_reading(trunk: torch.nn.Module, cfg: DictConfig) -> float:
@@ -451,6 +477,8 @@ def run_row(
     else:
         trunk, stats = run_lightly(method, cfg)
     metrics = trunk_metrics(trunk, cfg, setting)
+    if setting.precise_bn and side != "random init":
+        metrics["precise_bn"] = precise_bn_metrics(trunk, cfg, setting)
     return {
         "method": method,
         "side": side,
@@ -466,8 +494,9 @@ def baseline_rows(
     methods: Sequence[str], seeds: Sequence[int], setting: Setting, have: dict[tuple, dict]
 ) -> list[dict]:
     """Raw pixels (once) and each trunk at random init (per trunk and seed), with the online kNN
-    monitor's reading of that trunk (``monitor_knn``, where the curves start); a random-init row
-    from before that reading existed gets it added."""
+    monitor's reading of that trunk (``monitor_knn``, where the curves start) and its metrics with
+    precise BN (``precise_bn``: None for a trunk without batch norm); a random-init row from before
+    either reading existed gets it added."""
     rows = []
     if ("raw pixels", "raw pixels", 0, setting.budget) not in have:
         train_x = normalised(setting.train.images, 0.286, 0.353)[:, 0].flatten(1)
@@ -477,24 +506,32 @@ def baseline_rows(
     # One evaluation per trunk, views and monitor settings and seed (recipes share their trunk).
     measured: dict[str, dict] = {}
     readings: dict[str, float] = {}
+    # Precise BN reads only the trunk, its seed and the normalisation (not the views or the monitor).
+    precise: dict[str, dict | None] = {}
     for method in methods:
         for seed in seeds:
             old = have.get((method, "random init", seed, setting.budget))
-            if old is not None and "monitor_knn" in old:
+            if old is not None and "monitor_knn" in old and "precise_bn" in old:
                 continue
             cfg = experiment(method, seed, setting, setting.work_dir / "runs" / "quality-random")
             key = json.dumps([OmegaConf.to_container(cfg[k]) for k in ("trunk", "transform", "monitor")] + [seed])
+            norm = [list(cfg.transform.mean), list(cfg.transform.std), cfg.data.batch_size]
+            precise_key = json.dumps([OmegaConf.to_container(cfg.trunk), norm, seed])
             trunk = random_init_trunk(cfg)
+            if precise_key not in precise:
+                precise[precise_key] = precise_bn_metrics(trunk, cfg, setting)
+            if old is not None:
+                if "monitor_knn" not in old and key not in readings:
+                    readings[key] = monitor_reading(trunk, cfg)
+                monitor = old["monitor_knn"] if "monitor_knn" in old else readings[key]
+                rows.append({**old, "monitor_knn": monitor, "precise_bn": precise[precise_key]})
+                continue
             if key not in readings:
                 readings[key] = monitor_reading(trunk, cfg)
-            if old is not None:
-                rows.append({**old, "monitor_knn": readings[key]})
-                continue
             if key not in measured:
                 measured[key] = {**trunk_metrics(trunk, cfg, setting), "monitor_knn": readings[key]}
-            rows.append(
-                {"method": method, "side": "random init", "seed": seed, "budget": setting.budget, **measured[key]}
-            )
+            row = {"method": method, "side": "random init", "seed": seed, "budget": setting.budget, **measured[key]}
+            rows.append({**row, "precise_bn": precise[precise_key]})
     return rows
 
 
@@ -512,7 +549,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--methods", default=",".join(METHODS))
     parser.add_argument("--budget", type=int, default=DEFAULT_BUDGET, help="epochs of the 60k images, every method")
     parser.add_argument("--seeds", default="0")
-    parser.add_argument("--sides", default="ours,lightly")
+    parser.add_argument("--sides", default="ours,lightly", help="'' measures (or completes) the baselines only")
     parser.add_argument(
         "--force", action="store_true", help="pretrain rows already in the results again (baselines are kept)"
     )
@@ -523,6 +560,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="where both sides pretrain (rows record the machine; speed ratios only within one device)",
     )
     parser.add_argument("--quick", action="store_true", help="smoke run: a few steps on a small subset")
+    parser.add_argument(
+        "--precise-bn",
+        action="store_true",
+        help="also evaluate each pretrained row with batch-norm statistics re-estimated on the training images",
+    )
     parser.add_argument("--idx-dir", type=Path, default=None, help="folder of the four Fashion-MNIST IDX .gz files")
     parser.add_argument("--out", type=Path, default=None, help="results JSON (default bench/results/quality.json)")
     parser.add_argument(
@@ -548,6 +590,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         test=load_split(idx_dir, "test", limit),
         out=out,
         device=args.device,
+        precise_bn=args.precise_bn,
     )
     # The code of every row is the code at the start: modules are imported now, the commit read now.
     commit = git_commit()

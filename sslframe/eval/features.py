@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import torch
+import torch.distributed as dist
 import torch.nn.functional as F
 from omegaconf import OmegaConf
 from torch.utils.data import Sampler
@@ -109,6 +110,16 @@ def iter_features(
     world_size: int = 1,
 ) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
     """(raw features, labels, dataset indices) batch by batch for this rank's share of ``path``."""
+    trunk = trunk.to(device, memory_format=torch.channels_last).eval()
+    for batch in eval_batches(data_cfg, path, transform, batch_size, num_workers, rank, world_size):
+        images = batch.views[0].to(device, memory_format=torch.channels_last)
+        yield trunk_features(trunk, images, layer).cpu(), batch.labels, batch.indices
+
+
+def eval_batches(
+    data_cfg: Any, path: str, transform: Any, batch_size: int, num_workers: int, rank: int = 0, world_size: int = 1
+) -> Iterator[Any]:
+    """The non-empty batches of this rank's share of ``path`` (every sample once, in order)."""
     source = build_source(data_cfg, path)
     if hasattr(source, "read"):
         dataset = ViewsDataset(source, transform, seed=0)
@@ -118,12 +129,64 @@ def iter_features(
         loader = build_eval_loader(data_cfg, path, transform, batch_size, num_workers)
     else:
         raise UserError("tar shards are extracted by one process for now; run tools/eval.py extract without torchrun")
-    trunk = trunk.to(device, memory_format=torch.channels_last).eval()
     for batch in loader:
-        if batch.size == 0:
-            continue
-        images = batch.views[0].to(device, memory_format=torch.channels_last)
-        yield trunk_features(trunk, images, layer).cpu(), batch.labels, batch.indices
+        if batch.size:
+            yield batch
+
+
+def batch_norms(module: torch.nn.Module) -> list[torch.nn.modules.batchnorm._BatchNorm]:
+    """The batch-norm layers of ``module`` that keep running statistics."""
+    return [
+        m for m in module.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm) and m.track_running_stats
+    ]
+
+
+@torch.no_grad()
+def recalibrate_batch_norm(trunk: torch.nn.Module, batches: Iterable[torch.Tensor], limit: int) -> int:
+    """Precise BN (Wu & Johnson 2021, *Rethinking "Batch" in BatchNorm*, sec. 3): each batch-norm
+    layer's running mean and variance replaced by their average over the batches of the first
+    ``limit`` images of ``batches`` (the evaluation view), weights unchanged. Running statistics
+    otherwise come from training (an exponential average over augmented views) or, at random
+    initialisation, from no data at all (mean 0, variance 1: the layer passes its input through).
+    Under torch.distributed every rank passes its own images and the statistics are averaged over
+    the ranks, weighted by their image counts. Returns the number of images this rank used."""
+    norms = batch_norms(trunk)
+    if not norms:
+        raise UserError("eval.precise_bn_images: this trunk has no batch-norm layers to re-estimate")
+    momenta = [m.momentum for m in norms]
+    was_training = trunk.training
+    trunk.eval()
+    for m in norms:
+        m.reset_running_stats()
+        m.momentum = None  # a cumulative average: every batch counts alike
+        m.train()
+    seen = 0
+    try:
+        for images in batches:
+            take = images[: limit - seen]
+            if take.shape[0] < 2:
+                break
+            trunk(take)
+            seen += take.shape[0]
+            if seen >= limit:
+                break
+    finally:
+        for m, momentum in zip(norms, momenta, strict=True):
+            m.momentum = momentum
+        trunk.train(was_training)
+    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+        count = torch.tensor([float(seen)], device=norms[0].running_mean.device)
+        dist.all_reduce(count)
+        if count.item() == 0:
+            raise UserError("eval.precise_bn_images: no images to re-estimate batch-norm statistics on")
+        for m in norms:
+            for buffer in (m.running_mean, m.running_var):
+                weighted = buffer * seen
+                dist.all_reduce(weighted)
+                buffer.copy_(weighted / count)
+    elif seen == 0:
+        raise UserError("eval.precise_bn_images: no images to re-estimate batch-norm statistics on")
+    return seen
 
 
 def extract_features(

@@ -23,7 +23,14 @@ from sslframe.distributed.device import pick_device
 from sslframe.distributed.env import init_distributed
 from sslframe.distributed.shared_files import raise_on_every_rank
 from sslframe.errors import UserError
-from sslframe.eval.features import RawPixels, iter_features, load_trunk, trunk_features
+from sslframe.eval.features import (
+    RawPixels,
+    eval_batches,
+    iter_features,
+    load_trunk,
+    recalibrate_batch_norm,
+    trunk_features,
+)
 from sslframe.eval.finetune import Classifier, build_finetune_optimizer, train_finetune
 from sslframe.eval.interchange import load_trunk_weights, trunk_for_arch
 from sslframe.eval.knn import knn_accuracy
@@ -88,6 +95,28 @@ def _pretrained(cfg: DictConfig) -> Pretrained:
     return Pretrained(trunk, folder, size, list(tf.mean), list(tf.std), pick_device(ev.device))
 
 
+def _recalibrate(cfg: DictConfig, model: Pretrained, rank: int = 0, world_size: int = 1) -> None:
+    """``eval.precise_bn_images=N``: the trunk's batch-norm statistics re-estimated on the first N
+    images of data.path (the evaluation view; under torchrun each rank its strided share) before
+    any feature is computed (``recalibrate_batch_norm``)."""
+    ev = cfg.eval
+    if ev.precise_bn_images < 0:
+        raise UserError(f"eval.precise_bn_images must be 0 (off) or a number of images, got {ev.precise_bn_images}")
+    if ev.precise_bn_images == 0:
+        return
+    if ev.raw_pixels:
+        raise UserError("eval.precise_bn_images re-estimates a trunk's batch norm; eval.raw_pixels=true has no trunk")
+    transform = eval_transform(model.size, model.mean, model.std)
+    trunk = model.trunk.to(model.device, memory_format=torch.channels_last)
+    images = (
+        b.views[0].to(model.device, memory_format=torch.channels_last)
+        for b in eval_batches(cfg.data, cfg.data.path, transform, ev.batch_size, ev.num_workers, rank, world_size)
+    )
+    share = -(-int(ev.precise_bn_images) // world_size)
+    used = recalibrate_batch_norm(trunk, images, share)
+    log.info("batch-norm statistics re-estimated on %d images of %s (rank %d)", used, cfg.data.path, rank)
+
+
 def _layer(ev: DictConfig) -> int | None:
     return None if ev.layer < 0 else int(ev.layer)
 
@@ -127,7 +156,7 @@ def _labelled_splits(cfg: DictConfig, model: Pretrained | None) -> tuple[Feature
 
 
 # What must agree between the train/ and val/ halves of cached features (when both record it).
-_EXTRACTION_KEYS = ("checkpoint", "layer", "encoder", "random_init", "raw_pixels")
+_EXTRACTION_KEYS = ("checkpoint", "layer", "encoder", "random_init", "raw_pixels", "precise_bn_images")
 
 
 def _same_extraction(train: FeatureSet, val: FeatureSet, folder: str) -> None:
@@ -147,14 +176,20 @@ def _same_extraction(train: FeatureSet, val: FeatureSet, folder: str) -> None:
 def _source_of(cfg: DictConfig) -> tuple[Pretrained | None, str]:
     """The trunk (None when cached features are used) and how to name the source in results."""
     if cfg.eval.features:
+        if cfg.eval.precise_bn_images > 0:
+            raise UserError(
+                "eval.precise_bn_images applies when features are computed from images; drop eval.features, or "
+                "extract the features with it (tools/eval.py extract eval.precise_bn_images=N)"
+            )
         return None, str(Path(cfg.eval.features).resolve())
     model = _pretrained(cfg)
+    _recalibrate(cfg, model)
     return model, str(model.checkpoint)
 
 
 # What features were computed from (the run's trained student by default; its momentum copy, the
 # network at random init, or the images themselves), recorded in results and extractions.
-_SOURCE_DEFAULTS = {"encoder": "student", "random_init": False, "raw_pixels": False}
+_SOURCE_DEFAULTS = {"encoder": "student", "random_init": False, "raw_pixels": False, "precise_bn_images": 0}
 
 
 def _provenance(cfg: DictConfig, cached: FeatureSet | None = None) -> dict[str, Any]:
@@ -163,7 +198,12 @@ def _provenance(cfg: DictConfig, cached: FeatureSet | None = None) -> dict[str, 
     (extractions older than that record keep the configured labels). A setting that asks for other
     features than the cached ones is an error, not a relabelling."""
     ev = cfg.eval
-    asked = {"encoder": str(ev.encoder), "random_init": bool(ev.random_init), "raw_pixels": bool(ev.raw_pixels)}
+    asked = {
+        "encoder": str(ev.encoder),
+        "random_init": bool(ev.random_init),
+        "raw_pixels": bool(ev.raw_pixels),
+        "precise_bn_images": int(ev.precise_bn_images),
+    }
     if cached is None:
         return asked
     recorded = {key: cached.meta[key] for key in asked if key in cached.meta}
@@ -184,13 +224,14 @@ def _as_override(value: Any) -> str:
 
 def _source_suffix(provenance: dict[str, Any]) -> str:
     """'' for the trained student's features, else what tells them apart: ``_raw_pixels``,
-    ``_random_init`` or ``_teacher``."""
+    ``_random_init`` or ``_teacher``, then ``_precise_bn`` for re-estimated batch-norm statistics."""
     if provenance.get("raw_pixels"):
         return "_raw_pixels"
+    precise = "_precise_bn" if provenance.get("precise_bn_images") else ""
     if provenance.get("random_init"):
-        return "_random_init"
+        return "_random_init" + precise
     encoder = provenance.get("encoder", "student")
-    return "" if encoder == "student" else f"_{encoder}"
+    return ("" if encoder == "student" else f"_{encoder}") + precise
 
 
 @TASKS.register("knn")
@@ -262,6 +303,7 @@ def extract_task(cfg: DictConfig) -> dict[str, Any]:
     model = _pretrained(cfg)
     env = init_distributed(model.device.type)
     provenance = _provenance(cfg)
+    _recalibrate(cfg, model, env.rank, env.world_size)
     # One folder per kind of features, so extracting the random-init or teacher features of a run
     # never overwrites its trained student's.
     out = Path(ev.out_dir) if ev.out_dir else model.eval_dir / f"features{_source_suffix(provenance)}"
@@ -305,6 +347,7 @@ def embed_task(cfg: DictConfig) -> dict[str, Any]:
         raise UserError("embedding needs eval.out_dir=DIR (the curation steps read the features there)")
     model = _pretrained(cfg)
     env = init_distributed(model.device.type)
+    _recalibrate(cfg, model, env.rank, env.world_size)
     source = build_source(cfg.data, cfg.data.path)
     plan = {
         "source": cfg.data.source,
@@ -315,10 +358,12 @@ def embed_task(cfg: DictConfig) -> dict[str, Any]:
         "layer": ev.layer,
         "image_size": model.size,
     }
+    # Recorded only when not the default, so an embedding started before these settings existed
+    # still resumes under the same plan.
     if ev.encoder != "student":
-        # Recorded only when not the default, so an embedding started before eval.encoder existed
-        # still resumes under the same plan.
         plan["encoder"] = ev.encoder
+    if ev.precise_bn_images > 0:
+        plan["precise_bn_images"] = int(ev.precise_bn_images)
     counts = embed_source(
         model.trunk, source, Path(ev.out_dir), eval_transform(model.size, model.mean, model.std),
         plan=plan, piece_size=ev.piece_size, batch_size=ev.batch_size, num_workers=ev.num_workers,
@@ -481,6 +526,8 @@ def _classify(model: Classifier, cfg: DictConfig, pre: Pretrained) -> dict[str, 
 def finetune_task(cfg: DictConfig) -> dict[str, Any]:
     ev = cfg.eval
     start = time.monotonic()
+    if ev.precise_bn_images > 0:
+        raise UserError("fine-tuning trains the batch-norm statistics with the trunk; drop eval.precise_bn_images")
     pre = _pretrained(cfg)
     source = _map_style(cfg.data, cfg.data.path)
     labels = [s.label for s in getattr(source, "samples", [])]

@@ -37,6 +37,7 @@ def test_quick_run_writes_every_row_and_resumes(tmp_path: Path, caplog) -> None:
     idx = fake_fashion_mnist(tmp_path / "idx")
     out = tmp_path / "results" / "quality.json"
     args = ["--quick", "--methods", "simclr", "--idx-dir", str(idx), "--out", str(out), "--work-dir", str(tmp_path)]
+    args.append("--precise-bn")
     assert quality.main(args) == 0
     results = json.loads(out.read_text())
     rows = {(r["method"], r["side"]): r for r in results["rows"]}
@@ -59,6 +60,13 @@ def test_quick_run_writes_every_row_and_resumes(tmp_path: Path, caplog) -> None:
     ours = rows[("simclr", "ours")]
     assert 0.0 < ours["embedding_std"] <= 1.0 and 1.0 <= ours["effective_rank"] <= 128.0, ours
     assert "embedding_std" not in rows[("simclr", "lightly")]
+    # With --precise-bn every trunk is also read with batch-norm statistics re-estimated on the
+    # training images (the random-init one always): all 160 of the generated training images.
+    for side in ("ours", "lightly", "random init"):
+        row = rows[("simclr", side)]
+        assert row["precise_bn"]["images"] == 160, row
+        assert 0.0 <= row["precise_bn"]["knn20"] <= 1.0 and 0.0 <= row["precise_bn"]["linear"] <= 1.0
+    assert "precise_bn" not in rows[("raw pixels", "raw pixels")]
     recipes = [
         {k: v for k, v in rows[("simclr", side)]["config"].items() if k != "run"} for side in ("ours", "lightly")
     ]
@@ -73,16 +81,19 @@ def test_quick_run_writes_every_row_and_resumes(tmp_path: Path, caplog) -> None:
     assert "in the results already" in caplog.text
     assert json.loads(out.read_text())["rows"] == json.loads(before)["rows"]
     # The curves start from the monitor's reading of the untrained trunk; a random-init row from
-    # before that reading existed gets it on the next invocation, in place, and nothing else moves.
+    # before that reading (or the precise-BN one) existed gets it on the next invocation, in place,
+    # and nothing else moves.
     start = rows[("simclr", "random init")]["monitor_knn"]
     assert 0.0 <= start <= 1.0
-    older = json.loads(before)
-    for row in older["rows"]:
-        if row["side"] == "random init":
-            del row["monitor_knn"]
-    out.write_text(json.dumps(older))
-    assert quality.main(args) == 0
-    assert json.loads(out.read_text())["rows"] == json.loads(before)["rows"]
+    for missing in (["monitor_knn"], ["precise_bn"], ["monitor_knn", "precise_bn"]):
+        older = json.loads(before)
+        for row in older["rows"]:
+            if row["side"] == "random init":
+                for key in missing:
+                    del row[key]
+        out.write_text(json.dumps(older))
+        assert quality.main(args) == 0
+        assert json.loads(out.read_text())["rows"] == json.loads(before)["rows"], missing
 
 
 def test_both_sides_start_from_the_same_trunk() -> None:

@@ -32,6 +32,11 @@ class FeatureEvalConfig:
     # benchmark (bench/quality.py) measures ours and lightly's side; eval.encoder=teacher follows
     # those authors.
     encoder: str = "student"
+    # Re-estimate the trunk's batch-norm running statistics on the first N images of data.path
+    # (the evaluation view) before computing features: precise BN (Wu & Johnson 2021). 0 keeps the
+    # checkpoint's statistics (those of training's augmented views; at random init mean 0 and
+    # variance 1, which pass activations through unnormalised). Not for fine-tuning.
+    precise_bn_images: int = 0
     device: str = "auto"
     # Features of block ``layer`` of trunk.blocks(), average-pooled (-1: the trunk's pooled output).
     layer: int = -1
