@@ -150,6 +150,9 @@ def quality(data: dict[str, Any]) -> str:
         "",
         quality_targets(data, budget),
     ]
+    precise = precise_bn_line(data, budget)
+    if precise:
+        lines += ["", precise]
     others = sorted(b for b in methods_at if b != budget)
     if others:
         lines += ["", other_budgets(data, others, budget)]
@@ -285,6 +288,49 @@ def quality_targets(data: dict[str, Any], budget: int) -> str:
         f"minutes, on the machine of that speed comparison: {', '.join(short) or none}; longer: "
         f"{', '.join(long) or none}."
     )
+
+
+def precise_bn_line(data: dict[str, Any], budget: int) -> str:
+    """The random-init trunks (and any pretrained row run with ``--precise-bn``) read with their
+    batch-norm statistics as they are and re-estimated on the training images (precise BN); methods
+    whose random-init rows agree (one trunk, the same seeds) are named together."""
+    from bench.quality import METHODS
+
+    rows = [r for r in data["rows"] if r["budget"] == budget and "precise_bn" in r]
+    if not rows:
+        return ""
+    groups: dict[str, list[str]] = {}
+    without = []
+    for method in METHODS:
+        rand = [r for r in rows if r["method"] == method and r["side"] == "random init"]
+        rand.sort(key=lambda r: r["seed"])
+        if not rand:
+            continue
+        if any(r["precise_bn"] is None for r in rand):
+            without.append(method)
+            continue
+        seeds = ", ".join(str(r["seed"]) for r in rand)
+        reading = "; ".join(
+            f"{name} {_cell([r[key] for r in rand])} → {_cell([r['precise_bn'][key] for r in rand])}"
+            for name, key in (("kNN k=20", "knn20"), ("k=200", "knn200"), ("linear", "linear"))
+        )
+        groups.setdefault(f"(seeds {seeds}): {reading}", []).append(method)
+    parts = [f"{', '.join(methods)} {reading}" for reading, methods in groups.items()]
+    trained = [
+        f"{r['method']} {r['side']} seed {r['seed']} {r['knn20']:.3f} → {r['precise_bn']['knn20']:.3f} "
+        f"(linear {r['linear']:.3f} → {r['precise_bn']['linear']:.3f})"
+        for r in rows
+        if r["side"] in ("ours", "lightly") and r["precise_bn"]
+    ]
+    line = (
+        "Batch-norm statistics as the network holds them → re-estimated on the 60k training images "
+        "(precise BN, `tools/eval.py ... eval.precise_bn_images=60000`), mean ± std over the seeds; "
+        f"at random init: {'; '.join(parts) or 'none'}"
+    )
+    if without:
+        line += f" (no batch norm in the trunk of {', '.join(without)})"
+    line += f". Pretrained (kNN k=20): {'; '.join(trained)}." if trained else "."
+    return line
 
 
 def table(data: dict[str, Any]) -> str:

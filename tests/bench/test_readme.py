@@ -200,3 +200,23 @@ def test_quality_targets_read_the_linear_probe_against_the_raw_pixels_too() -> N
     line = readme.quality_targets(data, 8)
     assert "Above the raw pixels: mocov2; under the linear probe instead" in line
     assert "probe on the pixels): simclr (+0.4). Ours at or above" in line
+
+
+def test_precise_bn_line_groups_recipes_sharing_a_trunk_and_lists_pretrained_readings() -> None:
+    def precise(knn20: float) -> dict:
+        return {"knn20": knn20, "knn200": knn20 - 0.02, "linear": knn20 + 0.01, "images": 60000}
+
+    rows = []
+    for method in ("simclr", "mocov2"):  # one trunk, seeds 0 and 1: named together
+        for seed, (plain, recal) in enumerate(((0.80, 0.70), (0.78, 0.68))):
+            rows.append({**quality_row(method, "random init", plain, seed=seed), "precise_bn": precise(recal)})
+    rows.append({**quality_row("mae", "random init", 0.63), "precise_bn": None})
+    rows.append({**quality_row("simclr", "ours", 0.84, 900.0, seed=2), "precise_bn": precise(0.845)})
+    rows.append(quality_row("simclr", "ours", 0.83, 900.0))  # read without it: not listed
+    line = readme.precise_bn_line({"machine": MACHINE, "rows": rows}, 8)
+    assert "at random init: simclr, mocov2 (seeds 0, 1): kNN k=20 0.790 ± 0.014 → 0.690 ± 0.014;" in line
+    assert "(no batch norm in the trunk of mae)" in line
+    assert "Pretrained (kNN k=20): simclr ours seed 2 0.840 → 0.845 (linear 0.850 → 0.855)." in line
+    assert readme.precise_bn_line({"machine": MACHINE, "rows": [quality_row("simclr", "ours", 0.8, 9.0)]}, 8) == ""
+    # The quality section carries it under the read-off line.
+    assert line in readme.quality({"machine": MACHINE, "rows": rows})
