@@ -57,8 +57,9 @@ sys.path.insert(0, str(ROOT))
 from bench.common import RESULTS, git_commit, machine  # noqa: E402
 from sslframe.config import compose_config  # noqa: E402
 from sslframe.data import fashion_mnist  # noqa: E402
+from sslframe.distributed.micro_batches import running_norms  # noqa: E402
 from sslframe.engine import monitors  # noqa: E402
-from sslframe.eval.features import batch_norms, recalibrate_batch_norm  # noqa: E402
+from sslframe.eval.features import recalibrate_batch_norm  # noqa: E402
 from sslframe.eval.knn import knn_accuracy  # noqa: E402
 from sslframe.eval.linear import ProbeSettings, linear_probe  # noqa: E402
 from sslframe.models.trunks import Trunk, build_trunk  # noqa: E402
@@ -161,7 +162,7 @@ def precise_bn_metrics(trunk: torch.nn.Module, cfg: DictConfig, setting: Setting
     """The metrics of ``trunk`` (a copy) after its batch-norm statistics are re-estimated on the
     training images under the evaluation view, in batches of the recipe's size (precise BN: what
     ``tools/eval.py ... eval.precise_bn_images=60000`` does); None for a trunk without batch norm."""
-    if not batch_norms(trunk):
+    if not running_norms(trunk):
         return None
     trunk = copy.deepcopy(trunk).eval()
     mean, std = float(cfg.transform.mean[0]), float(cfg.transform.std[0])

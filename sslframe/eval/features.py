@@ -19,6 +19,7 @@ from sslframe.data.sources import build_source
 from sslframe.data.transforms import eval_transform
 from sslframe.distributed import checkpoint as ckpt
 from sslframe.distributed.export import trunk_weights
+from sslframe.distributed.micro_batches import running_norms
 from sslframe.errors import UserError
 from sslframe.models.trunks import Trunk, build_trunk
 
@@ -134,13 +135,6 @@ def eval_batches(
             yield batch
 
 
-def batch_norms(module: torch.nn.Module) -> list[torch.nn.modules.batchnorm._BatchNorm]:
-    """The batch-norm layers of ``module`` that keep running statistics."""
-    return [
-        m for m in module.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm) and m.track_running_stats
-    ]
-
-
 @torch.no_grad()
 def recalibrate_batch_norm(trunk: torch.nn.Module, batches: Iterable[torch.Tensor], limit: int) -> int:
     """Precise BN (Wu & Johnson 2021, *Rethinking "Batch" in BatchNorm*, sec. 3): each batch-norm
@@ -150,7 +144,7 @@ def recalibrate_batch_norm(trunk: torch.nn.Module, batches: Iterable[torch.Tenso
     initialisation, from no data at all (mean 0, variance 1: the layer passes its input through).
     Under torch.distributed every rank passes its own images and the statistics are averaged over
     the ranks, weighted by their image counts. Returns the number of images this rank used."""
-    norms = batch_norms(trunk)
+    norms = running_norms(trunk)
     if not norms:
         raise UserError("eval.precise_bn_images: this trunk has no batch-norm layers to re-estimate")
     momenta = [m.momentum for m in norms]
