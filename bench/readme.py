@@ -162,7 +162,7 @@ def quality(data: dict[str, Any]) -> str:
 def other_budgets(data: dict[str, Any], budgets: list[int], base: int) -> str:
     """The rows run at budgets other than the benchmark's (``base``; the same recipes, more or
     fewer epochs), each beside the random-init network and the raw pixels at that budget."""
-    from bench.quality import METHODS, machines_line
+    from bench.quality import METHODS, machines_line, row_machine, speed_by_machine
 
     lines = [
         "The same recipes at other budgets (same protocol):",
@@ -178,7 +178,9 @@ def other_budgets(data: dict[str, Any], budgets: list[int], base: int) -> str:
                 if not rows or (side == "random init" and not _rows(data, method, "ours", budget)):
                     continue
                 chosen += rows
-                speed = f"{_mean([r['images_per_s'] for r in rows]):.0f}" if "images_per_s" in rows[0] else "—"
+                timed = [r for r in rows if r.get("images_per_s")]
+                # One figure per machine: speeds of different machines are never averaged.
+                speed = speed_by_machine([r["images_per_s"] for r in timed], [row_machine(data, r) for r in timed])
                 cells = [str(budget), method, side, str(len(rows))]
                 cells += [_cell([r[k] for r in rows]) for k in ("knn20", "knn200", "linear")]
                 lines.append("| " + " | ".join([*cells, speed]) + " |")

@@ -83,6 +83,26 @@ def test_rows_at_other_budgets_get_their_own_table() -> None:
     assert "mocov2" not in longer
 
 
+def test_other_budgets_never_average_speeds_across_machines() -> None:
+    """Seeds of a longer run measured on two machines: one images/s figure per machine (the mean
+    of that machine's seeds), not a mean of the two machines' speeds."""
+    fast = {**MACHINE, "cpu_model": "Fast CPU"}
+    slow = {**MACHINE, "cpu_model": "Slow CPU"}
+    data = {
+        "machine": MACHINE,
+        "rows": [
+            quality_row("simclr", "ours", 0.83, 900.0, budget=4),
+            quality_row("mocov2", "ours", 0.82, 900.0, budget=4),
+            {**quality_row("simclr", "ours", 0.86, 1000.0, seed=0, budget=16), "machine": fast},
+            {**quality_row("simclr", "ours", 0.86, 1200.0, seed=1, budget=16), "machine": fast},
+            {**quality_row("simclr", "ours", 0.86, 600.0, seed=2, budget=16), "machine": slow},
+        ],
+    }
+    longer = readme.quality(data).split("The same recipes at other budgets")[1]
+    row = next(line for line in longer.splitlines() if line.startswith("| 16 | simclr | ours |"))
+    assert row.endswith("| 1100 on Fast CPU; 600 on Slow CPU |"), row
+
+
 def test_speed_ratio_pairs_each_seed_on_one_machine() -> None:
     """Seeds run on different machines: images/s are compared seed by seed where both sides ran
     on one machine, on the machine holding most such pairs, never averaged across machines."""
