@@ -93,6 +93,16 @@ def test_swapping_a_group_leaves_out_what_the_new_option_lacks(caplog: pytest.Lo
         )
     assert dict(cfg.trunk) == {"name": "regnet", "arch": "regnet_y_400mf", "small_images": True}
     assert "trunk.width_multiplier (config/quickstart)" in caplog.text
+    # Only the files this composition reads are rewritten and reported: not the other experiments
+    # that set a trunk, but a recipe added on the command line and the recipes it includes.
+    assert "fmnist_simclr" not in caplog.text and "recipe/" not in caplog.text
+    caplog.clear()
+    with caplog.at_level("INFO", logger="sslframe.config.loader"):
+        cfg = compose_config(
+            "train", ["config=quickstart", "+recipe=fmnist_resnet", "trunk=regnet", "trunk.arch=regnet_y_400mf"]
+        )
+    assert dict(cfg.trunk) == {"name": "regnet", "arch": "regnet_y_400mf", "small_images": True}
+    assert "trunk.max_pool (recipe/fmnist_resnet)" in caplog.text
     # Another method: the experiment's SimCLR temperature goes, its head, optimizer and data stay.
     simclr = compose_config("train", ["config=fmnist_simclr"])
     byol = compose_config("train", ["config=fmnist_simclr", "method=byol"])

@@ -168,15 +168,20 @@ def _foreign_keys(group: str, option: str) -> set[str] | None:
     return None if schema is None else set(_field_names(schema))
 
 
-def _overlay(swaps: dict[str, str], folder: Path) -> list[str]:
-    """A copy of the config tree in ``folder`` in which the experiments and recipes (files of
-    package ``_global_``) no longer set, under a group swapped on the command line, the keys that
-    the chosen option does not have: the user picked another trunk or method, whose own
-    defaults apply. Returns what was left out, for the log."""
+def _overlay(swaps: dict[str, str], folder: Path, used: set[str]) -> list[str]:
+    """A copy of the config tree in ``folder`` in which the experiment and recipes this
+    composition uses (``used``: files of package ``_global_``, named as ``config/<name>``) no
+    longer set, under a group swapped on the command line, the keys that the chosen option does
+    not have: the user picked another trunk or method, whose own defaults apply. Returns what was
+    left out, for the log. Files the composition does not read are copied as they are (rewriting
+    all of them cost about a second of every composition)."""
     shutil.copytree(CONFIG_DIR, folder, dirs_exist_ok=True)
     dropped = []
     allowed = {group: _foreign_keys(group, option) for group, option in swaps.items()}
-    for path in folder.rglob("*.yaml"):
+    for name in sorted(used):
+        path = folder / f"{name}.yaml"
+        if not path.is_file():
+            continue
         text = path.read_text()
         if not text.startswith("# @package _global_"):
             continue
@@ -188,7 +193,7 @@ def _overlay(swaps: dict[str, str], folder: Path) -> list[str]:
                 continue
             for key in [k for k in section if k not in keep]:
                 del section[key]
-                dropped.append(f"{group}.{key} ({path.relative_to(folder).with_suffix('')})")
+                dropped.append(f"{group}.{key} ({name})")
                 changed = True
         if changed:
             path.write_text("# @package _global_\n" + OmegaConf.to_yaml(OmegaConf.create(node)))
@@ -196,12 +201,19 @@ def _overlay(swaps: dict[str, str], folder: Path) -> list[str]:
 
 
 def _experiment_files(primary: str, overrides: Sequence[str]) -> set[str]:
-    """``config/<name>`` of the experiment this composition uses and the recipes it includes."""
-    name = next((o.split("=", 1)[1] for o in overrides if o.startswith("config=")), None)
-    if name is None:
+    """``config/<name>`` of the experiment this composition uses, the recipes it includes, and a
+    recipe added on the command line (``+recipe=<name>``)."""
+    picked = {}
+    for override in overrides:
+        key, eq, value = override.partition("=")
+        if eq and key.lstrip("+~") in ("config", "recipe"):
+            picked[key.lstrip("+~")] = value
+    if "config" not in picked:
         defaults = OmegaConf.load(CONFIG_DIR / f"{primary}.yaml").get("defaults", [])
         name = next((d["config"] for d in defaults if isinstance(d, DictConfig) and "config" in d), None)
-    files = {f"config/{name}"} if name else set()
+        if name:
+            picked["config"] = name
+    files = {f"{group}/{name}" for group, name in picked.items() if name}
     pending = list(files)
     while pending:
         path = CONFIG_DIR / f"{pending.pop()}.yaml"
@@ -228,11 +240,7 @@ def compose_config(primary: str, overrides: Sequence[str]) -> DictConfig:
             config_dir = CONFIG_DIR
             if swaps:
                 config_dir = Path(tmp)
-                dropped = [
-                    d
-                    for d in _overlay(swaps, config_dir)
-                    if d.split("(")[1][:-1] in _experiment_files(primary, overrides)
-                ]
+                dropped = _overlay(swaps, config_dir, _experiment_files(primary, overrides))
                 if dropped:
                     log.info("not carried over to the option chosen on the command line: %s", ", ".join(dropped))
             with initialize_config_dir(config_dir=str(config_dir), version_base=None):
