@@ -43,8 +43,10 @@ def free_port() -> int:
 
 def _worker(rank: int, world: int, port: int, fn: Callable[..., Any], args: tuple, queue: Any) -> None:
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world))
-    # Share the cores between the ranks (as torchrun does) instead of oversubscribing them.
-    torch.set_num_threads(max(1, (os.cpu_count() or 1) // world))
+    # Share the test process's cores (tests/conftest.py) between the ranks, as torchrun does,
+    # instead of oversubscribing them.
+    cores = int(os.environ.get("OMP_NUM_THREADS") or os.cpu_count() or 1)
+    torch.set_num_threads(max(1, cores // world))
     try:
         dist.init_process_group("gloo", rank=rank, world_size=world)
         queue.put((rank, _to_plain(fn(rank, world, *args)), None))
