@@ -42,6 +42,8 @@ demo: data
 
 # Two pytest workers, one test file each at a time (module fixtures stay in one process): most
 # tests wait on process start-up or on each other's ranks, so two cores run them about 2x faster.
+# Each worker and the processes it starts take their share of the cores (tests/conftest.py sets
+# OMP_NUM_THREADS unless you did): torch's one thread per core in each would oversubscribe them.
 TEST_WORKERS ?= 2
 # The benchmark peer (lightly) is installed too: the peer-parity and quality-benchmark tests use it.
 # The 25 slowest tests are listed at the end, so a CI log shows where the suite's time goes.
