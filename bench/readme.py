@@ -188,6 +188,8 @@ def other_budgets(data: dict[str, Any], budgets: list[int], base: int) -> str:
     lines += ["", f"{machines_line(data, chosen)} Commits {', '.join(commits)}."]
     for budget in budgets:
         readoff = f"{baseline_targets(data, budget)} {budget_gains(data, budget, base)}"
+        if any(_rows(data, method, "lightly", budget) for method in METHODS):
+            readoff += f" {peer_targets(data, budget)}"
         lines += ["", f"Read off the {budget}-epoch rows (kNN k = 20, points): {readoff}"]
     return "\n".join(lines)
 
@@ -259,7 +261,6 @@ def quality_targets(data: dict[str, Any], budget: int) -> str:
     raw pixels, lightly's accuracy and speed; each method named where it meets or misses one."""
     from bench.quality import METHODS
 
-    behind, level, faster, slower = [], [], [], []
     short, long = [], []  # a method's pair of pretraining runs under / over 30 minutes
     for method in METHODS:
         if _knn(data, method, "ours", budget) is None:
@@ -270,26 +271,47 @@ def quality_targets(data: dict[str, Any], budget: int) -> str:
         if walls and all(walls):
             minutes = sum(_mean(w) for w in walls) / 60
             (short if minutes < 30 else long).append(f"{method} ({minutes:.0f} min)")
-        # On the seeds both sides ran: a peer seed that ours has not run would move the comparison.
-        shared = _seeds(data, method, "ours", budget) & _seeds(data, method, "lightly", budget)
-        if shared:
-            gap = 100 * (_knn(data, method, "ours", budget, shared) - _knn(data, method, "lightly", budget, shared))
-            (level if gap >= -0.5 else behind).append(f"{method} ({gap:+.1f})")
-            pair = (_rows(data, method, side, budget) for side in ("ours", "lightly"))
-            fast, slow, _ = speed_rows(data, *pair)
-            if fast and slow:
-                faster_here = _mean([r["images_per_s"] for r in fast]) >= _mean([r["images_per_s"] for r in slow])
-                (faster if faster_here else slower).append(method)
     none = "none"
     return (
         f"Read off these rows (kNN k = 20, points; each difference on the seeds both rows ran): "
-        f"{baseline_targets(data, budget)} Ours at or above lightly's (within 0.5 points): "
-        f"{', '.join(level) or none}; below: {', '.join(behind) or none}. Ours at least as fast as "
-        f"lightly: {', '.join(faster) or none}; slower: {', '.join(slower) or none}. A method's two "
+        f"{baseline_targets(data, budget)} {peer_targets(data, budget)} A method's two "
         f"pretraining runs (ours and lightly's; ours alone where lightly has no such method) within 30 "
         f"minutes, on the machine of that speed comparison: {', '.join(short) or none}; longer: "
         f"{', '.join(long) or none}."
     )
+
+
+def peer_targets(data: dict[str, Any], budget: int) -> str:
+    """Ours against lightly's side at one budget, for each method with both: the kNN (k=20) gap on
+    the seeds both ran (at or above within 0.5 points, or below), and which is faster where a seed
+    of each side ran on one machine (a speed measured on another machine is no comparison)."""
+    from bench.quality import METHODS
+
+    behind, level, faster, slower, apart = [], [], [], [], []
+    for method in METHODS:
+        # On the seeds both sides ran: a peer seed that ours has not run would move the comparison.
+        shared = _seeds(data, method, "ours", budget) & _seeds(data, method, "lightly", budget)
+        if not shared:
+            continue
+        gap = 100 * (_knn(data, method, "ours", budget, shared) - _knn(data, method, "lightly", budget, shared))
+        (level if gap >= -0.5 else behind).append(f"{method} ({gap:+.1f})")
+        pair = (_rows(data, method, side, budget) for side in ("ours", "lightly"))
+        fast, slow, _ = speed_rows(data, *pair)
+        if fast and slow:
+            faster_here = _mean([r["images_per_s"] for r in fast]) >= _mean([r["images_per_s"] for r in slow])
+            (faster if faster_here else slower).append(method)
+        else:
+            apart.append(method)
+    none = "none"
+    text = (
+        f"Ours at or above lightly's (within 0.5 points): {', '.join(level) or none}; below: "
+        f"{', '.join(behind) or none}."
+    )
+    if faster or slower or not apart:
+        text += f" Ours at least as fast as lightly: {', '.join(faster) or none}; slower: {', '.join(slower) or none}."
+    if apart:
+        text += f" Speed not compared (the two sides ran on different machines): {', '.join(apart)}."
+    return text
 
 
 def precise_bn_line(data: dict[str, Any], budget: int) -> str:

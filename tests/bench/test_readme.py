@@ -240,3 +240,40 @@ def test_precise_bn_line_groups_recipes_sharing_a_trunk_and_lists_pretrained_rea
     assert readme.precise_bn_line({"machine": MACHINE, "rows": [quality_row("simclr", "ours", 0.8, 9.0)]}, 8) == ""
     # The quality section carries it under the read-off line.
     assert line in readme.quality({"machine": MACHINE, "rows": rows})
+
+
+def test_other_budgets_compare_ours_and_lightly_on_shared_seeds_and_one_machine() -> None:
+    """A longer budget with a lightly side gets the peer read-off of the benchmark's budget: the
+    kNN gap on the seeds both sides ran (a seed only ours ran is left out), and speeds compared
+    only where a seed of each side ran on one machine."""
+    fast = {**MACHINE, "cpu_model": "Fast CPU"}
+    slow = {**MACHINE, "cpu_model": "Slow CPU"}
+
+    def at16(method: str, side: str, knn20: float, speed: float, seed: int, machine: dict) -> dict:
+        return {**quality_row(method, side, knn20, speed, seed=seed, budget=16), "machine": machine}
+
+    data = {
+        "machine": MACHINE,
+        "rows": [
+            quality_row("mocov2", "ours", 0.83, 700.0, budget=4),
+            quality_row("mocov2", "lightly", 0.82, 400.0, budget=4),
+            quality_row("byol", "ours", 0.81, 500.0, budget=4),
+            quality_row("simclr", "ours", 0.83, 800.0, budget=4),  # 4 epochs: the benchmark's budget
+            at16("mocov2", "ours", 0.857, 900.0, 0, fast),
+            at16("mocov2", "ours", 0.866, 650.0, 1, slow),  # no lightly seed 1: not in the gap
+            at16("mocov2", "lightly", 0.852, 360.0, 0, slow),
+            at16("byol", "ours", 0.84, 420.0, 0, slow),
+            at16("byol", "lightly", 0.85, 300.0, 0, slow),
+        ],
+    }
+    longer = readme.quality(data).split("The same recipes at other budgets")[1]
+    readoff = next(line for line in longer.splitlines() if line.startswith("Read off the 16-epoch rows"))
+    # mocov2: 0.857 - 0.852 on seed 0; byol: 0.84 - 0.85 (more than 0.5 below).
+    assert "Ours at or above lightly's (within 0.5 points): mocov2 (+0.5); below: byol (-1.0)." in readoff
+    # byol's seed 0 ran on one machine (420 against 300); mocov2's sides on two machines.
+    assert "Ours at least as fast as lightly: byol; slower: none." in readoff
+    assert readoff.endswith("Speed not compared (the two sides ran on different machines): mocov2.")
+    # Without a lightly row at that budget the read-off says nothing of lightly.
+    data["rows"] = [r for r in data["rows"] if not (r["budget"] == 16 and r["side"] == "lightly")]
+    longer = readme.quality(data).split("The same recipes at other budgets")[1]
+    assert "lightly" not in longer.split("Read off the 16-epoch rows")[1]
