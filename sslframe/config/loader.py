@@ -170,7 +170,7 @@ def _foreign_keys(group: str, option: str) -> set[str] | None:
 
 def _overlay(swaps: dict[str, str], folder: Path, used: set[str]) -> list[str]:
     """A copy of the config tree in ``folder`` in which the experiment and recipes this
-    composition uses (``used``: files of package ``_global_``, named as ``config/<name>``) no
+    composition uses (``used``: ``config/<name>`` and ``recipe/<name>``, package ``_global_``) no
     longer set, under a group swapped on the command line, the keys that the chosen option does
     not have: the user picked another trunk or method, whose own defaults apply. Returns what was
     left out, for the log. Files the composition does not read are copied as they are (rewriting
