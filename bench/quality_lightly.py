@@ -144,8 +144,11 @@ def _moco_head(in_dim: int, head: DictConfig) -> nn.Module:
     """lightly's MoCo projection head with the recipe's layers: ``MoCoProjectionHead`` as the MoCo v2
     example builds it (hidden layers of one width, no batch norm), otherwise the same layers as ours
     in lightly's ``ProjectionHead`` blocks (one linear layer for the MoCo authors' CIFAR-10 demo;
-    batch norm after hidden layers, and an output batch norm without affine parameters, as ours)."""
+    batch norm after hidden layers, and the output batch norm with the learned parameters ours
+    has, ``head.last_batch_norm_params``)."""
     from lightly.models.modules.heads import MoCoProjectionHead, ProjectionHead
+
+    from sslframe.models.heads import output_batch_norm
 
     hidden = list(head.hidden_dims)
     if hidden and len(set(hidden)) == 1 and not head.batch_norm and not head.last_batch_norm:
@@ -156,7 +159,7 @@ def _moco_head(in_dim: int, head: DictConfig) -> nn.Module:
     for width in hidden:
         blocks.append((in_dim, width, nn.BatchNorm1d(width) if head.batch_norm else None, nn.ReLU()))
         in_dim = width
-    last = nn.BatchNorm1d(head.output_dim, affine=False) if head.last_batch_norm else None
+    last = output_batch_norm(head.output_dim, head.last_batch_norm_params) if head.last_batch_norm else None
     return ProjectionHead([*blocks, (in_dim, head.output_dim, last, None)])
 
 

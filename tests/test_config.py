@@ -47,6 +47,14 @@ def test_override_reaches_the_config() -> None:
             ["transform.interpolation=cubic"],
             "bad value for 'transform.interpolation': 'cubic'; valid choices: bilinear, bicubic",
         ),
+        (
+            ["method=simclr", "method.view_batches=crop"],
+            "bad value for 'method.view_batches': 'crop'; valid choices: together, per_view",
+        ),
+        (
+            ["head.last_batch_norm_params=both"],
+            "bad value for 'head.last_batch_norm_params': 'both'; valid choices: none, scale, scale_shift",
+        ),
     ],
 )
 def test_user_errors_name_the_key_and_choices(overrides: list[str], message: str) -> None:

@@ -22,13 +22,32 @@ class MLPHeadConfig:
     output_dim: int = 128
     batch_norm: bool = True
     last_batch_norm: bool = False
+    # Learned parameters of that output batch norm: none (MoCo v3's and SimSiam's builder.py:
+    # BatchNorm1d(affine=False)), scale (the SimCLR authors' tf2/model.py: the last LinearLayer's
+    # batch norm with center=False) or scale_shift (lightly's SimCLRProjectionHead).
+    last_batch_norm_params: str = "none"
     activation: str = "relu"
-    choices: ClassVar[Choices] = {"activation": ("relu", "gelu")}
+    choices: ClassVar[Choices] = {
+        "activation": ("relu", "gelu"),
+        "last_batch_norm_params": ("none", "scale", "scale_shift"),
+    }
 
 
 register_schema("head", "mlp", MLPHeadConfig)
 
 _ACTIVATIONS = {"relu": nn.ReLU, "gelu": nn.GELU}
+
+
+def output_batch_norm(dim: int, params: str) -> nn.BatchNorm1d:
+    """The batch norm on a projection head's output, with the learned ``params`` of
+    ``MLPHeadConfig.last_batch_norm_params``: ``none``, ``scale`` (the shift stays at zero and is
+    not trained: optimizers take only parameters that require a gradient) or ``scale_shift``."""
+    if params not in ("none", "scale", "scale_shift"):
+        raise ValueError(f"last_batch_norm_params must be none, scale or scale_shift, not {params!r}")
+    norm = nn.BatchNorm1d(dim, affine=params != "none")
+    if params == "scale":
+        norm.bias.requires_grad_(False)
+    return norm
 
 
 class MLPHead(nn.Module):
@@ -46,6 +65,7 @@ class MLPHead(nn.Module):
         batch_norm: bool = True,
         last_batch_norm: bool = False,
         activation: str = "relu",
+        last_batch_norm_params: str = "none",
     ) -> None:
         super().__init__()
         layers: list[nn.Module] = []
@@ -58,7 +78,7 @@ class MLPHead(nn.Module):
             dim = hidden
         layers.append(nn.Linear(dim, output_dim, bias=not last_batch_norm))
         if last_batch_norm:
-            layers.append(nn.BatchNorm1d(output_dim, affine=False))
+            layers.append(output_batch_norm(output_dim, last_batch_norm_params))
         self.layers = nn.Sequential(*layers)
         self.output_dim = output_dim
 
@@ -72,6 +92,7 @@ class MLPHead(nn.Module):
             batch_norm=cfg.batch_norm,
             last_batch_norm=cfg.last_batch_norm,
             activation=cfg.activation,
+            last_batch_norm_params=cfg.last_batch_norm_params,
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

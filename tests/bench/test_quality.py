@@ -5,6 +5,7 @@ results with what the README table needs, and rows already there are not run aga
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -110,32 +111,36 @@ def test_both_sides_start_from_the_same_trunk() -> None:
 
 
 @pytest.mark.parametrize(
-    "hidden, batch_norm, last_batch_norm",
-    [([512], False, False), ([], False, False), ([], False, True), ([512], True, False), ([256, 256], True, True)],
+    "hidden, batch_norm, last_batch_norm, params",
+    [
+        ([512], False, False, "none"),
+        ([], False, False, "none"),
+        ([], False, True, "none"),
+        ([512], True, False, "none"),
+        ([256, 256], True, True, "none"),
+        ([512], True, True, "scale"),
+        ([512], True, True, "scale_shift"),
+    ],
 )
-def test_lightly_moco_head_has_the_recipes_layers(hidden: list[int], batch_norm: bool, last_batch_norm: bool) -> None:
+def test_lightly_moco_head_has_the_recipes_layers(
+    hidden: list[int], batch_norm: bool, last_batch_norm: bool, params: str
+) -> None:
     """The MoCo head of lightly's side is built from the recipe's head config: the same layers, in
-    the same order, with the same parameter shapes as ours (bias where there is no batch norm)."""
+    the same order, with the same parameter shapes as ours (bias where there is no batch norm) and
+    the same parameters learned (the output batch norm's ``head.last_batch_norm_params``)."""
     from omegaconf import OmegaConf
 
     from bench.quality_lightly import _moco_head
-    from sslframe.models.heads import MLPHead
+    from sslframe.models.heads import MLPHead, MLPHeadConfig
 
-    head = OmegaConf.create(
-        {
-            "hidden_dims": hidden,
-            "output_dim": 128,
-            "batch_norm": batch_norm,
-            "last_batch_norm": last_batch_norm,
-            "activation": "relu",
-        }
-    )
-    ours = MLPHead(64, hidden, 128, batch_norm=batch_norm, last_batch_norm=last_batch_norm)
+    fields = {"hidden_dims": hidden, "batch_norm": batch_norm, "last_batch_norm": last_batch_norm}
+    head = OmegaConf.structured(MLPHeadConfig(output_dim=128, last_batch_norm_params=params, **fields))
+    ours = MLPHead.from_config(64, head)
     theirs = _moco_head(64, head)
 
-    def layers(module: torch.nn.Module) -> list[tuple[str, list[tuple[int, ...]]]]:
+    def layers(module: torch.nn.Module) -> list[tuple[str, list[tuple[tuple[int, ...], bool]]]]:
         leaves = [m for m in module.modules() if not list(m.children())]
-        return [(type(m).__name__, [tuple(p.shape) for p in m.parameters()]) for m in leaves]
+        return [(type(m).__name__, [(tuple(p.shape), p.requires_grad) for p in m.parameters()]) for m in leaves]
 
     assert layers(theirs) == layers(ours)
 
@@ -325,7 +330,7 @@ def test_dino_training_step_matches_lightlys_side(epoch: int) -> None:
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
 
 
-def _projector_pair(config: str, peer: str) -> tuple[Any, Any, Any]:
+def _projector_pair(config: str, peer: str, extra: Sequence[str] = ()) -> tuple[Any, Any, Any]:
     """The recipe ``config``, ours built from it, and lightly's side (``bench.quality_lightly.<peer>``)
     from the same weights: the trunk copied, the projection head loaded (lightly's head is the same
     layers in the same order, which the load checks)."""
@@ -335,7 +340,7 @@ def _projector_pair(config: str, peer: str) -> tuple[Any, Any, Any]:
     from sslframe.config import compose_config
     from sslframe.methods import build_method
 
-    cfg = compose_config("train", [f"config={config}"])
+    cfg = compose_config("train", [f"config={config}", *extra])
     torch.manual_seed(0)
     ours = build_method(cfg).train()
     theirs = getattr(quality_lightly, peer)(copy.deepcopy(ours.trunk), cfg)
@@ -415,6 +420,22 @@ def test_byol_training_step_matches_lightlys_side() -> None:
     theirs.model["bm"].load_state_dict(ours.target_trunk.state_dict())
     theirs.model["pm"].load_state_dict(ours.target_head.state_dict())
     _step_agrees(cfg, ours, theirs, lr=1.0, loss_offset=1.0)
+
+
+def test_simclr_training_step_matches_lightlys_side() -> None:
+    """One SimCLR step of the benchmark's two sides from the same weights and views, with ours set
+    to lightly's two departures from the recipe: each view through trunk and head on its own
+    (``method.view_batches=per_view``; the recipe batches them together, as the authors'
+    tf2/model.py does) and an output batch norm with a learned scale and shift
+    (``head.last_batch_norm_params=scale_shift``, lightly's ``SimCLRProjectionHead``; the recipe
+    learns neither). Then ours (NT-Xent over the 2N embeddings, Chen et al. 2020 eq. 1) and
+    lightly's ``NTXentLoss`` give the same loss, every gradient and the same LARS update: what is
+    left between the sides' rows is those two settings, the views and the random streams."""
+    extra = ["method.view_batches=per_view", "head.last_batch_norm_params=scale_shift"]
+    cfg, ours, theirs = _projector_pair("fmnist_simclr", "simclr", extra)
+    heads = (("head", "projection_head"),)
+    loss = _step_agrees(cfg, ours, theirs, lr=cfg.optim.lr, loss_offset=0.0, heads=heads)
+    assert loss > 0.0
 
 
 @pytest.mark.parametrize("method", ["barlowtwins", "vicreg"])
