@@ -72,14 +72,46 @@ def git_commit(root: Path = RESULTS.parents[1]) -> str:
     return commit.stdout.strip() + ("+dirty" if dirty.stdout.strip() else "")
 
 
+# Options that only say where a benchmark keeps its scratch files on this machine: left out of
+# the commands that results record (committed files name no machine's paths).
+LOCAL_OPTIONS = ("--work-dir",)
+
+
+def shareable_command(script: str, arguments: list[str]) -> str:
+    """``python SCRIPT ARGUMENTS`` quoted as a shell needs it, so it can be run again as written,
+    without the options of ``LOCAL_OPTIONS`` (``--opt VALUE`` or ``--opt=VALUE``)."""
+    kept: list[str] = []
+    skip = False
+    for arg in arguments:
+        if skip:
+            skip = False
+        elif arg in LOCAL_OPTIONS:
+            skip = True
+        elif not arg.startswith(tuple(f"{o}=" for o in LOCAL_OPTIONS)):
+            kept.append(arg)
+    return shlex.join(["python", script, *kept])
+
+
+def relative_paths(value: Any, base: Path) -> Any:
+    """``value`` (nested dicts, lists, strings) with every path under ``base`` written relative to
+    it, so a recorded config names no machine's folders."""
+    prefix = str(base.resolve()).rstrip("/") + "/"
+    if isinstance(value, dict):
+        return {k: relative_paths(v, base) for k, v in value.items()}
+    if isinstance(value, list):
+        return [relative_paths(v, base) for v in value]
+    if isinstance(value, str) and value.startswith(prefix):
+        return value[len(prefix) :]
+    return value
+
+
 def provenance() -> dict[str, str]:
     """The command, commit and date of a result (README figures name where they come from)."""
     root = RESULTS.parents[1]
     script = Path(sys.argv[0]).resolve()
     where = script.relative_to(root) if script.is_relative_to(root) else script.name
     return {
-        # Quoted as a shell needs it, so the command can be run again as written.
-        "command": shlex.join(["python", str(where), *sys.argv[1:]]),
+        "command": shareable_command(str(where), sys.argv[1:]),
         "commit": git_commit(root),
         "date": time.strftime("%Y-%m-%d %H:%M"),
     }

@@ -38,7 +38,6 @@ import argparse
 import copy
 import json
 import logging
-import shlex
 import statistics
 import sys
 import time
@@ -54,7 +53,7 @@ from omegaconf import DictConfig, OmegaConf
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench.common import RESULTS, git_commit, machine  # noqa: E402
+from bench.common import RESULTS, git_commit, machine, relative_paths, shareable_command  # noqa: E402
 from sslframe.config import compose_config  # noqa: E402
 from sslframe.data import fashion_mnist  # noqa: E402
 from sslframe.distributed.micro_batches import running_norms  # noqa: E402
@@ -487,7 +486,8 @@ def run_row(
         "budget": setting.budget,
         **metrics,
         **stats,
-        "config": OmegaConf.to_container(cfg, resolve=True),
+        # data and run folders relative to the work dir (the results name no machine's paths)
+        "config": relative_paths(OmegaConf.to_container(cfg, resolve=True), setting.work_dir),
     }
 
 
@@ -621,7 +621,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 row["commit"] = commit
                 row["machine"] = machine()
                 arguments = argv if argv is not None else sys.argv[1:]
-                row["command"] = shlex.join(["python", "bench/quality.py", *arguments])
+                row["command"] = shareable_command("bench/quality.py", arguments)
                 row["date"] = time.strftime("%Y-%m-%d %H:%M:%S")
                 log.info(
                     "%s %s seed %d: kNN %.4f / %.4f, linear %.4f, %.0f images/s, %.1f min",

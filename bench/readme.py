@@ -501,6 +501,7 @@ BLOCKS: dict[str, tuple[str, Callable[[dict[str, Any]], str]]] = {
     "quality_variants_dino": ("quality_variants_dino.json", table),
     "quality_variants_simsiam": ("quality_variants_simsiam.json", table),
     "quality_variants_simclr": ("quality_variants_simclr.json", table),
+    "quality_variants_simclr_16": ("quality_variants_simclr_16.json", table),
     "quality_variants_mocov2": ("quality_variants_mocov2.json", table),
     "quality_variants_swav": ("quality_variants_swav.json", table),
     "plan_seer_10b": ("plan_seer_regnet_10b.json", plan_example),
