@@ -466,6 +466,10 @@ def run_row(
     """Pretrain and evaluate one row; ``extra``: overrides on top of the recipe (bench/quality_variants.py),
     whose run directory gets ``tag``. Side ``random init``: the recipe's trunk evaluated untrained (for a
     variant that changes the trunk, its own baseline)."""
+    if side == "lightly":
+        from bench.quality_lightly import refuse_fixed_overrides
+
+        refuse_fixed_overrides(method, extra)
     name = f"{method}_{side}_seed{seed}" + (f"_{tag}" if tag else "")
     run_dir = setting.work_dir / "runs" / ("quality-quick" if setting.quick else "quality") / name
     cfg = experiment(method, seed, setting, run_dir, extra)

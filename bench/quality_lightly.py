@@ -26,7 +26,7 @@ import copy
 import logging
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -653,6 +653,35 @@ LIGHTLY: dict[str, Callable[[nn.Module, DictConfig], LightlyMethod]] = {
     "ibot": ibot,
     "dinov2": dinov2,
 }
+
+
+# Recipe settings that a lightly side takes from lightly's example rather than from the recipe:
+# its named heads fix their layers' batch norm and activation, and SimCLR's example runs one view
+# at a time. A variant (bench/quality_variants.py) that overrides one of them would change ours
+# only, so such a variant is refused for the lightly side (``refuse_fixed_overrides``).
+_HEAD_LAYOUT = ("head.batch_norm", "head.last_batch_norm", "head.last_batch_norm_params", "head.activation")
+FIXED_BY_EXAMPLE: dict[str, tuple[str, ...]] = {
+    "simclr": ("method.view_batches", *_HEAD_LAYOUT),
+    "byol": _HEAD_LAYOUT,
+    "simsiam": _HEAD_LAYOUT,
+    "barlowtwins": _HEAD_LAYOUT,
+    "vicreg": _HEAD_LAYOUT,
+    "swav": _HEAD_LAYOUT,
+    # DINOProjectionHead takes the hidden layers' batch norm; no output batch norm, GELU throughout.
+    "dino": ("head.last_batch_norm", "head.last_batch_norm_params", "head.activation"),
+}
+
+
+def refuse_fixed_overrides(method: str, overrides: Sequence[str]) -> None:
+    """Raise before any work when ``overrides`` set a key the lightly side of ``method`` does not
+    read (``FIXED_BY_EXAMPLE``), naming the keys."""
+    keys = {o.split("=", 1)[0].lstrip("+~") for o in overrides}
+    fixed = sorted(keys & set(FIXED_BY_EXAMPLE.get(method, ())))
+    if fixed:
+        raise ValueError(
+            f"lightly's {method} side keeps its example's {', '.join(fixed)} whatever the recipe says, so a "
+            "variant that overrides it would change ours only: run that variant with --sides ours"
+        )
 
 
 # ------------------------------------------------------------------------------- the loop

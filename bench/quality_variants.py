@@ -9,7 +9,10 @@ Each ``--variant "NAME=KEY=VALUE[;KEY=VALUE...]"`` is a set of config overrides 
 reads the same recipe). Every variant and seed is pretrained and evaluated exactly as a row of
 ``bench/quality.py`` (same budget, data, kNN and linear probe); the recipe's own rows for the same
 seeds are copied from ``bench/results/quality.json`` beside them, lightly's as well as ours (the
-reference a variant of ours is run to approach). Results go to
+reference a variant of ours is run to approach). A variant that sets a key lightly's side takes from
+lightly's example instead of the recipe (``bench.quality_lightly.FIXED_BY_EXAMPLE``: its named heads'
+batch norm and activation, SimCLR's view batches) is refused for that side before anything runs: it
+would change ours only. Results go to
 ``bench/results/<results>.json`` and ``.md``; a variant and seed already there is not run again, so
 a study can be completed over several sittings. ``--render`` runs nothing and rewrites the results from
 their rows (after the recipe's own rows in quality.json changed).
@@ -30,6 +33,7 @@ if str(ROOT) not in sys.path:
 
 from bench import quality  # noqa: E402
 from bench.common import RESULTS, git_commit, machine, write_results  # noqa: E402
+from bench.quality_lightly import refuse_fixed_overrides  # noqa: E402
 from sslframe.data import fashion_mnist  # noqa: E402
 
 log = logging.getLogger("quality_variants")
@@ -87,6 +91,12 @@ def main(argv: list[str] | None = None) -> int:
     sides = quality.parse_list(args.sides, ("ours", "lightly", "random init"), "side")
     if "lightly" in sides and args.method not in quality.lightly_methods():
         raise SystemExit(f"lightly has no {args.method}")
+    if "lightly" in sides:
+        for variant, overrides in variants:
+            try:
+                refuse_fixed_overrides(args.method, overrides)
+            except ValueError as err:
+                raise SystemExit(f"--variant {variant!r}: {err}") from None
     name = args.results or f"quality_variants_{args.method}"
     if args.quick:
         name = f"quick/{name}"

@@ -145,6 +145,68 @@ def test_lightly_moco_head_has_the_recipes_layers(
     assert layers(theirs) == layers(ours)
 
 
+def _lightly_layout(method: str, overrides: Sequence[str] = ()) -> list[tuple[str, list[tuple[int, ...]], str]]:
+    """The leaf modules lightly's side of ``method`` builds on the recipe with ``overrides``."""
+    from bench.quality_lightly import LIGHTLY
+    from sslframe.config import compose_config
+
+    cfg = compose_config("train", [f"config=fmnist_{method}", *overrides])
+    model = LIGHTLY[method](quality.random_init_trunk(cfg), cfg).model
+    leaves = [m for m in model.modules() if not list(m.children())]
+    return [(type(m).__name__, [tuple(p.shape) for p in m.parameters()], repr(m)) for m in leaves]
+
+
+def _flipped(method: str, key: str) -> str:
+    """An override that gives ``key`` another valid value than the recipe's."""
+    from sslframe.config import compose_config
+
+    section, name = key.split(".")
+    value = compose_config("train", [f"config=fmnist_{method}"])[section][name]
+    other = {True: "false", False: "true", "relu": "gelu", "gelu": "relu", "none": "scale_shift"}
+    return f"{key}={other.get(value, 'none')}"
+
+
+def _fixed_head_keys() -> list[tuple[str, str]]:
+    from bench.quality_lightly import FIXED_BY_EXAMPLE
+
+    return [(m, k) for m, keys in FIXED_BY_EXAMPLE.items() for k in keys if k.startswith("head.")]
+
+
+@pytest.mark.parametrize("method, key", _fixed_head_keys())
+def test_lightly_side_builds_its_examples_head_whatever_a_fixed_key_says(method: str, key: str) -> None:
+    """The keys FIXED_BY_EXAMPLE lists are the ones lightly's side does not read: overriding one
+    leaves every module it builds as it was (which is why a variant setting one is refused)."""
+    assert _lightly_layout(method, [_flipped(method, key)]) == _lightly_layout(method)
+
+
+@pytest.mark.parametrize("method, key", [("mocov2", "head.batch_norm"), ("dino", "head.batch_norm")])
+def test_lightly_side_follows_the_head_keys_it_reads(method: str, key: str) -> None:
+    """The layout comparison above sees a head change where lightly's side does read the key."""
+    from bench.quality_lightly import FIXED_BY_EXAMPLE
+
+    assert key not in FIXED_BY_EXAMPLE.get(method, ())
+    assert _lightly_layout(method, [_flipped(method, key)]) != _lightly_layout(method)
+
+
+def test_a_variant_of_a_key_lightly_does_not_read_is_refused_for_its_side(tmp_path: Path, monkeypatch) -> None:
+    """bench/quality_variants.py refuses it before any run, naming the key; ours alone may run it."""
+    from bench import quality_variants
+    from bench.quality_lightly import refuse_fixed_overrides
+
+    def no_runs(*_args, **_kwargs):
+        raise AssertionError("a refused variant pretrained a row")
+
+    monkeypatch.setattr(quality, "run_row", no_runs)
+    variant = "lightly's batches=method.view_batches=per_view;method.temperature=0.2"
+    args = ["--method", "simclr", "--quick", "--work-dir", str(tmp_path), "--variant", variant]
+    with pytest.raises(SystemExit, match=r"keeps its example's method\.view_batches whatever"):
+        quality_variants.main([*args, "--sides", "ours,lightly"])
+    refuse_fixed_overrides("simclr", ["method.temperature=0.2", "trunk.width_multiplier=0.5"])  # read by both
+    refuse_fixed_overrides("mocov2", ["head.batch_norm=false", "head.last_batch_norm_params=scale"])
+    with pytest.raises(ValueError, match=r"head\.activation, head\.batch_norm"):
+        refuse_fixed_overrides("byol", ["head.batch_norm=false", "+head.activation=gelu"])
+
+
 def test_unknown_method_is_refused() -> None:
     with pytest.raises(SystemExit, match="unknown method nope; valid choices: simclr"):
         quality.main(["--methods", "nope"])
